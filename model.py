@@ -67,6 +67,11 @@ class Qwen3Config:
     tie_embeddings: bool = True
     dropout: float = 0.0
 
+    def __post_init__(self):  # 0 = the usual choice, so a config file can leave these out
+        self.n_kv_head = self.n_kv_head or self.n_head
+        self.head_dim = self.head_dim or self.n_embd // self.n_head
+        self.n_inner = self.n_inner or 3 * self.n_embd
+
 
 # The released Qwen3 dense shapes (Hugging Face config.json), and from-scratch shapes with GPT-2's tokenizer.
 QWEN3_PRESETS = {
@@ -436,13 +441,16 @@ def config_keys(model_type):
     return [f.name for f in fields(MODELS[model_type][0])]
 
 
+def make_config(model_type, model_args):
+    """The config dataclass of model_type from a dict of its fields (model_type may be among them)."""
+    if model_type not in MODELS:
+        raise ValueError(f"Unknown model_type '{model_type}': choose one of {sorted(MODELS)}.")
+    return MODELS[model_type][0](**{k: v for k, v in model_args.items() if k != 'model_type'})
+
+
 def build_model(model_type, model_args):
     """A freshly initialised model from the model_args stored in a checkpoint (model_type may be among them)."""
-    config_cls, model_cls = MODELS[model_type] if model_type in MODELS else (None, None)
-    if config_cls is None:
-        raise ValueError(f"Unknown model_type '{model_type}': choose one of {sorted(MODELS)}.")
-    args = {k: v for k, v in model_args.items() if k != 'model_type'}
-    return model_cls(config_cls(**args))
+    return MODELS[model_type][1](make_config(model_type, model_args))
 
 
 def model_args_of(model):
