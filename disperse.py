@@ -40,8 +40,8 @@ diagonal (c_ii ~ 1) and collapsed tokens give finite gradients. Squared distance
 per-sequence centred Gram matrix (translation invariance; avoids cancellation for large norms), log-means
 use logsumexp, so nothing takes log(0) or sqrt(0). Cost: O(B k^2 F) per layer, no Python loops over
 the batch or pairs, no global state (DDP-safe; with generator=None subsampling draws from torch's global
-RNG, which each rank seeds itself). CPU timing (2 cores, B=8, L=256, F=768, angular_spread,
-forward+backward): see the closing note of issue 5.
+RNG, which each rank seeds itself). Timing, angular_spread forward+backward, B=8, L=256, F=768, float32
+on a 2-core CPU: ~30-40 ms per layer (forward alone ~8 ms); every variant is within that range.
 
 Usage (train.py):
     logits, ce, hidden = model(x, y, return_hidden=True)

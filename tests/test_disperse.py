@@ -424,3 +424,54 @@ def test_forget_embeddings_resets_weight_and_adam_state():
 def test_baselines_need_a_token_embedding():
     with pytest.raises(ValueError):
         add_embedding_noise(nn.Linear(2, 2), 1.0)
+
+
+# -----------------------------------------------------------------------------
+# with the real models (model.py)
+
+
+def tiny_gpt():
+    from model import GPT, GPTConfig
+    torch.manual_seed(0)
+    return GPT(GPTConfig(block_size=16, vocab_size=64, n_layer=3, n_head=2, n_embd=16))
+
+
+def test_disperse_on_gpt_hidden_states():
+    model = tiny_gpt()
+    idx = torch.randint(0, 64, (2, 16))
+    _, _, hidden = model(idx, idx, return_hidden=True)
+    assert len(hidden) == 4
+    disperse(hidden, loc='early_half').backward()  # block 1 only
+    assert model.transformer.h[0].mlp.c_fc.weight.grad.abs().sum() > 0
+    assert model.transformer.h[1].mlp.c_fc.weight.grad is None  # blocks after the selected ones: no grad
+    assert model.transformer.wte.weight.grad.abs().sum() > 0
+
+
+def test_embedding_noise_on_gpt():
+    model = tiny_gpt()
+    idx = torch.randint(0, 64, (2, 16))
+    clean = model(idx, return_hidden=True)[2][0].detach()
+    handle = add_embedding_noise(model, 1.0)
+    noise = model(idx, return_hidden=True)[2][0].detach() - clean  # hidden[0] = wte + wpe (dropout 0)
+    assert 0 < noise.abs().max() <= 1.0 / math.sqrt(16 * 16) + 1e-6
+    model.eval()
+    torch.testing.assert_close(model(idx, return_hidden=True)[2][0], clean, rtol=0, atol=0)
+    handle.remove()
+
+
+def test_forget_embeddings_on_gpt_and_untied_qwen3():
+    from model import Qwen3, Qwen3Config
+    for model in [tiny_gpt(), Qwen3(Qwen3Config(vocab_size=64, n_layer=2, n_head=4, n_kv_head=2, head_dim=8,
+                                               n_embd=32, n_inner=48, tie_embeddings=False, block_size=16))]:
+        opt = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), 'cpu')
+        idx = torch.randint(0, 64, (2, 16))
+        for _ in range(2):
+            opt.zero_grad()
+            model(idx, idx)[1].backward()
+            opt.step()
+        head_before = model.lm_head.weight.detach().clone()
+        forget_embeddings(model, opt, generator=torch.Generator().manual_seed(1))
+        w = model.transformer.wte.weight
+        assert (opt.state[w]['exp_avg'] == 0).all() and int(opt.state[w]['step']) == 0
+        # the LM head changes only when it is the same tensor as the token embedding
+        assert torch.equal(model.lm_head.weight, head_before) != model.tied
