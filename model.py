@@ -251,7 +251,7 @@ class LanguageModel(nn.Module):
         logits = self.lm_head(x)  # (B, T, vocab) for every position
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         if return_hidden:
             return logits, loss, hidden
         return logits, loss
@@ -456,6 +456,21 @@ def build_model(model_type, model_args):
 def model_args_of(model):
     """The model_args dict train.py stores in a checkpoint: the config's fields plus model_type."""
     return dict(asdict(model.config), model_type=model.model_type)
+
+
+def save_checkpoint(ckpt, path):
+    """torch.save made atomic: write a temp file beside path, fsync, rename over path. A run killed while saving
+    leaves the previous checkpoint intact (rename is atomic on POSIX file systems)."""
+    tmp = path + '.tmp'
+    try:
+        with open(tmp, 'wb') as f:
+            torch.save(ckpt, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def load_checkpoint(path, device='cpu'):

@@ -37,7 +37,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import configure
 from data.tokens import fixed_starts, get_batch, load_meta, load_split
-from model import build_model, config_keys, from_pretrained, make_config, model_args_of
+from model import build_model, config_keys, from_pretrained, make_config, model_args_of, save_checkpoint
 
 # -----------------------------------------------------------------------------
 # default config values: GPT-2 124M on OpenWebText, 8 GPUs (see config/train_gpt2.py for the arithmetic)
@@ -150,15 +150,24 @@ if device_type == 'cuda':
 ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
 ctx = nullcontext() if dtype == 'float32' else torch.autocast(device_type=device_type, dtype=ptdtype)
 
-# every process seeds differently so that each draws different data and dropout masks
+# Dropout masks: every process seeds its own stream. Training data and the dispersion loss's token subsets are
+# drawn per global micro-batch from (seed, iter, micro-batch index): the same windows whatever the number of
+# processes, different on every process, and a resumed run needs no saved stream to redraw them.
 torch.manual_seed(seed + ddp_rank)
 random.seed(seed + ddp_rank)
 np.random.seed(seed + ddp_rank)
-data_rng = np.random.default_rng(seed + ddp_rank)  # draws the training windows
-disp_gen = torch.Generator().manual_seed(seed + ddp_rank)  # draws the dispersion loss's token subsets
+disp_gen = torch.Generator()
+
+
+def train_batch(it, micro_step):
+    """The training windows of global micro-batch (it, micro_step); also reseeds the dispersion subsampling."""
+    m = ddp_rank * grad_accum + micro_step  # this process's share of the step's micro-batches
+    seq = np.random.SeedSequence([seed, it, m])
+    disp_gen.manual_seed(int(seq.generate_state(1, np.uint64)[0] >> 1))
+    return get_batch(data_dir, 'train', batch_size, block_size, np.random.default_rng(seq), device)
 
 # data: check it is there and large enough before building anything
-data_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', dataset)
+data_dir = dataset if os.path.isabs(dataset) else os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', dataset)
 try:
     n_val = len(load_split(data_dir, 'val'))
     n_train = len(load_split(data_dir, 'train'))
@@ -230,10 +239,8 @@ if checkpoint is not None:
         torch.set_rng_state(r['torch'])
         if r.get('cuda') is not None and device_type == 'cuda':
             torch.cuda.set_rng_state(r['cuda'])
-        data_rng.bit_generator.state = r['data']
-        disp_gen.set_state(r['disperse'])
     else:
-        log0("warning: the checkpoint was written by a different number of processes; data order restarts from the seed")
+        log0("note: the checkpoint was written by a different number of processes; dropout masks are reseeded")
 checkpoint = None  # free memory
 
 raw_model = model
@@ -289,25 +296,16 @@ def get_lr(it):
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
 
 
-def rng_states(pending_data_state):
-    """This process's RNG states; the data stream is saved as it was before the pending batch was drawn, so a
-    resumed run draws that same batch first."""
+def rng_states():
+    """This process's global RNG states (dropout); the data order needs none: it follows from (seed, iter)."""
     return {'python': random.getstate(), 'numpy': np.random.get_state(), 'torch': torch.get_rng_state(),
-            'cuda': torch.cuda.get_rng_state() if device_type == 'cuda' else None,
-            'data': pending_data_state, 'disperse': disp_gen.get_state()}
+            'cuda': torch.cuda.get_rng_state() if device_type == 'cuda' else None}
 
 
-def save_checkpoint(path, rng):
-    """Atomic save: write a temp file, fsync, rename. A run killed midway leaves the previous file intact."""
-    ckpt = {'model': raw_model.state_dict(), 'optimizer': optimizer.state_dict(), 'model_args': model_args,
+def checkpoint_dict(rng):
+    return {'model': raw_model.state_dict(), 'optimizer': optimizer.state_dict(), 'model_args': model_args,
             'iter_num': iter_num, 'best_val_loss': best_val_loss, 'config': config, 'rng': rng,
             'init_origin': init_origin}
-    tmp = path + '.tmp'
-    with open(tmp, 'wb') as f:
-        torch.save(ckpt, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def log_record(record):
@@ -333,8 +331,7 @@ if peak_flops == 0 and device_type == 'cuda':
     peak_flops = 989e12 if ('H100' in name or 'H200' in name) else 312e12
 
 # training loop
-pending_data_state = data_rng.bit_generator.state
-X, Y = get_batch(data_dir, 'train', batch_size, block_size, data_rng, device)  # the first batch
+X, Y = train_batch(iter_num, 0)  # the first batch
 t0 = time.time()
 local_iter_num = 0
 running_mfu = -1.0
@@ -346,6 +343,9 @@ while True:
     if iter_num % eval_interval == 0 or eval_only:
         losses = estimate_loss()
         log0(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+        if not all(map(math.isfinite, losses.values())):
+            raise SystemExit(f"Non-finite eval loss at iter {iter_num} ({losses}): stopping; the last good checkpoint "
+                             f"in {out_dir} is kept. Lower the learning rate or use bfloat16/float32.")
         record = {'iter': iter_num, 'train_loss': losses['train'], 'val_loss': losses['val'], 'lr': lr}
         if probe_windows > 0:
             from eval import condensation_probe
@@ -353,16 +353,16 @@ while True:
             with ctx:
                 record.update(condensation_probe(raw_model, probe_x))
         log_record(record)
-        rng = rng_states(pending_data_state)
+        rng = rng_states()
         rng = [rng] if not ddp else (dist.all_gather_object(gathered := [None] * ddp_world_size, rng) or gathered)
         if master_process and (iter_num > 0 or init_from == 'resume') and not eval_only:
             improved = losses['val'] < best_val_loss
             best_val_loss = min(best_val_loss, losses['val'])
             if improved or always_save_checkpoint:
-                save_checkpoint(os.path.join(out_dir, 'ckpt.pt'), rng)
+                save_checkpoint(checkpoint_dict(rng), os.path.join(out_dir, 'ckpt.pt'))
                 log0(f"saved checkpoint to {out_dir}/ckpt.pt")
             if improved and save_best:
-                save_checkpoint(os.path.join(out_dir, 'best.pt'), rng)
+                save_checkpoint(checkpoint_dict(rng), os.path.join(out_dir, 'best.pt'))
     if eval_only or iter_num >= max_iters:
         break
 
@@ -374,8 +374,7 @@ while True:
         loss, ce, disp = forward_loss(X, Y, train=True)
         loss = loss / grad_accum  # the accumulated gradient is the gradient of the mean loss
         # draw the next batch while the accelerator works on this one
-        pending_data_state = data_rng.bit_generator.state
-        X, Y = get_batch(data_dir, 'train', batch_size, block_size, data_rng, device)
+        X, Y = train_batch(*((iter_num, micro_step + 1) if micro_step + 1 < grad_accum else (iter_num + 1, 0)))
         scaler.scale(loss).backward()
         ce_sum += ce.detach()
         disp_sum += disp.detach() if disp is not None else 0.0
