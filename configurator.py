@@ -79,7 +79,7 @@ def configure(defaults, argv):
             with open(arg) as f:
                 source = f.read()
             print(source)
-            namespace = dict(config)
+            namespace = dict(config, __file__=arg)  # a config file can build on another one beside it
             exec(compile(source, arg, "exec"), namespace)
             for key, value in namespace.items():
                 if key.startswith("_") or isinstance(value, (types.ModuleType, types.FunctionType, type)):
