@@ -11,6 +11,155 @@ Two measurements, both from the command line:
 # -----------------------------------------------------------------------------
 # condensation: per-layer token cosine similarity
 
+# The paper's observation (section 2 of ../shared/paper.md): through the layers, the hidden states of one
+# sequence's tokens crowd into a narrow cone. For every hidden state l = 0..n (HF convention: 0 = embedding
+# output, n = after the final norm) and every sequence, the S x S cosine matrix
+#     C_ij = <z_i, z_j> / (max(|z_i|, 1e-3) max(|z_j|, 1e-3))       (float32, clipped to [-1, 1])
+# is summed over the N sequences and divided by N; every statistic reads this averaged matrix:
+#     mu_l = mean of all S*S entries (diagonal included),  hist_l = 128-bin density over [-1, 1],
+#     rho = Spearman(mu_0..mu_n, 0..n),  tau = Kendall tau-b(...),  last_n = mean(mu_{n-k+1..n}).
+
+import math
+
+import numpy as np
+import torch
+
+NORM_FLOOR = 1e-3  # the paper's clamp of |z| (keeps all-zero vectors at cosine 0 instead of NaN)
+
+
+def cosine_matrix(h):
+    """[..., S, C] hidden states -> [..., S, S] float32 cosine matrix (norms clamped at 1e-3, clipped to [-1, 1])."""
+    h = h.float()
+    # max(|z_i|, eps) max(|z_j|, eps) factorises, so each row is divided by its own clamped norm once
+    u = h / h.norm(dim=-1, keepdim=True).clamp_min(NORM_FLOOR)
+    return (u @ u.transpose(-1, -2)).clamp_(-1.0, 1.0)
+
+
+def average_ranks(x):
+    """Ranks 1..n of the values of x, ties sharing the mean of the ranks they span (as for Spearman)."""
+    x = np.asarray(x, dtype=np.float64)
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x), dtype=np.float64)
+    i = 0
+    while i < len(x):
+        j = i
+        while j + 1 < len(x) and x[order[j + 1]] == x[order[i]]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1  # positions i..j hold ranks i+1..j+1
+        i = j + 1
+    return ranks
+
+
+def spearman(x, y):
+    """Spearman's rho: Pearson correlation of the average ranks; NaN when either side is constant."""
+    rx, ry = average_ranks(x), average_ranks(y)
+    assert rx.shape == ry.shape, "spearman needs two sequences of the same length"
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    denom = math.sqrt((rx @ rx) * (ry @ ry))
+    return float(rx @ ry / denom) if denom > 0 else float("nan")
+
+
+def kendall(x, y):
+    """Kendall's tau-b: (concordant - discordant) / sqrt((n0 - ties_x)(n0 - ties_y)) over all pairs i < j."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    assert x.shape == y.shape and x.ndim == 1, "kendall needs two 1-D sequences of the same length"
+    i, j = np.triu_indices(len(x), k=1)
+    sx, sy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
+    n0 = len(i)
+    denom = math.sqrt((n0 - np.sum(sx == 0)) * (n0 - np.sum(sy == 0)))
+    return float(np.sum(sx * sy) / denom) if denom > 0 else float("nan")
+
+
+def last_n_sizes(n_layers):
+    """The paper's last-n windows: n = 1..5 and n_layers // 2, never reaching back to the embedding output."""
+    return sorted({n for n in (1, 2, 3, 4, 5, n_layers // 2) if 1 <= n <= n_layers})
+
+
+def _batches(sequences, batch_size):
+    """A LongTensor [N, S] in slices of batch_size rows, or any iterable of [B, S] batches as it is."""
+    if torch.is_tensor(sequences):
+        assert sequences.ndim == 2, f"sequences must be [N, S], got {tuple(sequences.shape)}"
+        return list(sequences.split(batch_size))
+    return sequences
+
+
+def cosine_sums(model, sequences, batch_size=8, device=None, progress=False):
+    """Run the model over the sequences and sum the per-layer S x S cosine matrices -> ([L+1, S, S] sum, N).
+
+    Memory holds one batch's hidden states and the [L+1, S, S] running sum, whatever N is.
+    """
+    device = device or next(model.parameters()).device
+    batches = _batches(sequences, batch_size)
+    total = sum(len(b) for b in batches) if isinstance(batches, list) else None
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=total, unit="seq", desc="condensation")
+    was_training = model.training
+    model.eval()
+    sums, count = None, 0
+    try:
+        with torch.no_grad():
+            for x in batches:
+                x = x.to(device)
+                _, _, hidden = model(x, return_hidden=True)
+                if sums is None:
+                    sums = torch.zeros(len(hidden), x.shape[1], x.shape[1], dtype=torch.float32, device=device)
+                assert len(hidden) == sums.shape[0] and x.shape[1] == sums.shape[1], \
+                    "every batch must give the same number of hidden states and sequence length"
+                for l, h in enumerate(hidden):
+                    assert h.shape[:2] == x.shape, f"hidden[{l}] is {tuple(h.shape)}, expected [B, S, C]"
+                    sums[l] += cosine_matrix(h).sum(0)
+                count += x.shape[0]
+                if bar is not None:
+                    bar.update(x.shape[0])
+    finally:
+        model.train(was_training)
+        if bar is not None:
+            bar.close()
+    if count == 0:
+        raise ValueError("condensation needs at least one sequence, and none were given.")
+    return sums, count
+
+
+def layer_stats(avg, bins=128):
+    """Statistics of the averaged [L+1, S, S] cosine matrices (see the top of this section)."""
+    assert avg.ndim == 3 and avg.shape[1] == avg.shape[2], f"expected [L+1, S, S], got {tuple(avg.shape)}"
+    mean_cos = [float(m) for m in avg.double().mean(dim=(1, 2)).cpu()]
+    n_layers = len(mean_cos) - 1
+    idx = list(range(len(mean_cos)))
+    stats = {
+        "mean_cos": mean_cos,
+        "spearman": spearman(mean_cos, idx),
+        "kendall": kendall(mean_cos, idx),
+        "last_n_mean": {str(n): float(np.mean(mean_cos[-n:])) for n in last_n_sizes(n_layers)},
+        "n_layers": n_layers,
+    }
+    if bins:
+        flat = avg.reshape(len(mean_cos), -1).cpu().numpy()
+        stats["hist_edges"] = np.linspace(-1.0, 1.0, bins + 1).tolist()
+        stats["hist"] = [np.histogram(f, bins=bins, range=(-1.0, 1.0), density=True)[0].tolist() for f in flat]
+    return stats
+
+
+def condensation(model, sequences, batch_size=8, device=None, bins=128, progress=False):
+    """Measure embedding condensation of `model` on `sequences` (LongTensor [N, S] or an iterable of batches).
+
+    Returns a dict: mean_cos (n+1 floats), spearman, kendall, last_n_mean {str(n): float}, n_layers,
+    hist (n+1 lists of `bins` densities over [-1, 1]), hist_edges, seq_len, num_sequences.
+    """
+    sums, count = cosine_sums(model, sequences, batch_size, device, progress)
+    stats = layer_stats(sums / count, bins)
+    stats.update(seq_len=sums.shape[1], num_sequences=count)
+    return stats
+
+
+def condensation_probe(model, x):
+    """The trainer's cheap probe on a few fixed windows x [B, T]: per-layer means, the last layer's mean, rho."""
+    stats = condensation(model, x, batch_size=len(x), bins=0)
+    return {"mean_cos": stats["mean_cos"], "last_mean": stats["mean_cos"][-1], "spearman": stats["spearman"]}
+
+
 
 # -----------------------------------------------------------------------------
 # benchmarks: lm-evaluation-harness style multiple-choice scoring
