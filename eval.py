@@ -161,6 +161,101 @@ def condensation_probe(model, x):
 
 
 
+# sequences: seed i (0..N-1) draws sequence i, so the first 10 of N=100 are the N=10 set
+
+WIKITEXT = ("Salesforce/wikitext", "wikitext-103-raw-v1", "test")  # the paper's text (its split is not stated)
+SPAN_WORDS = (1024, 1280)  # seed i picks a random span of 1024..1280 words, tokenised, cut to the first S tokens
+
+
+def val_windows(data_dir, num, seq_len, split="val"):
+    """Seed i -> a window of seq_len tokens of data_dir's split, starting where np.random.default_rng(i) says."""
+    from data.tokens import get_batch, load_split
+    n_tokens = len(load_split(data_dir, split))
+    if n_tokens <= seq_len + 1:
+        raise ValueError(f"{data_dir}'s {split} split has {n_tokens} tokens, too few for windows of {seq_len}.")
+    # the high end leaves room for get_batch's shifted targets
+    starts = np.array([np.random.default_rng(i).integers(0, n_tokens - seq_len - 1) for i in range(num)])
+    x, _ = get_batch(data_dir, split, num, seq_len, None, "cpu", starts=starts)
+    assert x.shape == (num, seq_len), f"get_batch gave {tuple(x.shape)}, expected {(num, seq_len)}"
+    return x
+
+
+def text_spans(words, num, seq_len, encode):
+    """Seed i -> a random span of SPAN_WORDS words of `words`, encoded and cut to the first seq_len tokens."""
+    lo, hi = SPAN_WORDS
+    if len(words) < hi:
+        raise ValueError(f"The text has {len(words)} words, fewer than the {hi} a span may need.")
+    rows = []
+    for i in range(num):
+        rng = np.random.default_rng(i)
+        n = int(rng.integers(lo, hi + 1))
+        start = int(rng.integers(0, len(words) - n + 1))
+        ids = encode(" ".join(words[start:start + n]))[:seq_len]
+        if len(ids) < seq_len:
+            raise ValueError(f"Seed {i}'s span of {n} words gives {len(ids)} tokens, fewer than seq_len {seq_len}.")
+        rows.append(ids)
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def read_words(path):
+    """The words of a local file: a .txt is one document, a .jsonl holds one {"text": ...} document a line."""
+    import json
+    with open(path, encoding="utf-8") as f:
+        if path.endswith(".jsonl"):
+            return [w for line in f if line.strip() for w in json.loads(line)["text"].split()]
+        return f.read().split()
+
+
+def wikitext_words():
+    """The words of WikiText-103 (raw) through `datasets`; offline this fails with one sentence."""
+    try:
+        from datasets import load_dataset
+        ds = load_dataset(WIKITEXT[0], WIKITEXT[1], split=WIKITEXT[2])
+    except Exception as e:  # offline, no cache, hub errors: all end the same way for the user
+        raise ValueError(f"WikiText-103 could not be loaded from the Hugging Face hub ({type(e).__name__}); "
+                         "use --source val or a local .txt/.jsonl file instead.") from e
+    return " ".join(ds["text"]).split()
+
+
+# plots (matplotlib's object API with the Agg canvas: no pyplot, no global backend state)
+
+def _figure():
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(6.4, 4.2))
+    return fig, fig.add_subplot()
+
+
+def _layer_fraction(mean_cos):
+    n = max(len(mean_cos) - 1, 1)
+    return np.arange(len(mean_cos)) / n
+
+
+def plot_condensation(stats, path, label=""):
+    """The paper's figure: per-layer density of the averaged cosine matrix (Reds, 0..10) and the mean curve."""
+    hist = np.array(stats["hist"]).T  # [bins, n+1]: y = cosine bin, x = layer
+    frac = _layer_fraction(stats["mean_cos"])
+    half = 0.5 / max(len(frac) - 1, 1)  # each layer's column is centred on its fraction l / n
+    fig, ax = _figure()
+    im = ax.imshow(hist, origin="lower", aspect="auto", extent=(-half, 1 + half, -1, 1), cmap="Reds", vmin=0, vmax=10)
+    ax.plot(frac, stats["mean_cos"], color="black", marker="o", markersize=3, linewidth=1.2, label="mean cosine")
+    fig.colorbar(im, ax=ax, label="density")
+    ax.set(xlabel="layer fraction l / n", ylabel="cosine similarity", ylim=(-1, 1))
+    ax.set_title(f"{label}  Spearman rho = {stats['spearman']:+.2f}".strip(), fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+
+
+def plot_compare(runs, path):
+    """Several runs' per-layer mean curves over the layer fraction; runs = [(label, stats), ...]."""
+    fig, ax = _figure()
+    for label, stats in runs:
+        ax.plot(_layer_fraction(stats["mean_cos"]), stats["mean_cos"], marker="o", markersize=3,
+                label=f"{label} (rho {stats['spearman']:+.2f})")
+    ax.set(xlabel="layer fraction l / n", ylabel="mean cosine similarity", title="embedding condensation")
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+
+
 # -----------------------------------------------------------------------------
 # benchmarks: lm-evaluation-harness style multiple-choice scoring
 
