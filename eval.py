@@ -18,8 +18,14 @@ Two measurements, both from the command line:
 # is summed over the N sequences and divided by N; every statistic reads this averaged matrix:
 #     mu_l = mean of all S*S entries (diagonal included),  hist_l = 128-bin density over [-1, 1],
 #     rho = Spearman(mu_0..mu_n, 0..n),  tau = Kendall tau-b(...),  last_n = mean(mu_{n-k+1..n}).
+# Writes condensation.json and condensation.png (the paper's heatmap) to --out (default: eval/ beside the ckpt):
+#     python eval.py --ckpt out/ckpt.pt [--source val|wikitext|data/NAME|FILE.txt|FILE.jsonl] [--num_sequences 100]
+#     python eval.py --init_from gpt2-xl --source wikitext --seq_len 512
+#     python eval.py --compare out-a/eval/condensation.json out-b/eval/condensation.json   # curves in one figure
 
+import json
 import math
+import os
 
 import numpy as np
 import torch
@@ -199,7 +205,6 @@ def text_spans(words, num, seq_len, encode):
 
 def read_words(path):
     """The words of a local file: a .txt is one document, a .jsonl holds one {"text": ...} document a line."""
-    import json
     with open(path, encoding="utf-8") as f:
         if path.endswith(".jsonl"):
             return [w for line in f if line.strip() for w in json.loads(line)["text"].split()]
@@ -215,6 +220,21 @@ def wikitext_words():
         raise ValueError(f"WikiText-103 could not be loaded from the Hugging Face hub ({type(e).__name__}); "
                          "use --source val or a local .txt/.jsonl file instead.") from e
     return " ".join(ds["text"]).split()
+
+
+def _rho(v):
+    return "n/a" if v is None or v != v else f"{v:+.2f}"
+
+
+def _finite(obj):
+    """JSON without NaN (Spearman of a constant curve): non-finite floats become null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 # plots (matplotlib's object API with the Agg canvas: no pyplot, no global backend state)
@@ -240,7 +260,7 @@ def plot_condensation(stats, path, label=""):
     ax.plot(frac, stats["mean_cos"], color="black", marker="o", markersize=3, linewidth=1.2, label="mean cosine")
     fig.colorbar(im, ax=ax, label="density")
     ax.set(xlabel="layer fraction l / n", ylabel="cosine similarity", ylim=(-1, 1))
-    ax.set_title(f"{label}  Spearman rho = {stats['spearman']:+.2f}".strip(), fontsize=10)
+    ax.set_title(f"{label}  Spearman rho = {_rho(stats['spearman'])}".strip(), fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
     fig.savefig(path, dpi=120, bbox_inches="tight")
 
@@ -250,7 +270,7 @@ def plot_compare(runs, path):
     fig, ax = _figure()
     for label, stats in runs:
         ax.plot(_layer_fraction(stats["mean_cos"]), stats["mean_cos"], marker="o", markersize=3,
-                label=f"{label} (rho {stats['spearman']:+.2f})")
+                label=f"{label} (rho {_rho(stats['spearman'])})")
     ax.set(xlabel="layer fraction l / n", ylabel="mean cosine similarity", title="embedding condensation")
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=120, bbox_inches="tight")
@@ -263,8 +283,116 @@ def plot_compare(runs, path):
 # -----------------------------------------------------------------------------
 # command line
 
+import argparse
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description="Measure a checkpoint or a released GPT-2 / Qwen3 model.")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--ckpt", help="a checkpoint written by train.py, e.g. out/ckpt.pt")
+    which.add_argument("--init_from", help="released weights: gpt2..gpt2-xl, Qwen/Qwen3-0.6B.., or a local HF directory")
+    p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--out", default=None, help="output directory (default: eval/ beside the checkpoint)")
+    g = p.add_argument_group("condensation (the default measurement)")
+    g.add_argument("--source", default=None, help="val (default with --ckpt: the checkpoint's dataset), wikitext "
+                   "(default with --init_from), a token data directory (data/NAME), or a .txt / .jsonl file")
+    g.add_argument("--num_sequences", type=int, default=100)
+    g.add_argument("--seq_len", type=int, default=512, help="clipped to the model's block_size")
+    g.add_argument("--compare", nargs="+", metavar="JSON", help="plot these condensation.json files together")
+    return p
+
+
+def load_model(args, device):
+    """(model on device, checkpoint dict or None, what was measured, default output directory)."""
+    from model import from_pretrained, load_checkpoint
+    if args.ckpt:
+        try:
+            model, ckpt = load_checkpoint(args.ckpt, device)
+        except (FileNotFoundError, ValueError) as e:
+            raise SystemExit(str(e))
+        return model, ckpt, args.ckpt, os.path.join(os.path.dirname(os.path.abspath(args.ckpt)), "eval")
+    if args.init_from:
+        model = from_pretrained(args.init_from).to(device).eval()
+        return model, None, args.init_from, os.path.join("eval", os.path.basename(os.path.normpath(args.init_from)))
+    raise SystemExit("Say what to measure: --ckpt out/ckpt.pt or --init_from gpt2 (or a local HF directory).")
+
+
+def _checkpoint_data_dir(ckpt):
+    config = ckpt.get("config", {})
+    return config.get("data_dir") or os.path.join("data", config.get("dataset", ""))
+
+
+def condensation_sequences(args, model, ckpt, seq_len):
+    """The [N, S] token sequences args.source names, and a short description of them for the JSON."""
+    source = args.source or ("val" if ckpt is not None else "wikitext")
+    n = args.num_sequences
+    if source == "val" and ckpt is None:
+        raise SystemExit("--source val reads the checkpoint's dataset; with --init_from give --source wikitext, "
+                         "a data directory (data/NAME) or a .txt / .jsonl file.")
+    data_dir = _checkpoint_data_dir(ckpt) if source == "val" else source
+    try:
+        if source == "val" or os.path.isdir(source):
+            return val_windows(data_dir, n, seq_len), f"val windows of {data_dir}"
+        from data.tokenizer import get_tokenizer
+        encode = get_tokenizer(model.tokenizer_name).encode
+        if source == "wikitext":
+            return text_spans(wikitext_words(), n, seq_len, encode), "/".join(WIKITEXT)
+        if not os.path.isfile(source):
+            raise SystemExit(f"--source {source} is not val, wikitext, a data directory or a file.")
+        return text_spans(read_words(source), n, seq_len, encode), source
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(str(e))
+
+
+def print_condensation(stats):
+    n = stats["n_layers"]
+    print(f"{'layer':>5} {'l/n':>5} {'mean cos':>9}")
+    for l, m in enumerate(stats["mean_cos"]):
+        print(f"{l:>5} {l / max(n, 1):>5.2f} {m:>9.4f}")
+    last = "  ".join(f"last-{k} {v:.4f}" for k, v in stats["last_n_mean"].items())
+    print(f"Spearman rho {_rho(stats['spearman'])}  Kendall tau {_rho(stats['kendall'])}  {last}")
+
+
+def condensation_main(args):
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, ckpt, name, default_out = load_model(args, device)
+    seq_len = args.seq_len
+    if seq_len > model.config.block_size:
+        print(f"seq_len {seq_len} is longer than the model's block_size; using {model.config.block_size}.")
+        seq_len = model.config.block_size
+    x, source = condensation_sequences(args, model, ckpt, seq_len)
+    print(f"condensation of {name}: {len(x)} sequences of {seq_len} tokens from {source}")
+    stats = condensation(model, x, args.batch_size, device, progress=True)
+    stats.update(source=source, model=name)
+    print_condensation(stats)
+    out = args.out or default_out
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "condensation.json"), "w") as f:
+        json.dump(_finite(stats), f, indent=1)
+    plot_condensation(stats, os.path.join(out, "condensation.png"), os.path.basename(os.path.normpath(name)))
+    print(f"wrote {out}/condensation.json and condensation.png")
+
+
+def compare_main(args):
+    runs = []
+    for path in args.compare:
+        with open(path) as f:
+            runs.append((path, json.load(f)))
+    names = [s.get("model", p) for p, s in runs]
+    unique = len(set(names)) == len(names)  # two runs of one model are told apart by their file paths
+    out = args.out or os.path.dirname(os.path.abspath(args.compare[0]))
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, "condensation_compare.png")
+    plot_compare([(name if unique else p, s) for name, (p, s) in zip(names, runs)], path)
+    print(f"wrote {path}")
+
+
 def main(argv=None):
-    raise SystemExit("eval.py is not implemented yet")
+    args = build_parser().parse_args(argv)
+    if args.compare:
+        return compare_main(args)
+    return condensation_main(args)
 
 
 if __name__ == "__main__":
