@@ -169,6 +169,7 @@ def condensation_probe(model, x):
 
 # sequences: seed i (0..N-1) draws sequence i, so the first 10 of N=100 are the N=10 set
 
+DATA_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")  # data/<dataset>, as in train.py
 WIKITEXT = ("Salesforce/wikitext", "wikitext-103-raw-v1", "test")  # the paper's text (its split is not stated)
 SPAN_WORDS = (1024, 1280)  # seed i picks a random span of 1024..1280 words, tokenised, cut to the first S tokens
 
@@ -177,10 +178,10 @@ def val_windows(data_dir, num, seq_len, split="val"):
     """Seed i -> a window of seq_len tokens of data_dir's split, starting where np.random.default_rng(i) says."""
     from data.tokens import get_batch, load_split
     n_tokens = len(load_split(data_dir, split))
-    if n_tokens <= seq_len + 1:
+    if n_tokens <= seq_len:
         raise ValueError(f"{data_dir}'s {split} split has {n_tokens} tokens, too few for windows of {seq_len}.")
-    # the high end leaves room for get_batch's shifted targets
-    starts = np.array([np.random.default_rng(i).integers(0, n_tokens - seq_len - 1) for i in range(num)])
+    # starts < n_tokens - seq_len leave room for get_batch's shifted targets
+    starts = np.array([np.random.default_rng(i).integers(0, n_tokens - seq_len) for i in range(num)])
     x, _ = get_batch(data_dir, split, num, seq_len, None, "cpu", starts=starts)
     assert x.shape == (num, seq_len), f"get_batch gave {tuple(x.shape)}, expected {(num, seq_len)}"
     return x
@@ -318,9 +319,12 @@ def load_model(args, device):
     raise SystemExit("Say what to measure: --ckpt out/ckpt.pt or --init_from gpt2 (or a local HF directory).")
 
 
-def _checkpoint_data_dir(ckpt):
-    config = ckpt.get("config", {})
-    return config.get("data_dir") or os.path.join("data", config.get("dataset", ""))
+def checkpoint_data_dir(ckpt):
+    """data/<dataset> beside this file, as train.py finds it (the checkpoint's config names the dataset)."""
+    dataset = ckpt.get("config", {}).get("dataset")
+    if not dataset:
+        raise SystemExit("The checkpoint's config names no dataset; give --source data/NAME, wikitext or a file.")
+    return os.path.join(DATA_ROOT, dataset)
 
 
 def condensation_sequences(args, model, ckpt, seq_len):
@@ -330,7 +334,7 @@ def condensation_sequences(args, model, ckpt, seq_len):
     if source == "val" and ckpt is None:
         raise SystemExit("--source val reads the checkpoint's dataset; with --init_from give --source wikitext, "
                          "a data directory (data/NAME) or a .txt / .jsonl file.")
-    data_dir = _checkpoint_data_dir(ckpt) if source == "val" else source
+    data_dir = checkpoint_data_dir(ckpt) if source == "val" else source
     try:
         if source == "val" or os.path.isdir(source):
             return val_windows(data_dir, n, seq_len), f"val windows of {data_dir}"
@@ -370,13 +374,15 @@ def condensation_main(args):
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "condensation.json"), "w") as f:
         json.dump(_finite(stats), f, indent=1)
-    plot_condensation(stats, os.path.join(out, "condensation.png"), os.path.basename(os.path.normpath(name)))
+    plot_condensation(stats, os.path.join(out, "condensation.png"), name if len(name) <= 48 else "..." + name[-45:])
     print(f"wrote {out}/condensation.json and condensation.png")
 
 
 def compare_main(args):
     runs = []
     for path in args.compare:
+        if not os.path.isfile(path):
+            raise SystemExit(f"--compare: no file {path} (give condensation.json files written by eval.py).")
         with open(path) as f:
             runs.append((path, json.load(f)))
     names = [s.get("model", p) for p, s in runs]
