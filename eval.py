@@ -35,10 +35,12 @@ NORM_FLOOR = 1e-3  # the paper's clamp of |z| (keeps all-zero vectors at cosine 
 
 def cosine_matrix(h):
     """[..., S, C] hidden states -> [..., S, S] float32 cosine matrix (norms clamped at 1e-3, clipped to [-1, 1])."""
-    h = h.float()
-    # max(|z_i|, eps) max(|z_j|, eps) factorises, so each row is divided by its own clamped norm once
-    u = h / h.norm(dim=-1, keepdim=True).clamp_min(NORM_FLOOR)
-    return (u @ u.transpose(-1, -2)).clamp_(-1.0, 1.0)
+    # float32 even inside the trainer's autocast (which would run the matmul in bf16: ~3 significant digits)
+    with torch.autocast(device_type=h.device.type, enabled=False):
+        h = h.float()
+        # max(|z_i|, eps) max(|z_j|, eps) factorises, so each row is divided by its own clamped norm once
+        u = h / h.norm(dim=-1, keepdim=True).clamp_min(NORM_FLOOR)
+        return (u @ u.transpose(-1, -2)).clamp_(-1.0, 1.0)
 
 
 def average_ranks(x):

@@ -55,6 +55,14 @@ def test_cosine_matrix_matches_pairwise_formula():
                 assert abs(float(C[b, i, j]) - c) < 1e-6
 
 
+def test_float32_inside_autocast():
+    h = torch.randn(2, 9, 64)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        C = ev.cosine_matrix(h)
+    assert C.dtype == torch.float32
+    torch.testing.assert_close(C, ev.cosine_matrix(h), rtol=0, atol=1e-6)
+
+
 # -----------------------------------------------------------------------------
 # rank correlations (hand-computed)
 
