@@ -5,7 +5,6 @@ Two measurements, both from the command line:
   python eval.py --ckpt out/ckpt.pt                        # embedding condensation (paper section 2)
   python eval.py --ckpt out/ckpt.pt --benchmarks paper     # the paper's 10 benchmarks, scored as lm-eval does
 
-(skeleton: the sections below are filled in by the condensation and benchmark work)
 """
 
 # -----------------------------------------------------------------------------
@@ -110,7 +109,7 @@ def cosine_sums(model, sequences, batch_size=8, device=None, progress=False):
         with torch.no_grad():
             for x in batches:
                 x = x.to(device)
-                _, _, hidden = model(x, return_hidden=True)
+                hidden = model.hidden_states(x)  # no LM head: the [B, S, vocab] logits would double the memory
                 if sums is None:
                     sums = torch.zeros(len(hidden), x.shape[1], x.shape[1], dtype=torch.float32, device=device)
                 assert len(hidden) == sums.shape[0] and x.shape[1] == sums.shape[1], \

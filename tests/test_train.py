@@ -31,7 +31,7 @@ def data_dir(tmp_path_factory):
 
 
 TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4", "--device=cpu",
-        "--compile=False", "--gradient_accumulation_steps=1", "--probe_windows=0", "--log_interval=1", "--eval_iters=2", "--warmup_iters=2", "--lr_decay_iters=8", "--learning_rate=3e-3"]
+        "--compile=False", "--gradient_accumulation_steps=1", "--log_interval=1", "--eval_iters=2", "--warmup_iters=2", "--lr_decay_iters=8", "--learning_rate=3e-3"]
 
 
 def train(out_dir, data_dir, *args, nproc=1, check=True):
