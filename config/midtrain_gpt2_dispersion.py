@@ -3,12 +3,7 @@
 #   torchrun --standalone --nproc_per_node=8 train.py config/midtrain_gpt2_dispersion.py
 import os
 exec(open(os.path.join(os.path.dirname(__file__), 'midtrain_gpt2.py')).read())
+exec(open(os.path.join(os.path.dirname(__file__), 'dispersion.py')).read())
 
 out_dir = 'out-midtrain-gpt2-dispersion'
 wandb_run_name = 'midtrain-gpt2-dispersion'
-dispersion = 'angular_spread'
-dispersion_coeff = 0.1
-dispersion_loc = 'all'
-dispersion_tau = 1.0
-dispersion_clamp = 0.1
-dispersion_max_tokens = 256

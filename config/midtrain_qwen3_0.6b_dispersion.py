@@ -3,12 +3,8 @@
 #   torchrun --standalone --nproc_per_node=8 train.py config/midtrain_qwen3_0.6b_dispersion.py
 import os
 exec(open(os.path.join(os.path.dirname(__file__), 'midtrain_qwen3_0.6b.py')).read())
+exec(open(os.path.join(os.path.dirname(__file__), 'dispersion.py')).read())
 
 out_dir = 'out-midtrain-qwen3-dispersion'
 wandb_run_name = 'midtrain-qwen3-0.6b-dispersion'
-dispersion = 'angular_spread'
-dispersion_coeff = 0.1
-dispersion_loc = 'all'
-dispersion_tau = 1.0
-dispersion_clamp = 0.25
-dispersion_max_tokens = 256
+dispersion_clamp = 0.25  # the paper's Qwen3 setting

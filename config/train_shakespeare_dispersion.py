@@ -3,11 +3,6 @@
 #   python eval.py --compare out-shakespeare/eval/condensation.json out-shakespeare-dispersion/eval/condensation.json
 import os
 exec(open(os.path.join(os.path.dirname(__file__), 'train_shakespeare.py')).read())
+exec(open(os.path.join(os.path.dirname(__file__), 'dispersion.py')).read())
 
 out_dir = 'out-shakespeare-dispersion'
-dispersion = 'angular_spread'
-dispersion_coeff = 0.1
-dispersion_loc = 'all'
-dispersion_tau = 1.0
-dispersion_clamp = 0.1
-dispersion_max_tokens = 256  # more than block_size here: every token is used
