@@ -142,6 +142,10 @@ log0(f"tokens per iteration: {tokens_per_iter:,} ({gradient_accumulation_steps} 
 device_type = 'cuda' if device.startswith('cuda') else device.split(':')[0]
 if dtype == 'auto':
     dtype = ('bfloat16' if torch.cuda.is_bf16_supported() else 'float16') if device_type == 'cuda' else 'float32'
+if dtype not in ('float32', 'bfloat16', 'float16'):
+    raise SystemExit(f"dtype must be 'auto', 'float32', 'bfloat16' or 'float16', not '{dtype}'.")
+if model_type not in ('gpt', 'qwen3'):
+    raise SystemExit(f"model_type must be 'gpt' or 'qwen3', not '{model_type}'.")
 if compile is None:
     compile = device_type == 'cuda'
 if device_type == 'cuda':
@@ -166,6 +170,7 @@ def train_batch(it, micro_step):
     disp_gen.manual_seed(int(seq.generate_state(1, np.uint64)[0] >> 1))
     return get_batch(data_dir, 'train', batch_size, block_size, np.random.default_rng(seq), device)
 
+
 # data: check it is there and large enough before building anything
 data_dir = dataset if os.path.isabs(dataset) else os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', dataset)
 try:
@@ -181,9 +186,9 @@ config['tokenizer'] = meta['tokenizer']  # eval.py encodes text with the checkpo
 # model
 iter_num, best_val_loss, checkpoint = 0, 1e9, None
 init_origin = init_from  # 'scratch' or the released weights the run started from
+args = {k: globals()[k] for k in config_keys(model_type) if k in globals()}  # the model keys of this config
 if init_from == 'scratch':
     vocab_size = math.ceil(meta['vocab_size'] / 64) * 64  # pad for fast matmuls: 50257 -> 50304
-    args = {k: globals()[k] for k in config_keys(model_type) if k in globals()}
     model = build_model(model_type, dict(args, vocab_size=vocab_size, block_size=block_size))
     log0(f"initialising a new {model_type} model from scratch (vocab {vocab_size})")
 elif init_from == 'resume':
@@ -194,7 +199,6 @@ elif init_from == 'resume':
     saved = checkpoint['model_args']
     init_origin = checkpoint.get('init_origin', 'scratch')
     if init_origin == 'scratch':  # the config shapes the model: it must be the checkpoint's
-        args = {k: globals()[k] for k in config_keys(model_type) if k in globals()}
         wanted = dict(asdict(make_config(model_type, dict(args, vocab_size=saved['vocab_size'], block_size=block_size))),
                       model_type=model_type)
         diff = {k: (saved.get(k), v) for k, v in wanted.items() if k != 'dropout' and saved.get(k) != v}
