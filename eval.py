@@ -429,7 +429,8 @@ def prepare(names, shots, limit=None, seed=1234, data_dir=None, log=print):
                 members[member] = (task, docs, fewshot_prefixes(task, docs, pool, shots[member], seed))
         except (MissingData, ValueError) as e:
             missing[name] = str(e)
-            log(str(e))
+            if log:
+                log(str(e))
             continue
         ready.update(members)
     return ready, missing
@@ -463,7 +464,8 @@ def run_benchmarks(model, tokenizer, tasks="paper", limit=None, fewshot=None, se
     model(idx) -> (logits [B, T, V], loss) with model.config.block_size; tokenizer: encode(text) -> ids,
     eot_token. tasks: 'paper' | 'all' | 'a,b,...' or a list; limit: first N docs per task (per MMLU
     subject); fewshot: see resolve_fewshot; seed: the few-shot sampler's (lm-eval: 1234); data_dir: offline
-    data; autocast: a context manager such as torch.autocast('cuda', torch.bfloat16). Under torchrun every
+    data; autocast: a context manager such as torch.autocast('cuda', torch.bfloat16); log: where the
+    one-sentence messages of missing tasks go (None: nowhere). Under torchrun every
     rank must call it (docs are sharded, results gathered); every rank returns the same dict:
       {"tasks": {name: {"acc": .., "acc_norm": .., "n": .., "shots": ..}}, "average": mean acc of the
        paper's ten (None unless all ten ran), "missing": {name: sentence}, "settings": {...}}."""
@@ -563,7 +565,8 @@ _LM_CLASS = None
 def register_lm_eval():
     """Register our models with lm-eval's registry as 'disperse-gpt' and return the class (lm-eval is
     imported only here, so it stays an optional dependency). model_args: ckpt=out/ckpt.pt or
-    init_from=gpt2|Qwen/Qwen3-0.6B|HF dir (alias pretrained=); device; batch_tokens; dtype (float32|bfloat16)."""
+    init_from=gpt2|Qwen/Qwen3-0.6B|HF dir (alias pretrained=); device; batch_tokens; dtype (float32|bfloat16).
+    From Python: DisperseLM(model=model, tokenizer=tokenizer) for a model already in memory."""
     global _LM_CLASS
     if _LM_CLASS is not None:
         return _LM_CLASS
@@ -573,13 +576,15 @@ def register_lm_eval():
     @register_model("disperse-gpt")
     class DisperseLM(TemplateLM):
         def __init__(self, ckpt=None, init_from=None, pretrained=None, device=None, batch_tokens=16384,
-                     dtype=None, **kwargs):
+                     dtype=None, model=None, tokenizer=None, **kwargs):
             super().__init__()
             device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-            which = argparse.Namespace(ckpt=ckpt, init_from=init_from or pretrained)
-            self.model = load_model(which, device)[0].eval()
-            from data.tokenizer import get_tokenizer
-            self.tokenizer_ = get_tokenizer(self.model.tokenizer_name)
+            if model is None:  # from the command line: model_args name a checkpoint or released weights
+                which = argparse.Namespace(ckpt=ckpt, init_from=init_from or pretrained)
+                model = load_model(which, device)[0]
+                from data.tokenizer import get_tokenizer
+                tokenizer = get_tokenizer(model.tokenizer_name)
+            self.model, self.tokenizer_ = model.eval(), tokenizer
             self.batch_tokens = int(batch_tokens)
             dtype = {None: None, "float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
             self.autocast = torch.autocast(device.split(":")[0], dtype) if dtype else None
@@ -671,6 +676,10 @@ def _init_distributed():
 
 
 def benchmarks_main(args):
+    try:  # a typo in the task list should not cost a model load
+        resolve_fewshot(args.fewshot, resolve_tasks(args.benchmarks))
+    except ValueError as e:
+        raise SystemExit(str(e))
     device = _init_distributed() or args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, ckpt, name, default_out = load_model(args, device)
     from data.tokenizer import get_tokenizer
