@@ -291,6 +291,27 @@ def test_missing_data_is_one_sentence_and_the_rest_runs(tmp_path):
     assert sentence.count(". ") == 0 and sentence.endswith(".")
 
 
+def test_download_script_writes_what_bench_data_reads(tmp_path, monkeypatch):
+    import datasets
+    spec = importlib.util.spec_from_file_location("download", os.path.join(ROOT, "data", "benchmarks", "download.py"))
+    download = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(download)
+    by_hub = {(t.hub, s): (name, s) for name, t in E.TASKS.items() for s in (t.split, t.fewshot_split)}
+    calls = []
+
+    def hub(path, name, split):  # stands in for the network: the fixture rows of that dataset and split
+        calls.append((path, name, split))
+        return docs(*by_hub[((path, name), split)])
+    monkeypatch.setattr(datasets, "load_dataset", hub)
+    monkeypatch.setattr(sys, "argv", ["download.py", "--out", str(tmp_path), "--tasks", "piqa,mmlu_anatomy"])
+    download.main()
+    assert calls == [("baber/piqa", None, "validation"), ("baber/piqa", None, "train"),
+                     ("cais/mmlu", "anatomy", "test"), ("cais/mmlu", "anatomy", "dev")]
+    assert sorted(os.listdir(tmp_path)) == ["mmlu", "piqa"]
+    assert E.load_docs(E.TASKS["piqa"], "train", str(tmp_path)) == docs("piqa", "train")
+    assert E.load_docs(E.TASKS["mmlu_anatomy"], "dev", str(tmp_path)) == docs("mmlu_anatomy", "dev")
+
+
 def test_paper_average_outputs_and_compare(tmp_path, monkeypatch):
     monkeypatch.setitem(E.GROUPS, "mmlu", ["mmlu_anatomy", "mmlu_astronomy"])  # the two fixture subjects
     monkeypatch.setattr(E, "_DOCS", {})
