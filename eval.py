@@ -294,19 +294,23 @@ def loglikelihoods(model, requests, max_length, batch_tokens=16384, autocast=Non
         with autocast:
             logits, _ = model(x.to(device))
         assert logits.shape[:2] == (len(batch), width), "the model must return logits for every position"
-        # gather the continuation positions of every request: row b, positions len(r)-len(cont) .. len(r)-1
-        b_idx, t_idx, tokens, owner = [], [], [], []
+        # log-softmax once per scored position: row b's last `need` positions serve all its requests
+        b_idx, t_idx, pick, tokens, owner = [], [], [], [], []
         for b, r in enumerate(batch):
+            need = max(len(requests[i][1]) for i in rows[r])
+            end = len(b_idx) + need  # position len(r) - 1 of row b, in the gathered rows below
+            b_idx += [b] * need
+            t_idx += range(len(r) - need, len(r))
             for i in rows[r]:
                 cont = requests[i][1]
-                b_idx += [b] * len(cont)
-                t_idx += range(len(r) - len(cont), len(r))
+                pick += range(end - len(cont), end)
                 tokens += cont
                 owner += [i] * len(cont)
-        logp = logits[b_idx, t_idx].float().log_softmax(-1)
+        logp = logits[b_idx, t_idx].float().log_softmax(-1)  # [positions, V]
+        pick = torch.tensor(pick, device=logp.device)
         tokens = torch.tensor(tokens, device=logp.device)
-        token_lp = logp.gather(1, tokens[:, None])[:, 0].tolist()
-        greedy = (logp.argmax(-1) == tokens).tolist()
+        token_lp = logp[pick, tokens].tolist()
+        greedy = (logp.argmax(-1)[pick] == tokens).tolist()
         for i, lp, g in zip(owner, token_lp, greedy):
             ll, all_greedy = out[i] or (0.0, True)
             out[i] = (ll + lp, all_greedy and g)
@@ -570,6 +574,7 @@ def register_lm_eval():
     global _LM_CLASS
     if _LM_CLASS is not None:
         return _LM_CLASS
+    import lm_eval.models  # noqa: F401  the built-in models first: lm-eval fills its registry only when empty
     from lm_eval.api.model import TemplateLM
     from lm_eval.api.registry import register_model
 

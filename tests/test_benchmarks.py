@@ -458,39 +458,40 @@ def test_lm_eval_adapter_runs_harness_tasks_with_our_engine(harness):
 
 # ---- speed: python tests/test_benchmarks.py (a measurement, not a test)
 
-def speed(repeat=20):
-    """Our batched engine vs lm-eval's hf model at batch size 1 (the paper's setting) on the same tiny model
-    and the fixture documents repeated `repeat` times, both as seen from lm-eval (same requests)."""
+def speed(seeds=10, shots=1):
+    """Log-likelihood phase only, same requests both ways: lm-eval's hf model at batch size 1 (the paper's
+    setting; it keeps its one-token-continuation cache) vs our adapter (the batched engine). Requests: every
+    fixture document with `shots`-shot prompts drawn with `seeds` different sampler seeds (distinct contexts)."""
     import tempfile
-    from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
-    root = tempfile.mkdtemp()
-    model_dir = gpt2_tokenizer_dir(os.path.join(root, "tiny"))
+    from types import SimpleNamespace
+    from lm_eval.models.huggingface import HFLM
+    model_dir = gpt2_tokenizer_dir(os.path.join(tempfile.mkdtemp(), "tiny"))
     tiny_hf_gpt().save_pretrained(model_dir)
-    fixtures = os.path.join(root, "fixtures")
-    for f in glob.glob(os.path.join(FIXTURES, "**", "*.jsonl"), recursive=True):
-        dst = os.path.join(fixtures, os.path.relpath(f, FIXTURES))
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
-        with open(f) as src:
-            lines = src.read().splitlines()
-        with open(dst, "w") as out:
-            out.write("\n".join(lines * repeat) + "\n")
-    tasks = [f"fx_{n}" for n in HARNESS_YAML]
-    tm = TaskManager(include_path=harness_task_dir(os.path.join(root, "tasks"), fixtures), include_defaults=False)
+    names = list(HARNESS_YAML)
+    shot_spec = E.resolve_fewshot(",".join(f"{n}={shots}" for n in names), names)
+    pairs = []
+    for seed in range(seeds):
+        ready, _ = E.prepare(names, shot_spec, seed=seed, data_dir=FIXTURES, log=None)
+        for task, task_docs, prefixes in ready.values():
+            for doc, prefix in zip(task_docs, prefixes):
+                pairs += E.doc_requests(task, doc, prefix)
+    requests = [SimpleNamespace(args=p) for p in pairs]
     model, tok = our_side(model_dir)
-    lm = E.register_lm_eval()(model=model, tokenizer=tok, device="cpu")
     times = {}
-    for label, kwargs in [("lm-eval hf, batch size 1", dict(model="hf", batch_size=1, device="cpu",
-                                                              model_args=f"pretrained={model_dir},dtype=float32")),
-                          ("ours (disperse-gpt adapter)", dict(model=lm))]:
+    for label, lm in [("lm-eval hf, batch size 1", HFLM(pretrained=model_dir, batch_size=1, device="cpu",
+                                                         dtype="float32")),
+                      ("ours, batched", E.register_lm_eval()(model=model, tokenizer=tok, device="cpu"))]:
         t0 = time.time()
-        simple_evaluate(tasks=tasks, num_fewshot=1, task_manager=tm, **kwargs)
+        results = lm.loglikelihood(requests, disable_tqdm=True)
         times[label] = time.time() - t0
-    n = sum(1 for f in glob.glob(os.path.join(fixtures, "**", "*.jsonl"), recursive=True) for _ in open(f))
+        times.setdefault("results", []).append(results)
+    a, b = times.pop("results")
+    assert all(abs(x[0] - y[0]) < 1e-4 and x[1] == y[1] for x, y in zip(a, b))
     for label, t in times.items():
-        print(f"{label:32s} {t:7.2f} s")
-    a, b = times.values()
-    print(f"speed-up {a / b:.1f}x on {n} documents (all splits) with a 2-layer GPT-2 (vocab 50257), 1 shot")
+        print(f"{label:26s} {t:7.2f} s")
+    (ta, tb) = times.values()
+    print(f"speed-up {ta / tb:.1f}x: {len(requests)} requests ({len(set(pairs))} distinct), {shots}-shot, "
+          f"2-layer GPT-2 (n_embd 32, vocab 50257, 96 positions), {torch.get_num_threads()} CPU threads")
 
 
 if __name__ == "__main__":
