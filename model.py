@@ -1,0 +1,518 @@
+"""
+model.py: the two decoder-only transformers we study, in one file.
+
+  GPT    GPT-2 (Radford et al. 2019): learned positions, pre-LayerNorm blocks, GELU MLP, tied LM head.
+  Qwen3  Hugging Face's Qwen3 dense model: RMSNorm, RoPE (theta 1e6), QK-norm, grouped-query attention,
+         SwiGLU MLP, no biases, tied or untied LM head.
+
+Both are the same skeleton, so they share one attention, one MLP, one block and one forward:
+
+  x_0     = embed(idx)                                   GPT: wte[idx] + wpe[pos];  Qwen3: wte[idx]
+  x_i     = x_{i-1} + attn(norm(x_{i-1}));  x_i += mlp(norm(x_i))     for blocks i = 1..n
+  logits  = lm_head(norm_f(x_n))                          for EVERY position (not only the last)
+
+forward(idx, targets=None, return_hidden=False) returns (logits, loss) and, with return_hidden=True,
+(logits, loss, hidden) where `hidden` is the list of n_layer + 1 hidden states [B, T, C] exactly as Hugging
+Face's output_hidden_states reports them:
+  hidden[0]        the embedding output (token + position embeddings for GPT-2, after embedding dropout)
+  hidden[i]        the output of block i, for i = 1 .. n_layer - 1
+  hidden[n_layer]  the final norm applied to the output of block n_layer (the raw output of the last block
+                   is not in the list, as in Hugging Face)
+The dispersion loss (disperse.py) and the condensation measurement (eval.py) both consume this list.
+
+Released weights: from_pretrained('gpt2' | 'gpt2-medium' | 'gpt2-large' | 'gpt2-xl' | 'Qwen/Qwen3-0.6B' | ...
+or a local directory written by transformers' save_pretrained), through transformers.
+Checkpoints written by train.py: load_checkpoint('out/ckpt.pt').
+
+Quick look:  python -c "from model import GPT, GPTConfig; print(GPT(GPTConfig()).num_params())"
+"""
+
+import inspect
+import math
+import os
+from dataclasses import dataclass, fields, asdict
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+
+# -----------------------------------------------------------------------------
+# configurations
+
+@dataclass
+class GPTConfig:
+    block_size: int = 1024
+    vocab_size: int = 50304  # GPT-2's 50257 padded up to a multiple of 64 for fast matmuls
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    n_inner: int = 0  # MLP width; 0 means 4 * n_embd (the paper's sweep varies it: 64 / 256 / 1024 / 4096)
+    dropout: float = 0.0
+    bias: bool = True  # biases in Linears and LayerNorms, as GPT-2; False is a bit better and faster
+
+
+@dataclass
+class Qwen3Config:
+    block_size: int = 4096  # the context we train with; RoPE itself has no length limit
+    vocab_size: int = 151936
+    n_layer: int = 28
+    n_head: int = 16
+    n_kv_head: int = 8  # grouped-query attention: n_head / n_kv_head query heads share one K/V head
+    head_dim: int = 128  # independent of n_embd / n_head in Qwen3
+    n_embd: int = 1024
+    n_inner: int = 3072  # SwiGLU width (HF intermediate_size)
+    rope_theta: float = 1e6
+    norm_eps: float = 1e-6
+    tie_embeddings: bool = True
+    dropout: float = 0.0
+
+    def __post_init__(self):  # 0 = the usual choice, so a config file can leave these out
+        self.n_kv_head = self.n_kv_head or self.n_head
+        self.head_dim = self.head_dim or self.n_embd // self.n_head
+        self.n_inner = self.n_inner or 3 * self.n_embd
+
+
+# The released Qwen3 dense shapes (Hugging Face config.json), and from-scratch shapes with GPT-2's tokenizer.
+QWEN3_PRESETS = {
+    'Qwen/Qwen3-0.6B': dict(n_embd=1024, n_layer=28, n_head=16, n_kv_head=8, n_inner=3072, tie_embeddings=True),
+    'Qwen/Qwen3-1.7B': dict(n_embd=2048, n_layer=28, n_head=16, n_kv_head=8, n_inner=6144, tie_embeddings=True),
+    'Qwen/Qwen3-4B': dict(n_embd=2560, n_layer=36, n_head=32, n_kv_head=8, n_inner=9728, tie_embeddings=True),
+    'Qwen/Qwen3-8B': dict(n_embd=4096, n_layer=36, n_head=32, n_kv_head=8, n_inner=12288, tie_embeddings=False),
+    'Qwen/Qwen3-14B': dict(n_embd=5120, n_layer=40, n_head=40, n_kv_head=8, n_inner=17408, tie_embeddings=False),
+    'Qwen/Qwen3-32B': dict(n_embd=5120, n_layer=64, n_head=64, n_kv_head=8, n_inner=25600, tie_embeddings=False),
+    # from scratch on OpenWebText with the GPT-2 tokenizer (vocab padded to 50304)
+    'qwen3-0.6b-gpt2vocab': dict(n_embd=1024, n_layer=28, n_head=16, n_kv_head=8, n_inner=3072,
+                                 vocab_size=50304, tie_embeddings=True),
+    'qwen3-small': dict(n_embd=768, n_layer=12, n_head=12, n_kv_head=4, head_dim=64, n_inner=2048,
+                        vocab_size=50304, tie_embeddings=True),  # ~ GPT-2 124M in size
+}
+
+
+# -----------------------------------------------------------------------------
+# building blocks shared by both models
+
+class RMSNorm(nn.Module):
+    """y = w * x / sqrt(mean(x^2) + eps), computed in float32 and cast back, as Hugging Face's Qwen3."""
+
+    def __init__(self, dim, eps=1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+def rope_cos_sin(T, head_dim, theta, device):
+    """RoPE tables [T, head_dim] in float32, split-halves convention (Hugging Face's rotate_half):
+    angle(t, j) = t * theta^(-2j / head_dim) for j < head_dim / 2, repeated for the second half."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
+    angles = torch.outer(torch.arange(T, device=device, dtype=torch.float32), inv_freq)
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x, cos, sin):
+    """x [B, H, T, D] rotated by position: x * cos + rotate_half(x) * sin, rotate_half(a, b) = (-b, a)."""
+    a, b = x.chunk(2, dim=-1)
+    rotated = torch.cat([-b, a], dim=-1)
+    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal attention with optional grouped K/V heads, QK-norm and RoPE.
+
+    One fused projection gives q (n_head heads), k and v (n_kv_head heads each), all of size head_dim:
+    GPT-2 is the case n_kv_head = n_head, head_dim = n_embd / n_head, no QK-norm, no RoPE.
+    """
+
+    def __init__(self, n_embd, n_head, n_kv_head, head_dim, bias, dropout, qk_norm_eps=None):
+        super().__init__()
+        assert n_head % n_kv_head == 0, f"n_head ({n_head}) must be a multiple of n_kv_head ({n_kv_head})"
+        self.n_head, self.n_kv_head, self.head_dim = n_head, n_kv_head, head_dim
+        self.c_attn = nn.Linear(n_embd, (n_head + 2 * n_kv_head) * head_dim, bias=bias)
+        self.c_proj = nn.Linear(n_head * head_dim, n_embd, bias=bias)
+        # Qwen3's QK-norm: one RMSNorm over head_dim, weights shared by all heads, applied before RoPE
+        self.q_norm = RMSNorm(head_dim, qk_norm_eps) if qk_norm_eps else None
+        self.k_norm = RMSNorm(head_dim, qk_norm_eps) if qk_norm_eps else None
+        self.dropout = dropout
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def forward(self, x, rope=None):
+        B, T, C = x.size()
+        hd = self.head_dim
+        q, k, v = self.c_attn(x).split([self.n_head * hd, self.n_kv_head * hd, self.n_kv_head * hd], dim=2)
+        q = q.view(B, T, self.n_head, hd)
+        k = k.view(B, T, self.n_kv_head, hd)
+        v = v.view(B, T, self.n_kv_head, hd).transpose(1, 2)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, heads, T, hd)
+        if rope is not None:
+            cos, sin = rope
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        # flash / memory-efficient kernels where available; enable_gqa shares each K/V head across its group
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
+                                           is_causal=True, enable_gqa=self.n_kv_head != self.n_head)
+        y = y.transpose(1, 2).reshape(B, T, self.n_head * hd)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    """GPT-2: c_proj(gelu_tanh(c_fc(x))).  Qwen3 (gated=True): c_proj(silu(gate) * up), [gate, up] = c_fc(x)."""
+
+    def __init__(self, n_embd, n_inner, bias, dropout, gated=False):
+        super().__init__()
+        self.gated = gated
+        self.c_fc = nn.Linear(n_embd, (2 if gated else 1) * n_inner, bias=bias)
+        self.c_proj = nn.Linear(n_inner, n_embd, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        h = self.c_fc(x)
+        if self.gated:
+            gate, up = h.chunk(2, dim=-1)
+            h = F.silu(gate) * up
+        else:
+            h = F.gelu(h, approximate='tanh')  # GPT-2 was trained with the tanh approximation
+        return self.dropout(self.c_proj(h))
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: x + attn(ln_1(x)), then + mlp(ln_2(x))."""
+
+    def __init__(self, ln_1, attn, ln_2, mlp):
+        super().__init__()
+        self.ln_1, self.attn, self.ln_2, self.mlp = ln_1, attn, ln_2, mlp
+
+    def forward(self, x, rope=None):
+        x = x + self.attn(self.ln_1(x), rope)
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+# -----------------------------------------------------------------------------
+# the shared language model: forward, init, optimizer, MFU, generation
+
+class LanguageModel(nn.Module):
+    """What GPT and Qwen3 have in common. A subclass builds self.transformer (wte, h, ln_f, ...), self.lm_head,
+    and defines embed(idx) -> (x, rope)."""
+
+    model_type = None  # 'gpt' or 'qwen3': stored in checkpoints to rebuild the right class
+
+    def _init_weights_and_tie(self, tie):
+        if tie:
+            self.lm_head.weight = self.transformer.wte.weight  # https://paperswithcode.com/method/weight-tying
+        self.apply(self._init_weights)
+        # GPT-2's scaled init of the projections that write into the residual stream: the sum of 2 * n_layer
+        # such writes keeps the residual's variance independent of depth.
+        for name, p in self.named_parameters():
+            if name.endswith('c_proj.weight'):
+                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layer))
+
+    @staticmethod
+    def _init_weights(module):
+        # N(0, 0.02) for Linear and Embedding as GPT-2 and Hugging Face (PyTorch's N(0, 1) embedding is wrong here)
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            torch.nn.init.zeros_(module.bias)
+
+    @property
+    def tied(self):
+        return self.lm_head.weight is self.transformer.wte.weight
+
+    def num_params(self, non_embedding=True):
+        """Parameter count (shared tensors once). non_embedding drops the position embeddings and, when the
+        LM head is untied, the input token embedding: neither is a matmul, so neither counts in FLOPs."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            if hasattr(self.transformer, 'wpe'):
+                n -= self.transformer.wpe.weight.numel()
+            if not self.tied:
+                n -= self.transformer.wte.weight.numel()
+        return n
+
+    def forward(self, idx, targets=None, return_hidden=False):
+        B, T = idx.size()
+        assert T <= self.config.block_size, \
+            f"Cannot forward a sequence of length {T}: block_size is only {self.config.block_size}"
+        x, rope = self.embed(idx)
+        hidden = [x]
+        for block in self.transformer.h:
+            x = block(x, rope)
+            hidden.append(x)
+        x = self.transformer.ln_f(x)
+        hidden[-1] = x  # Hugging Face's convention: the last entry is taken after the final norm
+        logits = self.lm_head(x)  # (B, T, vocab) for every position
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        if return_hidden:
+            return logits, loss, hidden
+        return logits, loss
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+        """AdamW; weight decay on matrices and embeddings (dim >= 2), none on biases and norm weights."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        groups = [{'params': decay, 'weight_decay': weight_decay}, {'params': no_decay, 'weight_decay': 0.0}]
+        fused = device_type == 'cuda' and 'fused' in inspect.signature(torch.optim.AdamW).parameters
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({'fused': True} if fused else {}))
+
+    def flops_per_token(self, T):
+        """Training FLOPs per token (forward + backward = 3 x forward), PaLM appendix B:
+        6 N for the matmuls with the N non-embedding weights, plus 12 * L * (n_head * head_dim) * T for the
+        attention scores and their use on values (2 matmuls of T x head_dim per query head, forward 2 FLOPs per
+        multiply-add, x3 for backward). GQA shares K/V weights (fewer N) but not score FLOPs."""
+        c = self.config
+        head_dim = getattr(c, 'head_dim', c.n_embd // c.n_head)
+        return 6 * self.num_params() + 12 * c.n_layer * c.n_head * head_dim * T
+
+    def estimate_mfu(self, fwdbwd_per_iter, dt, peak_flops=312e12):
+        """Model FLOPs utilisation: achieved FLOP/s over the accelerator's peak. Dense bf16 peaks:
+        A100 312e12, H100 SXM / H200 989e12, H100 PCIe 756e12."""
+        T = self.config.block_size
+        flops_per_iter = self.flops_per_token(T) * T * fwdbwd_per_iter
+        return flops_per_iter / dt / peak_flops
+
+    def crop_block_size(self, block_size):
+        """Shrink the context (e.g. load GPT-2's 1024 and train at 256)."""
+        assert block_size <= self.config.block_size
+        self.config.block_size = block_size
+        if hasattr(self.transformer, 'wpe'):
+            self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, dropout=0.0):
+        """Released weights (see the module-level from_pretrained), checked to be of this class."""
+        model = from_pretrained(name_or_path, dropout)
+        if not isinstance(model, cls):
+            raise SystemExit(f"'{name_or_path}' holds a {type(model).__name__} model, not a {cls.__name__}.")
+        return model
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
+        """Sample max_new_tokens tokens after idx (B, T), feeding each prediction back in."""
+        for _ in range(max_new_tokens):
+            idx_cond = idx if idx.size(1) <= self.config.block_size else idx[:, -self.config.block_size:]
+            logits, _ = self(idx_cond)
+            logits = logits[:, -1, :] / temperature
+            if top_k is not None:
+                v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                logits[logits < v[:, [-1]]] = -float('Inf')
+            idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
+            idx = torch.cat((idx, idx_next), dim=1)
+        return idx
+
+
+class GPT(LanguageModel):
+    model_type = 'gpt'
+
+    def __init__(self, config):
+        super().__init__()
+        assert config.vocab_size is not None and config.block_size is not None
+        self.config = c = config
+        n_inner = c.n_inner or 4 * c.n_embd
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(c.vocab_size, c.n_embd),
+            wpe=nn.Embedding(c.block_size, c.n_embd),
+            drop=nn.Dropout(c.dropout),
+            h=nn.ModuleList([Block(nn.LayerNorm(c.n_embd, bias=c.bias),
+                                   CausalSelfAttention(c.n_embd, c.n_head, c.n_head, c.n_embd // c.n_head,
+                                                       c.bias, c.dropout),
+                                   nn.LayerNorm(c.n_embd, bias=c.bias),
+                                   MLP(c.n_embd, n_inner, c.bias, c.dropout))
+                             for _ in range(c.n_layer)]),
+            ln_f=nn.LayerNorm(c.n_embd, bias=c.bias),
+        ))
+        self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
+        self._init_weights_and_tie(tie=True)
+
+    def embed(self, idx):
+        pos = torch.arange(idx.size(1), dtype=torch.long, device=idx.device)
+        return self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos)), None
+
+    @classmethod
+    def from_hf(cls, hf_config, sd):
+        """Our GPT from a Hugging Face GPT2LMHeadModel's config and state dict."""
+        if getattr(hf_config, 'activation_function', 'gelu_new') not in ('gelu_new', 'gelu_pytorch_tanh'):
+            raise ValueError(f"GPT uses GELU (tanh); this checkpoint uses {hf_config.activation_function}.")
+        config = GPTConfig(block_size=hf_config.n_positions, vocab_size=hf_config.vocab_size,
+                           n_layer=hf_config.n_layer, n_head=hf_config.n_head, n_embd=hf_config.n_embd,
+                           n_inner=hf_config.n_inner or 0, dropout=0.0, bias=True)
+        model = cls(config)
+        # Hugging Face's GPT-2 uses Conv1D, a Linear with its weight stored transposed
+        transposed = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
+        ours = {}
+        for k, v in sd.items():
+            if k.endswith(('.attn.bias', '.attn.masked_bias')):
+                continue  # causal-mask buffers of older transformers versions
+            ours[k] = v.t() if k.endswith(transposed) else v
+        _load_exact(model, ours)
+        return model
+
+
+class Qwen3(LanguageModel):
+    model_type = 'qwen3'
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = c = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(c.vocab_size, c.n_embd),
+            drop=nn.Dropout(c.dropout),
+            h=nn.ModuleList([Block(RMSNorm(c.n_embd, c.norm_eps),
+                                   CausalSelfAttention(c.n_embd, c.n_head, c.n_kv_head, c.head_dim, False,
+                                                       c.dropout, qk_norm_eps=c.norm_eps),
+                                   RMSNorm(c.n_embd, c.norm_eps),
+                                   MLP(c.n_embd, c.n_inner, False, c.dropout, gated=True))
+                             for _ in range(c.n_layer)]),
+            ln_f=RMSNorm(c.n_embd, c.norm_eps),
+        ))
+        self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
+        self._init_weights_and_tie(tie=c.tie_embeddings)
+
+    def embed(self, idx):
+        # cos/sin are recomputed in float32 each call (cheap: T x head_dim), so a model cast to bf16 keeps
+        # full-precision angles, as Hugging Face does
+        rope = rope_cos_sin(idx.size(1), self.config.head_dim, self.config.rope_theta, idx.device)
+        return self.transformer.drop(self.transformer.wte(idx)), rope
+
+    @classmethod
+    def from_hf(cls, hf_config, sd):
+        """Our Qwen3 from a Hugging Face Qwen3ForCausalLM's config and state dict."""
+        c = hf_config
+        if getattr(c, 'attention_bias', False):
+            raise ValueError("Qwen3 checkpoints with attention biases are not supported.")
+        rope_theta = getattr(c, 'rope_theta', None) or (getattr(c, 'rope_parameters', None) or {}).get('rope_theta')
+        config = Qwen3Config(block_size=c.max_position_embeddings, vocab_size=c.vocab_size,
+                             n_layer=c.num_hidden_layers, n_head=c.num_attention_heads,
+                             n_kv_head=c.num_key_value_heads, head_dim=c.head_dim, n_embd=c.hidden_size,
+                             n_inner=c.intermediate_size, rope_theta=float(rope_theta), norm_eps=c.rms_norm_eps,
+                             tie_embeddings=bool(c.tie_word_embeddings), dropout=0.0)
+        model = cls(config)
+        ours = {'transformer.wte.weight': sd['model.embed_tokens.weight'],
+                'transformer.ln_f.weight': sd['model.norm.weight'],
+                'lm_head.weight': sd.get('lm_head.weight', sd['model.embed_tokens.weight'])}
+        for i in range(config.n_layer):
+            p, q = f'model.layers.{i}.', f'transformer.h.{i}.'
+            ours[q + 'ln_1.weight'] = sd[p + 'input_layernorm.weight']
+            ours[q + 'ln_2.weight'] = sd[p + 'post_attention_layernorm.weight']
+            ours[q + 'attn.c_attn.weight'] = torch.cat([sd[p + f'self_attn.{n}_proj.weight'] for n in 'qkv'])
+            ours[q + 'attn.c_proj.weight'] = sd[p + 'self_attn.o_proj.weight']
+            ours[q + 'attn.q_norm.weight'] = sd[p + 'self_attn.q_norm.weight']
+            ours[q + 'attn.k_norm.weight'] = sd[p + 'self_attn.k_norm.weight']
+            ours[q + 'mlp.c_fc.weight'] = torch.cat([sd[p + 'mlp.gate_proj.weight'], sd[p + 'mlp.up_proj.weight']])
+            ours[q + 'mlp.c_proj.weight'] = sd[p + 'mlp.down_proj.weight']
+        _load_exact(model, ours)
+        return model
+
+
+def _load_exact(model, sd):
+    """Copy sd into model; every parameter must be matched with the same shape (tied weights once)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    if missing or unexpected:
+        raise ValueError(f"Weights do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}.")
+    with torch.no_grad():
+        for k, v in sd.items():
+            if own[k].shape != v.shape:
+                raise ValueError(f"Weight {k} has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}.")
+            own[k].copy_(v)
+
+
+# -----------------------------------------------------------------------------
+# building models: from a checkpoint's arguments, from a checkpoint file, from released weights
+
+MODELS = {'gpt': (GPTConfig, GPT), 'qwen3': (Qwen3Config, Qwen3)}
+
+
+def config_keys(model_type):
+    """The config-file keys that shape a model of this type (the fields of its config dataclass)."""
+    if model_type not in MODELS:
+        raise ValueError(f"Unknown model_type '{model_type}': choose one of {sorted(MODELS)}.")
+    return [f.name for f in fields(MODELS[model_type][0])]
+
+
+def make_config(model_type, model_args):
+    """The config dataclass of model_type from a dict of its fields (model_type may be among them)."""
+    if model_type not in MODELS:
+        raise ValueError(f"Unknown model_type '{model_type}': choose one of {sorted(MODELS)}.")
+    return MODELS[model_type][0](**{k: v for k, v in model_args.items() if k != 'model_type'})
+
+
+def build_model(model_type, model_args):
+    """A freshly initialised model from the model_args stored in a checkpoint (model_type may be among them)."""
+    return MODELS[model_type][1](make_config(model_type, model_args))
+
+
+def model_args_of(model):
+    """The model_args dict train.py stores in a checkpoint: the config's fields plus model_type."""
+    return dict(asdict(model.config), model_type=model.model_type)
+
+
+def save_checkpoint(ckpt, path):
+    """torch.save made atomic: write a temp file beside path, fsync, rename over path. A run killed while saving
+    leaves the previous checkpoint intact (rename is atomic on POSIX file systems)."""
+    tmp = path + '.tmp'
+    try:
+        with open(tmp, 'wb') as f:
+            torch.save(ckpt, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_checkpoint(path, device='cpu'):
+    """(model, ckpt) from a checkpoint written by train.py: the model in eval mode on `device`."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No checkpoint at {path}: train one first (python train.py ...) or check the path.")
+    ckpt = torch.load(path, map_location=device, weights_only=False)
+    if not isinstance(ckpt, dict) or 'model' not in ckpt or 'model_args' not in ckpt:
+        raise ValueError(f"{path} is not a disperse-gpt checkpoint (it lacks 'model' / 'model_args').")
+    args = ckpt['model_args']
+    model = build_model(args.get('model_type', 'gpt'), args)
+    sd = {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in ckpt['model'].items()}
+    model.load_state_dict(sd)
+    model.tokenizer_name = ckpt.get('config', {}).get('tokenizer') or 'gpt2'
+    return model.to(device).eval(), ckpt
+
+
+def from_pretrained(name_or_path, dropout=0.0):
+    """Released weights through transformers: 'gpt2'..'gpt2-xl', 'Qwen/Qwen3-0.6B'.., or a local directory
+    written by save_pretrained. The model comes back in float32 with .tokenizer_name set (its tokenizer)."""
+    try:
+        from transformers import AutoConfig, AutoModelForCausalLM
+    except ImportError:
+        raise SystemExit("Loading released weights needs transformers: pip install transformers")
+    try:
+        hf_config = AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError) as e:
+        offline = os.environ.get('HF_HUB_OFFLINE') == '1'
+        raise SystemExit(f"Could not load '{name_or_path}': it is not a local model directory and the Hugging Face "
+                         f"hub is {'switched off (HF_HUB_OFFLINE=1)' if offline else 'unreachable or has no such model'}"
+                         f"; download it on a machine with internet (save_pretrained) and pass the directory. ({e})")
+    loaders = {'gpt2': GPT, 'qwen3': Qwen3}
+    if hf_config.model_type not in loaders:
+        raise SystemExit(f"'{name_or_path}' is a {hf_config.model_type} model; only gpt2 and qwen3 are supported.")
+    hf = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32)
+    model = loaders[hf_config.model_type].from_hf(hf_config, hf.state_dict())
+    del hf
+    for m in model.modules():  # dropout for fine-tuning, if asked
+        if isinstance(m, nn.Dropout):
+            m.p = dropout
+        if isinstance(m, CausalSelfAttention):
+            m.dropout = dropout
+    model.config.dropout = dropout
+    model.tokenizer_name = 'gpt2' if hf_config.model_type == 'gpt2' else name_or_path
+    return model

@@ -1,0 +1,311 @@
+"""Tests of eval.py's condensation measurement (paper section 2) against hand-computed truth.
+
+Run: python -m pytest -q tests/test_condensation.py
+"""
+import json
+import os
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import eval as ev
+
+
+def get_tokenizer(name):
+    from data.tokenizer import get_tokenizer
+    return get_tokenizer(name)
+
+
+# -----------------------------------------------------------------------------
+# cosine matrix
+
+def test_orthogonal_tokens_give_identity():
+    h = 3.0 * torch.eye(6, 10)[None]  # 6 orthogonal token vectors of norm 3
+    C = ev.cosine_matrix(h)
+    assert C.dtype == torch.float32 and C.shape == (1, 6, 6)
+    torch.testing.assert_close(C[0], torch.eye(6))
+
+
+def test_identical_tokens_give_all_ones():
+    h = torch.randn(1, 1, 16).expand(2, 7, 16)
+    torch.testing.assert_close(ev.cosine_matrix(h), torch.ones(2, 7, 7))
+
+
+def test_norm_floor_and_clip():
+    # |z| = 1e-4 is clamped to 1e-3: cos(z, z) = 1e-8 / 1e-6 = 0.01; a zero vector has cosine 0 with everything
+    z = torch.tensor([[[1e-4, 0.0], [0.0, 0.0], [2.0, 0.0]]], dtype=torch.float64)
+    C = ev.cosine_matrix(z)
+    expected = torch.tensor([[0.01, 0.0, 0.1], [0.0, 0.0, 0.0], [0.1, 0.0, 1.0]])
+    torch.testing.assert_close(C[0], expected)
+    assert C.dtype == torch.float32
+    big = torch.full((1, 2, 3), 1e3) + torch.tensor([0.0, 1e-4, 0.0])  # rounding would give 1 + ulp
+    assert ev.cosine_matrix(big).max() <= 1.0
+
+
+def test_cosine_matrix_matches_pairwise_formula():
+    h = torch.randn(2, 5, 8, dtype=torch.float64)
+    C = ev.cosine_matrix(h)
+    for b in range(2):
+        for i in range(5):
+            for j in range(5):
+                zi, zj = h[b, i], h[b, j]
+                c = float(zi @ zj) / (max(float(zi.norm()), 1e-3) * max(float(zj.norm()), 1e-3))
+                assert abs(float(C[b, i, j]) - c) < 1e-6
+
+
+def test_float32_inside_autocast():
+    h = torch.randn(2, 9, 64)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        C = ev.cosine_matrix(h)
+    assert C.dtype == torch.float32
+    torch.testing.assert_close(C, ev.cosine_matrix(h), rtol=0, atol=1e-6)
+
+
+# -----------------------------------------------------------------------------
+# rank correlations (hand-computed)
+
+def test_average_ranks_with_ties():
+    np.testing.assert_array_equal(ev.average_ranks([10, 20, 20, 5, 20]), [2, 4, 4, 1, 4])
+
+
+def test_spearman_kendall_monotone():
+    up = [0.1, 0.2, 0.5, 0.51, 0.9]
+    assert ev.spearman(up, range(5)) == pytest.approx(1.0)
+    assert ev.kendall(up, range(5)) == pytest.approx(1.0)
+    assert ev.spearman(up[::-1], range(5)) == pytest.approx(-1.0)
+    assert ev.kendall(up[::-1], range(5)) == pytest.approx(-1.0)
+
+
+def test_spearman_kendall_hand_values():
+    # d = (-1, 1, -1, 1, 0): rho = 1 - 6 * 4 / (5 * 24) = 0.8; pairs (0,1), (2,3) discordant of 10: tau = 0.6
+    x, y = [1, 2, 3, 4, 5], [2, 1, 4, 3, 5]
+    assert ev.spearman(x, y) == pytest.approx(0.8)
+    assert ev.kendall(x, y) == pytest.approx(0.6)
+
+
+def test_spearman_kendall_with_ties():
+    # x ranks (1, 2.5, 2.5, 4): rho = 4.5 / sqrt(4.5 * 5) = 3 / sqrt(10)
+    # pairs: 5 concordant, 1 tied in x, 0 discordant: tau_b = 5 / sqrt((6 - 1) * 6)
+    x, y = [1, 2, 2, 3], [1, 2, 3, 4]
+    assert ev.spearman(x, y) == pytest.approx(3 / math.sqrt(10))
+    assert ev.kendall(x, y) == pytest.approx(5 / math.sqrt(30))
+    # ties on both sides: centred ranks x (-1, -1, 0.5, 1.5), y (-1.5, 0, 0, 1.5)
+    # rho = (1.5 + 0 + 0 + 2.25) / sqrt(4.5 * 4.5) = 5 / 6; tau_b: C = 4, D = 0, ties x 1, ties y 1 -> 4 / 5
+    x, y = [1, 1, 2, 3], [1, 2, 2, 3]
+    assert ev.spearman(x, y) == pytest.approx(5 / 6)
+    assert ev.kendall(x, y) == pytest.approx(4 / 5)
+
+
+def test_constant_sequence_is_nan():
+    assert math.isnan(ev.spearman([0.3, 0.3, 0.3], [0, 1, 2]))
+    assert math.isnan(ev.kendall([0.3, 0.3, 0.3], [0, 1, 2]))
+
+
+# -----------------------------------------------------------------------------
+# the measurement on synthetic models
+
+class ToyModel(torch.nn.Module):
+    """hidden[l] = embedding pulled towards a shared direction by l / n_layer: condensation grows with depth."""
+
+    def __init__(self, n_layer=4, vocab=50, dim=12):
+        super().__init__()
+        self.n_layer = n_layer
+        self.emb = torch.nn.Embedding(vocab, dim)
+        self.shared = torch.nn.Parameter(torch.randn(dim) * 3)
+
+    def forward(self, idx, targets=None, return_hidden=False):
+        x = self.emb(idx)
+        hidden = [x + (l / self.n_layer) * self.shared for l in range(self.n_layer + 1)]
+        return x, None, hidden
+
+
+def test_toy_model_condenses_with_depth():
+    torch.manual_seed(0)
+    model = ToyModel(n_layer=4)
+    seqs = torch.randint(0, 50, (5, 9))
+    out = ev.condensation(model, seqs, batch_size=2)
+    assert len(out["mean_cos"]) == 5 and out["n_layers"] == 4
+    assert out["spearman"] == pytest.approx(1.0) and out["kendall"] == pytest.approx(1.0)
+    assert out["seq_len"] == 9 and out["num_sequences"] == 5
+    assert set(out["last_n_mean"]) == {"1", "2", "3", "4"}  # 5 > n_layers, 4 // 2 = 2 already there
+    assert out["last_n_mean"]["1"] == pytest.approx(out["mean_cos"][-1])
+    assert out["last_n_mean"]["3"] == pytest.approx(np.mean(out["mean_cos"][-3:]))
+    # each histogram is a density over [-1, 1]: sum * bin width = 1
+    assert len(out["hist"]) == 5 and all(len(h) == 128 for h in out["hist"])
+    for h in out["hist"]:
+        assert sum(h) * (2 / 128) == pytest.approx(1.0)
+
+
+def test_streaming_average_equals_dense():
+    torch.manual_seed(1)
+    model = ToyModel(n_layer=3)
+    seqs = torch.randint(0, 50, (7, 6))
+    stream = ev.condensation(model, seqs, batch_size=3)  # batches of 3, 3, 1
+    batches = ev.condensation(model, iter(list(seqs.split(2))), batch_size=99)  # an iterable of batches
+    # dense: every sequence's matrices at once, averaged over N, in float64 from the formula
+    with torch.no_grad():
+        _, _, hidden = model(seqs, return_hidden=True)
+    for l, h in enumerate(hidden):
+        h = h.double()
+        n = h.norm(dim=-1, keepdim=True).clamp_min(1e-3)
+        avg = ((h @ h.transpose(1, 2)) / (n * n.transpose(1, 2))).clamp(-1, 1).mean(0)
+        assert stream["mean_cos"][l] == pytest.approx(float(avg.mean()), abs=1e-6)
+        assert batches["mean_cos"][l] == pytest.approx(float(avg.mean()), abs=1e-6)
+        dens, _ = np.histogram(avg.numpy().ravel(), bins=128, range=(-1, 1), density=True)
+        # float32 vs float64 can move an entry sitting on a bin edge; allow one entry's worth of density
+        assert np.abs(np.array(stream["hist"][l]) - dens).max() <= 1.01 * 64 / 36
+    assert stream["num_sequences"] == batches["num_sequences"] == 7
+
+
+def test_identical_tokens_histogram_in_last_bin():
+    class Flat(ToyModel):
+        def forward(self, idx, targets=None, return_hidden=False):
+            h = self.shared.expand(*idx.shape, -1)
+            return h, None, [h, h]
+    out = ev.condensation(Flat(n_layer=1), torch.zeros(2, 4, dtype=torch.long))
+    assert out["mean_cos"] == pytest.approx([1.0, 1.0])
+    assert out["hist"][0][-1] == pytest.approx(64.0) and sum(out["hist"][0][:-1]) == 0  # all mass in [1-1/64, 1]
+    assert math.isnan(out["spearman"])
+
+
+def test_probe_restores_training_mode():
+    model = ToyModel(n_layer=2).train()
+    probe = ev.condensation_probe(model, torch.randint(0, 50, (2, 5)))
+    assert model.training
+    assert set(probe) == {"mean_cos", "last_mean", "spearman"} and len(probe["mean_cos"]) == 3
+    assert probe["last_mean"] == probe["mean_cos"][-1]
+
+
+# -----------------------------------------------------------------------------
+# real models and the command line (tiny models, a few short sequences)
+
+WORDS = ("the cat sat on a mat while seven quick foxes jumped over lazy dogs and nobody minded "
+         "because rain fell softly across old stone bridges near the quiet river").split()
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "docs.txt"
+    path.write_text(" ".join(rng.choice(WORDS, 1500)))
+    return str(path)
+
+
+def tiny_checkpoint(tmp_path, model_type="gpt", dataset="shakespeare"):
+    """A checkpoint in train.py's format holding a tiny randomly initialised model."""
+    from model import GPT, GPTConfig, Qwen3, Qwen3Config, model_args_of
+    torch.manual_seed(0)
+    if model_type == "gpt":
+        model = GPT(GPTConfig(block_size=32, vocab_size=50304, n_layer=3, n_head=2, n_embd=16))
+    else:
+        model = Qwen3(Qwen3Config(block_size=32, vocab_size=50304, n_layer=2, n_head=2, n_kv_head=1, head_dim=8,
+                                  n_embd=16, n_inner=32))
+    ckpt = {"model": model.state_dict(), "model_args": model_args_of(model), "iter_num": 0, "best_val_loss": 9.9,
+            "config": {"dataset": dataset, "tokenizer": "gpt2"}}
+    path = tmp_path / f"{model_type}" / "ckpt.pt"
+    path.parent.mkdir()
+    torch.save(ckpt, path)
+    return str(path), model
+
+
+@pytest.mark.parametrize("model_type,n_layer", [("gpt", 3), ("qwen3", 2)])
+def test_cli_on_checkpoint(tmp_path, text_file, model_type, n_layer, capsys):
+    ckpt, model = tiny_checkpoint(tmp_path, model_type)
+    ev.main(["--ckpt", ckpt, "--source", text_file, "--num_sequences", "3", "--seq_len", "64", "--device", "cpu"])
+    out_dir = tmp_path / model_type / "eval"  # default: eval/ beside the checkpoint
+    stats = json.loads((out_dir / "condensation.json").read_text())
+    assert (out_dir / "condensation.png").stat().st_size > 0
+    for key in ("mean_cos", "spearman", "kendall", "last_n_mean", "hist", "seq_len", "num_sequences", "source",
+                "model"):
+        assert key in stats, key
+    assert len(stats["mean_cos"]) == n_layer + 1 and len(stats["hist"]) == n_layer + 1
+    assert stats["seq_len"] == 32 and stats["num_sequences"] == 3  # 64 clipped to block_size 32
+    assert "block_size" in capsys.readouterr().out
+    # the same numbers from the model's own hidden states on the same sequences
+    tok = get_tokenizer("gpt2")
+    x = ev.text_spans(ev.read_words(text_file), 3, 32, tok.encode)
+    with torch.no_grad():
+        _, _, hidden = model(x, return_hidden=True)
+    assert len(hidden) == n_layer + 1
+    expected = [float(ev.cosine_matrix(h).mean()) for h in hidden]
+    assert stats["mean_cos"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_cli_val_windows(tmp_path, monkeypatch):
+    data_dir = tmp_path / "data" / "tinyset"  # what train.py's dataset='tinyset' reads
+    data_dir.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rng.integers(0, 50257, 5000).astype(np.uint16).tofile(data_dir / "val.bin")
+    (data_dir / "meta.json").write_text(json.dumps({"dtype": "uint16", "tokenizer": "gpt2", "vocab_size": 50257,
+                                                    "eot_token": 50256}))
+    monkeypatch.setattr(ev, "DATA_ROOT", str(tmp_path / "data"))
+    ckpt, _ = tiny_checkpoint(tmp_path, "gpt", dataset="tinyset")
+    ev.main(["--ckpt", ckpt, "--num_sequences", "4", "--seq_len", "16", "--out", str(tmp_path / "o")])
+    stats = json.loads((tmp_path / "o" / "condensation.json").read_text())
+    assert stats["num_sequences"] == 4 and stats["seq_len"] == 16 and "tinyset" in stats["source"]
+    # seed i draws window i: the first 2 of 4 are the 2 of N=2, and they are the memmap's tokens
+    x4, x2 = ev.val_windows(str(data_dir), 4, 16), ev.val_windows(str(data_dir), 2, 16)
+    torch.testing.assert_close(x4[:2], x2)
+    tokens = np.fromfile(data_dir / "val.bin", dtype=np.uint16)
+    start = int(np.random.default_rng(1).integers(0, 5000 - 16))
+    np.testing.assert_array_equal(x4[1].numpy(), tokens[start:start + 16])
+
+
+def test_cli_hf_directory_matches_transformers(tmp_path, text_file):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=16, n_positions=32, vocab_size=50257)
+    hf = transformers.GPT2LMHeadModel(cfg).eval()
+    hf.save_pretrained(tmp_path / "hf")
+    ev.main(["--init_from", str(tmp_path / "hf"), "--source", text_file, "--num_sequences", "2", "--seq_len", "24",
+             "--out", str(tmp_path / "o"), "--device", "cpu"])
+    stats = json.loads((tmp_path / "o" / "condensation.json").read_text())
+    x = ev.text_spans(ev.read_words(text_file), 2, 24, get_tokenizer("gpt2").encode)
+    with torch.no_grad():
+        hidden = hf(x, output_hidden_states=True).hidden_states  # HF's own convention: n_layer + 1 states
+    C = [ev.cosine_matrix(h).mean(0) for h in hidden]
+    assert stats["mean_cos"] == pytest.approx([float(c.mean()) for c in C], abs=1e-5)
+    idx = list(range(len(C)))
+    assert stats["spearman"] == pytest.approx(ev.spearman([float(c.mean()) for c in C], idx), abs=1e-9)
+
+
+def test_compare_writes_png(tmp_path):
+    for name, curve in (("a", [0.1, 0.3, 0.5]), ("b", [0.5, 0.4, 0.2])):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"mean_cos": curve, "spearman": None, "model": "same"}))
+    ev.main(["--compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    assert (tmp_path / "condensation_compare.png").stat().st_size > 0
+
+
+def test_wikitext_offline_is_one_sentence(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="use --source val or a local"):
+        ev.wikitext_words()
+
+
+@pytest.mark.slow
+def test_train_probe_then_eval_end_to_end(tmp_path):
+    """train.py logs the probe at every eval; eval.py then measures the checkpoint it wrote on its val split."""
+    import subprocess
+    import sys
+    data_dir = tmp_path / "tinyset"
+    data_dir.mkdir()
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        rng.integers(0, 50257, 4000).astype(np.uint16).tofile(data_dir / f"{split}.bin")
+    out = tmp_path / "out"
+    args = [f"--dataset={data_dir}", f"--out_dir={out}", "--max_iters=2", "--eval_interval=1", "--eval_iters=1",
+            "--batch_size=2", "--block_size=32", "--n_layer=2", "--n_head=2", "--n_embd=16",
+            "--gradient_accumulation_steps=1", "--probe_windows=2", "--device=cpu", "--compile=False"]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    run = subprocess.run([sys.executable, "train.py", *args], cwd=root, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    probes = [r for r in records if "mean_cos" in r]
+    assert len(probes) == 3  # evals at iters 0, 1, 2
+    assert all(len(r["mean_cos"]) == 3 and r["last_mean"] == r["mean_cos"][-1] and "spearman" in r for r in probes)
+    ev.main(["--ckpt", str(out / "ckpt.pt"), "--num_sequences", "5", "--seq_len", "32", "--device", "cpu"])
+    stats = json.loads((out / "eval" / "condensation.json").read_text())
+    assert len(stats["mean_cos"]) == 3 and str(data_dir) in stats["source"]

@@ -1,0 +1,163 @@
+"""model.py against Hugging Face transformers (the independent truth) and against hand-checkable facts."""
+import math
+
+import pytest
+import torch
+
+from model import GPT, GPTConfig, Qwen3, Qwen3Config, build_model, from_pretrained, load_checkpoint, model_args_of
+
+transformers = pytest.importorskip("transformers")
+
+
+def tiny_hf_gpt2(tmp_path, n_inner=None):
+    cfg = transformers.GPT2Config(vocab_size=97, n_positions=32, n_embd=48, n_layer=3, n_head=4, n_inner=n_inner,
+                                  resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(cfg).eval()
+    with torch.no_grad():  # HF inits LayerNorms to (1, 0); randomise them so a swapped weight would show
+        for n, p in hf.named_parameters():
+            if 'ln' in n:
+                p.add_(0.1 * torch.randn_like(p))
+    hf.save_pretrained(tmp_path)
+    return hf
+
+
+def tiny_hf_qwen3(tmp_path, tie):
+    # head_dim (12) != hidden / heads (48 / 8 = 6); 8 query heads over 2 KV heads = 4 per group
+    cfg = transformers.Qwen3Config(vocab_size=101, hidden_size=48, intermediate_size=80, num_hidden_layers=3,
+                                   num_attention_heads=8, num_key_value_heads=2, head_dim=12,
+                                   max_position_embeddings=64, tie_word_embeddings=tie, rope_theta=1e6,
+                                   attention_dropout=0.0)
+    torch.manual_seed(0)
+    hf = transformers.Qwen3ForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for n, p in hf.named_parameters():
+            if 'norm' in n:
+                p.add_(0.1 * torch.randn_like(p))
+    hf.save_pretrained(tmp_path)
+    return hf
+
+
+def assert_same_as_hf(hf, ours, vocab, T=20):
+    idx = torch.randint(0, vocab, (2, T), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = hf(idx, output_hidden_states=True)
+        logits, loss, hidden = ours(idx, return_hidden=True)
+    assert len(hidden) == len(out.hidden_states) == ours.config.n_layer + 1
+    for a, b in zip(hidden, out.hidden_states):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits, out.logits, atol=1e-5, rtol=1e-5)
+    assert loss is None
+
+
+@pytest.mark.parametrize("n_inner", [None, 40])
+def test_gpt_matches_hf_gpt2(tmp_path, n_inner):
+    hf = tiny_hf_gpt2(tmp_path, n_inner)
+    ours = GPT.from_pretrained(str(tmp_path))
+    assert ours.tokenizer_name == 'gpt2'
+    assert_same_as_hf(hf, ours.eval(), 97)
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_qwen3_matches_hf(tmp_path, tie):
+    hf = tiny_hf_qwen3(tmp_path, tie)
+    ours = Qwen3.from_pretrained(str(tmp_path))
+    assert ours.tied == tie
+    assert ours.config.head_dim == 12 and ours.config.n_kv_head == 2
+    assert_same_as_hf(hf, ours.eval(), 101)
+
+
+def test_wrong_class_and_missing_model_are_one_sentence(tmp_path):
+    tiny_hf_gpt2(tmp_path)
+    with pytest.raises(SystemExit, match="not a Qwen3"):
+        Qwen3.from_pretrained(str(tmp_path))
+    with pytest.raises(SystemExit, match="not a local model directory"):
+        from_pretrained(str(tmp_path / "nope"))
+
+
+def test_hidden_states_convention_and_loss():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=16, vocab_size=50, n_layer=2, n_head=2, n_embd=16)).eval()
+    idx = torch.randint(0, 50, (3, 10))
+    logits, loss, hidden = model(idx, targets=idx, return_hidden=True)
+    assert logits.shape == (3, 10, 50)  # every position, not only the last
+    assert len(hidden) == 3 and all(h.shape == (3, 10, 16) for h in hidden)
+    pos = torch.arange(10)
+    torch.testing.assert_close(hidden[0], model.transformer.wte(idx) + model.transformer.wpe(pos))
+    # the last entry is after the final LayerNorm: zero mean and unit variance per token before its affine map
+    ln = model.transformer.ln_f
+    raw = (hidden[-1] - ln.bias) / ln.weight
+    torch.testing.assert_close(raw.mean(-1), torch.zeros(3, 10), atol=1e-5, rtol=0)
+    # loss = mean negative log-likelihood, computed by hand; -1 targets are ignored
+    logp = torch.log_softmax(logits, -1)
+    nll = -logp.gather(-1, idx[..., None]).squeeze(-1)
+    torch.testing.assert_close(loss, nll.mean())
+    targets = idx.clone()
+    targets[:, :5] = -1
+    _, loss2 = model(idx, targets)
+    torch.testing.assert_close(loss2, nll[:, 5:].mean())
+
+
+def test_init_statistics_and_tying():
+    torch.manual_seed(0)
+    c = GPTConfig(n_layer=4, n_head=4, n_embd=256, vocab_size=1000, block_size=64)
+    model = GPT(c)
+    assert model.tied
+    assert abs(model.transformer.wte.weight.std().item() - 0.02) < 1e-3
+    proj = model.transformer.h[0].mlp.c_proj.weight
+    assert abs(proj.std().item() - 0.02 / math.sqrt(2 * 4)) < 1e-3
+    # non-embedding count: everything minus the position table (the tied token table is the LM head's matmul)
+    total = sum(p.numel() for p in model.parameters())
+    assert model.num_params() == total - 64 * 256
+    q = Qwen3(Qwen3Config(vocab_size=100, n_layer=2, n_head=4, n_kv_head=2, head_dim=8, n_embd=32, n_inner=64,
+                          tie_embeddings=False))
+    assert not q.tied and q.num_params() == sum(p.numel() for p in q.parameters()) - 100 * 32
+
+
+def test_optimizer_groups():
+    model = GPT(GPTConfig(block_size=8, vocab_size=20, n_layer=1, n_head=2, n_embd=8))
+    opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu')
+    decay, no_decay = opt.param_groups
+    assert decay['weight_decay'] == 0.1 and no_decay['weight_decay'] == 0.0
+    assert all(p.dim() >= 2 for p in decay['params']) and all(p.dim() < 2 for p in no_decay['params'])
+    n = sum(p.numel() for g in opt.param_groups for p in g['params'])
+    assert n == sum(p.numel() for p in model.parameters())
+
+
+def test_mfu_flops_formula():
+    # GPT-2 124M at T=1024: 6N + 12 L H Q T with Q = 64 (nanoGPT's arithmetic)
+    model = GPT(GPTConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024))
+    N = model.num_params()
+    assert model.flops_per_token(1024) == 6 * N + 12 * 12 * 12 * 64 * 1024
+    mfu = model.estimate_mfu(fwdbwd_per_iter=1, dt=1.0, peak_flops=1.0)
+    assert mfu == model.flops_per_token(1024) * 1024
+    # Qwen3: attention FLOPs use head_dim (not n_embd / n_head) and all query heads
+    q = Qwen3(Qwen3Config(vocab_size=64, n_layer=2, n_head=4, n_kv_head=2, head_dim=16, n_embd=32, n_inner=48,
+                          block_size=32))
+    assert q.flops_per_token(32) == 6 * q.num_params() + 12 * 2 * 4 * 16 * 32
+
+
+def test_generate_and_crop():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=16, vocab_size=30, n_layer=1, n_head=2, n_embd=8)).eval()
+    out = model.generate(torch.zeros(2, 3, dtype=torch.long), max_new_tokens=20, top_k=5)
+    assert out.shape == (2, 23) and out.max() < 30
+    model.crop_block_size(8)
+    assert model.transformer.wpe.weight.shape == (8, 8)
+    with pytest.raises(AssertionError, match="block_size is only 8"):
+        model(torch.zeros(1, 9, dtype=torch.long))
+
+
+def test_checkpoint_roundtrip_strips_compile_prefix(tmp_path):
+    model = Qwen3(Qwen3Config(vocab_size=64, n_layer=2, n_head=4, n_kv_head=2, head_dim=8, n_embd=32, n_inner=48,
+                              block_size=32))
+    sd = {'_orig_mod.' + k: v for k, v in model.state_dict().items()}
+    torch.save({'model': sd, 'model_args': model_args_of(model), 'config': {'tokenizer': 'gpt2'}}, tmp_path / 'c.pt')
+    loaded, ckpt = load_checkpoint(str(tmp_path / 'c.pt'))
+    assert isinstance(loaded, Qwen3) and loaded.config == model.config
+    idx = torch.randint(0, 64, (1, 8))
+    torch.testing.assert_close(loaded(idx)[0], model.eval()(idx)[0])
+    with pytest.raises(ValueError, match="Unknown model_type"):
+        build_model('llama', {})
+    with pytest.raises(FileNotFoundError, match="No checkpoint"):
+        load_checkpoint(str(tmp_path / 'missing.pt'))
