@@ -652,7 +652,7 @@ def load_docs(task, split, data_dir=None):
                 import datasets
                 docs = list(datasets.load_dataset(task.hub[0], task.hub[1], split=split))
             except Exception:  # offline, not cached, hub down: every failure means the same to the user
-                where = f"{data_dir}/{folder}/ nor on the hub" if data_dir else "on the hub (offline?)"
+                where = f"in {data_dir}/{folder}/ nor on the hub" if data_dir else "on the hub (offline?)"
                 raise MissingData(
                     f"{task.name}: no {split} split of {task.hub[0]} found {where}; on a machine with internet "
                     f"run `python data/benchmarks/download.py --out DIR` and pass --bench_data DIR.") from None

@@ -213,21 +213,11 @@ def test_scripted_model_end_to_end():
 # ---- the engine on a real (tiny, random) GPT
 
 def tiny_hf_gpt(n_positions=96, seed=0):
+    """A transformers GPT-2 (random, 2 layers, the real vocabulary): lm-eval's hf model loads its folder."""
     from transformers import GPT2Config, GPT2LMHeadModel
     torch.manual_seed(seed)
     return GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=n_positions,
                                       vocab_size=50257)).eval()
-
-
-class HFGPT(torch.nn.Module):
-    """Our model interface, logits, loss = model(idx), around a transformers GPT-2."""
-    def __init__(self, hf):
-        super().__init__()
-        self.hf = hf
-        self.config = type("Config", (), {"block_size": hf.config.n_positions})()
-
-    def forward(self, idx, targets=None):
-        return self.hf(idx).logits, None
 
 
 def alone(model, ctx, cont, max_length):
@@ -239,12 +229,14 @@ def alone(model, ctx, cont, max_length):
 
 
 def test_batched_padded_scoring_equals_each_request_alone():
-    model = HFGPT(tiny_hf_gpt(n_positions=24))
+    from model import GPT, GPTConfig
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=24, vocab_size=512, n_layer=2, n_head=2, n_embd=32)).eval()
     g = torch.Generator().manual_seed(1)
     requests = []
     for n_ctx, n_cont in [(3, 1), (3, 1), (10, 4), (30, 5), (1, 1), (7, 2), (20, 24)]:
-        ctx = torch.randint(0, 50257, (n_ctx,), generator=g).tolist()
-        requests.append((ctx, torch.randint(0, 50257, (n_cont,), generator=g).tolist()))
+        ctx = torch.randint(0, 512, (n_ctx,), generator=g).tolist()
+        requests.append((ctx, torch.randint(0, 512, (n_cont,), generator=g).tolist()))
     requests.append((requests[0][0], [requests[0][1][0] + 1]))   # same context, another one-token choice
     requests.append((requests[2][0] + requests[2][1][:3], requests[2][1][3:]))  # same model input as #2
     want = [alone(model, c, k, 24) for c, k in requests]
@@ -337,6 +329,27 @@ def test_paper_average_outputs_and_compare(tmp_path, monkeypatch):
         f"{100 * better['average']:.2f} (+2.50)")
 
 
+def test_cli_end_to_end(tmp_path, capsys):
+    """python eval.py --init_from DIR --benchmarks ... --bench_data ...; then --compare of two runs."""
+    tiny_hf_gpt().save_pretrained(tmp_path / "tiny")
+    for run, limit in (("a", "2"), ("b", "3")):
+        E.main(["--init_from", str(tmp_path / "tiny"), "--benchmarks", "arc_easy,piqa,mmlu", "--limit", limit,
+                "--bench_data", FIXTURES, "--out", str(tmp_path / run), "--device", "cpu"])
+    said = capsys.readouterr().out
+    assert said.count("mmlu_abstract_algebra: no test split of cais/mmlu found in") == 2  # not a fixture
+    with open(tmp_path / "b" / "benchmarks.json") as f:
+        b = json.load(f)
+    assert b["model"] == str(tmp_path / "tiny") and set(b["tasks"]) == {"arc_easy", "piqa"}
+    assert b["tasks"]["arc_easy"]["n"] == 3 and b["tasks"]["arc_easy"]["shots"] == 1 and b["average"] is None
+    assert "not run: mmlu_abstract_algebra:" in (tmp_path / "b" / "benchmarks.md").read_text()
+    E.main(["--compare", str(tmp_path / "a" / "benchmarks.json"), str(tmp_path / "b" / "benchmarks.json")])
+    table = capsys.readouterr().out.strip().splitlines()
+    assert table[0] == "| run | PIQA | ARC-E | Average |" and len(table) == 4
+    assert table[2].startswith(f"| {tmp_path / 'a' / 'benchmarks.json'} | ")  # same model: told apart by path
+    assert table[3].startswith(f"| {tmp_path / 'b' / 'benchmarks.json'} | ")
+    assert re.search(r"\| \d+\.\d\d \([+-]\d+\.\d\d\) \|", table[3])  # value (difference to the first run)
+
+
 def test_cli_rejects_unknown_task_before_loading_a_model():
     with pytest.raises(SystemExit, match="Unknown benchmark 'nope'"):
         E.main(["--init_from", "does-not-exist", "--benchmarks", "nope"])
@@ -363,19 +376,6 @@ def gpt2_tokenizer_dir(path):
     shutil.copy(os.path.join(data, "encoder.json"), os.path.join(path, "vocab.json"))
     shutil.copy(os.path.join(data, "vocab.bpe"), os.path.join(path, "merges.txt"))
     return path
-
-
-class HFTokenizer:
-    def __init__(self, path):
-        from transformers import GPT2TokenizerFast
-        self.tok = GPT2TokenizerFast.from_pretrained(path)
-        self.eot_token = self.tok.eos_token_id
-
-    def encode(self, text):
-        return self.tok.encode(text)
-
-    def decode(self, ids):
-        return self.tok.decode(ids)
 
 
 def harness_task_dir(path, fixtures=FIXTURES):
@@ -410,8 +410,11 @@ def harness(tmp_path_factory):
 
 
 def our_side(model_dir):
-    from transformers import GPT2LMHeadModel
-    return HFGPT(GPT2LMHeadModel.from_pretrained(model_dir).eval()), HFTokenizer(model_dir)
+    """The project's own loading path: model.from_pretrained(HF folder) and its tokenizer (tiktoken GPT-2)."""
+    from data.tokenizer import get_tokenizer
+    from model import from_pretrained
+    model = from_pretrained(model_dir).eval()
+    return model, get_tokenizer(model.tokenizer_name)
 
 
 @needs_lm_eval
