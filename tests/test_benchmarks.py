@@ -452,6 +452,17 @@ def test_lm_eval_adapter_runs_harness_tasks_with_our_engine(harness):
     lm = E.register_lm_eval()(model=model, tokenizer=tok, device="cpu")
     from lm_eval.api.registry import get_model
     assert get_model("disperse-gpt") is type(lm)
+    # perplexity tasks: one window for a short text, [EOT] then every token; generation: greedy, cut at `until`
+    from types import SimpleNamespace
+    text = docs("lambada_openai")[0]["text"]
+    ids = tok.encode(text)
+    assert lm.loglikelihood_rolling([SimpleNamespace(args=(text,))], disable_tqdm=True)[0] == \
+        pytest.approx(alone(model, [tok.eot_token], ids, 96)[0], abs=1e-4)
+    long_text = " ".join([text] * 4)  # several windows of at most 96 tokens; each token scored once
+    windows = lm.loglikelihood_rolling([SimpleNamespace(args=(long_text,))], disable_tqdm=True)[0]
+    assert len(tok.encode(long_text)) > 96 and windows < 0 and math.isfinite(windows)
+    said = lm.generate_until([SimpleNamespace(args=("The", {"until": ["\n"], "max_gen_toks": 4}))], True)
+    assert isinstance(said[0], str) and "\n" not in said[0]
     ours = simple_evaluate(model=lm, tasks=[f"fx_{n}" for n in HARNESS_YAML], num_fewshot=SHOTS, task_manager=tm)
     for name in HARNESS_YAML:
         for key, value in out["results"][f"fx_{name}"].items():
