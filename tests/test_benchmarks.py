@@ -470,17 +470,22 @@ def test_lm_eval_adapter_runs_harness_tasks_with_our_engine(harness):
                 assert float(ours["results"][f"fx_{name}"][key]) == pytest.approx(float(value), rel=1e-6), (name, key)
 
 
-# ---- speed: python tests/test_benchmarks.py (a measurement, not a test)
+# ---- speed: python tests/test_benchmarks.py [124m] (a measurement, not a test)
 
-def speed(seeds=10, shots=1):
+def speed(shape="tiny", seeds=10, shots=1, repeats=3):
     """Log-likelihood phase only, same requests both ways: lm-eval's hf model at batch size 1 (the paper's
-    setting; it keeps its one-token-continuation cache) vs our adapter (the batched engine). Requests: every
-    fixture document with `shots`-shot prompts drawn with `seeds` different sampler seeds (distinct contexts)."""
+    setting; it keeps its one-token-continuation cache) vs our adapter (the batched engine, default batch).
+    Requests: every fixture document with `shots`-shot prompts drawn with `seeds` sampler seeds. Runs
+    alternate and the best of `repeats` counts (the CPUs are shared). shape: tiny (2 x 32, 96 positions)
+    or 124m (GPT-2 small, random weights, 1024 positions)."""
     import tempfile
     from types import SimpleNamespace
     from lm_eval.models.huggingface import HFLM
-    model_dir = gpt2_tokenizer_dir(os.path.join(tempfile.mkdtemp(), "tiny"))
-    tiny_hf_gpt().save_pretrained(model_dir)
+    from transformers import GPT2Config, GPT2LMHeadModel
+    model_dir = gpt2_tokenizer_dir(os.path.join(tempfile.mkdtemp(), shape))
+    torch.manual_seed(0)
+    hf = tiny_hf_gpt() if shape == "tiny" else GPT2LMHeadModel(GPT2Config(n_positions=1024))
+    hf.save_pretrained(model_dir)
     names = list(HARNESS_YAML)
     shot_spec = E.resolve_fewshot(",".join(f"{n}={shots}" for n in names), names)
     pairs = []
@@ -491,22 +496,22 @@ def speed(seeds=10, shots=1):
                 pairs += E.doc_requests(task, doc, prefix)
     requests = [SimpleNamespace(args=p) for p in pairs]
     model, tok = our_side(model_dir)
-    times = {}
-    for label, lm in [("lm-eval hf, batch size 1", HFLM(pretrained=model_dir, batch_size=1, device="cpu",
-                                                         dtype="float32")),
-                      ("ours, batched", E.register_lm_eval()(model=model, tokenizer=tok, device="cpu"))]:
-        t0 = time.time()
-        results = lm.loglikelihood(requests, disable_tqdm=True)
-        times[label] = time.time() - t0
-        times.setdefault("results", []).append(results)
-    a, b = times.pop("results")
-    assert all(abs(x[0] - y[0]) < 1e-4 and x[1] == y[1] for x, y in zip(a, b))
-    for label, t in times.items():
+    lms = {"lm-eval hf, batch size 1": HFLM(pretrained=model_dir, batch_size=1, device="cpu", dtype="float32"),
+           "ours, batched": E.register_lm_eval()(model=model, tokenizer=tok, device="cpu")}
+    best, results = {}, {}
+    for _ in range(repeats):
+        for label, lm in lms.items():
+            t0 = time.time()
+            results[label] = lm.loglikelihood(requests, disable_tqdm=True)
+            best[label] = min(best.get(label, float("inf")), time.time() - t0)
+    a, b = results.values()
+    assert all(abs(x[0] - y[0]) < 1e-3 and x[1] == y[1] for x, y in zip(a, b))
+    for label, t in best.items():
         print(f"{label:26s} {t:7.2f} s")
-    (ta, tb) = times.values()
+    ta, tb = best.values()
     print(f"speed-up {ta / tb:.1f}x: {len(requests)} requests ({len(set(pairs))} distinct), {shots}-shot, "
-          f"2-layer GPT-2 (n_embd 32, vocab 50257, 96 positions), {torch.get_num_threads()} CPU threads")
+          f"{shape} GPT-2, {torch.get_num_threads()} CPU threads, best of {repeats}")
 
 
 if __name__ == "__main__":
-    speed()
+    speed(*sys.argv[1:2])
