@@ -448,21 +448,21 @@ def resolve_fewshot(spec, names):
     medmcqa, mmlu; 0 elsewhere). An int n: n for those four, 0 elsewhere (5 = the paper's Qwen3 setting).
     'task=n,...': those tasks explicitly, the rest as the paper."""
     spec = "paper" if spec is None else str(spec)
-    paper = dict(PAPER_FEWSHOT)
+    asked = dict(PAPER_FEWSHOT)
     if spec.isdigit():
-        paper = {t: int(spec) for t in PAPER_FEWSHOT}
+        asked = {t: int(spec) for t in PAPER_FEWSHOT}
     elif spec != "paper":
         for item in spec.split(","):
             task, _, n = item.partition("=")
             if task.strip() not in TASKS and task.strip() not in GROUPS or not n.strip().isdigit():
                 raise ValueError(f"Cannot read --fewshot {spec!r}: give paper, an integer, or task=n pairs "
                                  f"such as arc_easy=25,hellaswag=10.")
-            paper[task.strip()] = int(n)
+            asked[task.strip()] = int(n)
     shots = {}
     for name in names:
         for member in GROUPS.get(name, [name]):
             group = next((g for g, members in GROUPS.items() if member in members), None)
-            shots[member] = 0 if TASKS[member].zero_shot else paper.get(member, paper.get(group, 0))
+            shots[member] = 0 if TASKS[member].zero_shot else asked.get(member, asked.get(group, 0))
     return shots
 
 
@@ -752,7 +752,7 @@ def run_benchmarks(model, tokenizer, tasks="paper", limit=None, fewshot=None, se
     rank must call it (docs are sharded, results gathered); every rank returns the same dict:
       {"tasks": {name: {"acc": .., "acc_norm": .., "n": .., "shots": ..}}, "average": mean acc of the
        paper's ten (None unless all ten ran), "missing": {name: sentence}, "settings": {...}}."""
-    names = resolve_tasks(tasks) if isinstance(tasks, str) else list(tasks)
+    names = resolve_tasks(tasks if isinstance(tasks, str) else ",".join(tasks))
     shots = resolve_fewshot(fewshot, names)
     ready, missing = prepare(names, shots, limit, seed, data_dir, log)
     was_training = model.training
