@@ -114,7 +114,7 @@ def cosine_sums(model, sequences, batch_size=8, device=None, progress=False):
         with torch.no_grad():
             for x in batches:
                 x = x.to(device)
-                _, _, hidden = model(x, return_hidden=True)
+                hidden = model.hidden_states(x)  # no LM head: the [B, S, vocab] logits would double the memory
                 if sums is None:
                     sums = torch.zeros(len(hidden), x.shape[1], x.shape[1], dtype=torch.float32, device=device)
                 assert len(hidden) == sums.shape[0] and x.shape[1] == sums.shape[1], \

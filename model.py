@@ -237,7 +237,9 @@ class LanguageModel(nn.Module):
                 n -= self.transformer.wte.weight.numel()
         return n
 
-    def forward(self, idx, targets=None, return_hidden=False):
+    def hidden_states(self, idx):
+        """The n_layer + 1 hidden states [B, T, C] in Hugging Face's convention (module docstring), without the
+        LM head: measuring condensation needs no [B, T, vocab] logits."""
         B, T = idx.size()
         assert T <= self.config.block_size, \
             f"Cannot forward a sequence of length {T}: block_size is only {self.config.block_size}"
@@ -246,9 +248,12 @@ class LanguageModel(nn.Module):
         for block in self.transformer.h:
             x = block(x, rope)
             hidden.append(x)
-        x = self.transformer.ln_f(x)
-        hidden[-1] = x  # Hugging Face's convention: the last entry is taken after the final norm
-        logits = self.lm_head(x)  # (B, T, vocab) for every position
+        hidden[-1] = self.transformer.ln_f(x)  # the last entry is taken after the final norm
+        return hidden
+
+    def forward(self, idx, targets=None, return_hidden=False):
+        hidden = self.hidden_states(idx)
+        logits = self.lm_head(hidden[-1])  # (B, T, vocab) for every position
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
@@ -450,7 +455,8 @@ def make_config(model_type, model_args):
 
 def build_model(model_type, model_args):
     """A freshly initialised model from the model_args stored in a checkpoint (model_type may be among them)."""
-    return MODELS[model_type][1](make_config(model_type, model_args))
+    config = make_config(model_type, model_args)
+    return MODELS[model_type][1](config)
 
 
 def model_args_of(model):

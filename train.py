@@ -312,8 +312,9 @@ def log_record(record):
     """One JSON line in out_dir/log.jsonl (and wandb)."""
     if not master_process:
         return
+    record = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
     with open(os.path.join(out_dir, 'log.jsonl'), 'a') as f:
-        f.write(json.dumps(record) + '\n')
+        f.write(json.dumps(record) + '\n')  # standard JSON: a NaN (e.g. rho of a constant curve) becomes null
     if wandb_log:
         wandb.log({k: v for k, v in record.items() if k != 'iter'}, step=record['iter'])
 
@@ -349,7 +350,8 @@ while True:
         record = {'iter': iter_num, 'train_loss': losses['train'], 'val_loss': losses['val'], 'lr': lr}
         if probe_windows > 0:
             from eval import condensation_probe
-            probe_x, _ = get_batch(data_dir, 'val', 0, block_size, device=device, starts=val_starts[:probe_windows])
+            spread = val_starts[np.linspace(0, len(val_starts) - 1, min(probe_windows, len(val_starts))).astype(int)]
+            probe_x, _ = get_batch(data_dir, 'val', 0, block_size, device=device, starts=spread)
             with ctx:
                 record.update(condensation_probe(raw_model, probe_x))
         log_record(record)

@@ -115,10 +115,9 @@ class ToyModel(torch.nn.Module):
         self.emb = torch.nn.Embedding(vocab, dim)
         self.shared = torch.nn.Parameter(torch.randn(dim) * 3)
 
-    def forward(self, idx, targets=None, return_hidden=False):
+    def hidden_states(self, idx):
         x = self.emb(idx)
-        hidden = [x + (l / self.n_layer) * self.shared for l in range(self.n_layer + 1)]
-        return x, None, hidden
+        return [x + (l / self.n_layer) * self.shared for l in range(self.n_layer + 1)]
 
 
 def test_toy_model_condenses_with_depth():
@@ -146,7 +145,7 @@ def test_streaming_average_equals_dense():
     batches = ev.condensation(model, iter(list(seqs.split(2))), batch_size=99)  # an iterable of batches
     # dense: every sequence's matrices at once, averaged over N, in float64 from the formula
     with torch.no_grad():
-        _, _, hidden = model(seqs, return_hidden=True)
+        hidden = model.hidden_states(seqs)
     for l, h in enumerate(hidden):
         h = h.double()
         n = h.norm(dim=-1, keepdim=True).clamp_min(1e-3)
@@ -161,9 +160,9 @@ def test_streaming_average_equals_dense():
 
 def test_identical_tokens_histogram_in_last_bin():
     class Flat(ToyModel):
-        def forward(self, idx, targets=None, return_hidden=False):
+        def hidden_states(self, idx):
             h = self.shared.expand(*idx.shape, -1)
-            return h, None, [h, h]
+            return [h, h]
     out = ev.condensation(Flat(n_layer=1), torch.zeros(2, 4, dtype=torch.long))
     assert out["mean_cos"] == pytest.approx([1.0, 1.0])
     assert out["hist"][0][-1] == pytest.approx(64.0) and sum(out["hist"][0][:-1]) == 0  # all mass in [1-1/64, 1]

@@ -31,7 +31,7 @@ def data_dir(tmp_path_factory):
 
 
 TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4", "--device=cpu",
-        "--compile=False", "--gradient_accumulation_steps=1", "--probe_windows=0", "--log_interval=1", "--eval_iters=2", "--warmup_iters=2", "--lr_decay_iters=8", "--learning_rate=3e-3"]
+        "--compile=False", "--gradient_accumulation_steps=1", "--log_interval=1", "--eval_iters=2", "--warmup_iters=2", "--lr_decay_iters=8", "--learning_rate=3e-3"]
 
 
 def train(out_dir, data_dir, *args, nproc=1, check=True):
@@ -185,3 +185,32 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path, data_dir):
     assert "Non-finite" in msg and "at iter" in msg
     after = torch.load(out / "ckpt.pt", weights_only=False)["model"]
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.slow
+def test_dispersion_in_training_lowers_condensation(tmp_path, data_dir):
+    """The three losses are logged; the dispersion run ends with a lower last-layer mean cosine than CE only."""
+    common = ["--max_iters=30", "--eval_interval=30", "--learning_rate=1e-2", "--lr_decay_iters=0", "--probe_windows=8"]
+    train(tmp_path / "ce", data_dir, *common)
+    train(tmp_path / "disp", data_dir, *common, "--dispersion=angular_spread", "--dispersion_coeff=1.0")
+    steps = [r for r in records(tmp_path / "disp") if "loss" in r]
+    assert all({"loss", "ce", "disp"} <= r.keys() for r in steps)
+    assert all(abs(r["loss"] - (r["ce"] + 1.0 * r["disp"])) < 1e-4 for r in steps)
+    assert "disp" not in [r for r in records(tmp_path / "ce") if "loss" in r][0]
+    last = {run: [r for r in records(tmp_path / run) if "last_mean" in r][-1]["last_mean"] for run in ("ce", "disp")}
+    assert last["disp"] < last["ce"] - 0.05, last
+    cfg = torch.load(tmp_path / "disp" / "ckpt.pt", weights_only=False)["config"]
+    assert cfg["dispersion"] == "angular_spread" and cfg["dispersion_coeff"] == 1.0 and cfg["dispersion_loc"] == "all"
+
+
+def test_baselines_run_in_the_trainer(tmp_path, data_dir):
+    out = tmp_path / "out"
+    train(out, data_dir, "--max_iters=4", "--eval_interval=4", "--noise_alpha=5.0", "--forget_every=2")
+    ckpt = torch.load(out / "ckpt.pt", weights_only=False)
+    assert ckpt["config"]["noise_alpha"] == 5.0 and ckpt["config"]["forget_every"] == 2
+    # forgetting at step 4 re-drew the embedding from N(0, 0.02) and zeroed its Adam moments
+    wte = ckpt["model"]["transformer.wte.weight"]
+    assert abs(wte.std().item() - 0.02) < 0.003
+    state = ckpt["optimizer"]["state"]
+    moments = [s["exp_avg"] for s in state.values() if s["exp_avg"].shape == wte.shape]
+    assert moments and all(m.abs().max() == 0 for m in moments)

@@ -1,0 +1,167 @@
+"""
+bench.py: speed measurements, side by side in one process (benchmarks, not tests).
+
+  python bench.py                          # everything below on the default device
+  python bench.py --what=reference         # our GPT vs a plain GPT-2 written the textbook way, same shapes/dtype
+  python bench.py --what=dispersion        # step time with the dispersion loss vs cross-entropy only
+  python bench.py --what=qwen3             # the small Qwen3-style quick-start model vs the GPT one
+  python bench.py --device=cuda --dtype=bfloat16 --batch_size=16 --block_size=1024 --n_layer=12 --n_embd=768 --n_head=12
+
+Each measurement times full training steps (forward, backward, AdamW step) on the same random batch: `warmup`
+untimed steps, then the median of `steps` timed ones. Defaults are the quick-start shapes of
+config/train_shakespeare.py (16 x 128 tokens, 4 layers, 128 wide, vocab 50304).
+A step costs about 6 * N * tokens FLOPs: for the quick start, N = 7.2M (6.4M of it the tied 50304 x 128 LM
+head) and 2,048 tokens, so 6 * 7.2M * 2048 = 89 GFLOP per step.
+"""
+
+import math
+import os
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+from configurator import configure
+from disperse import disperse
+from model import GPT, GPTConfig, build_model, config_keys
+
+# -----------------------------------------------------------------------------
+what = 'all'  # 'all', 'reference', 'dispersion', 'qwen3'
+device = 'cpu'
+dtype = 'float32'
+batch_size = 16
+block_size = 128
+n_layer = 4
+n_head = 4
+n_embd = 128
+vocab_size = 50304
+steps = 10
+warmup = 3
+seed = 1337
+# -----------------------------------------------------------------------------
+globals().update(configure({k: v for k, v in globals().items() if not k.startswith('_') and
+                            isinstance(v, (int, float, str))}, sys.argv[1:]))
+device_type = 'cuda' if device.startswith('cuda') else 'cpu'
+ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
+ctx = nullcontext() if dtype == 'float32' else torch.autocast(device_type=device_type, dtype=ptdtype)
+
+
+class ReferenceBlock(nn.Module):
+    """GPT-2's block the textbook way: separate q/k/v Linears, explicit masked softmax attention, nn.GELU."""
+
+    def __init__(self, d, h, T):
+        super().__init__()
+        self.h = h
+        self.ln_1, self.ln_2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+        self.fc, self.proj = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+        self.register_buffer('mask', torch.tril(torch.ones(T, T, dtype=torch.bool)))
+
+    def forward(self, x):
+        B, T, C = x.shape
+        a = self.ln_1(x)
+        q, k, v = (m(a).view(B, T, self.h, C // self.h).transpose(1, 2) for m in (self.q, self.k, self.v))
+        att = (q @ k.transpose(-2, -1)) / math.sqrt(C // self.h)
+        att = att.masked_fill(~self.mask[:T, :T], float('-inf')).softmax(dim=-1)
+        x = x + self.o((att @ v).transpose(1, 2).reshape(B, T, C))
+        return x + self.proj(F.gelu(self.fc(self.ln_2(x)), approximate='tanh'))
+
+
+class ReferenceGPT(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(c.vocab_size, c.n_embd), nn.Embedding(c.block_size, c.n_embd)
+        self.blocks = nn.ModuleList(ReferenceBlock(c.n_embd, c.n_head, c.block_size) for _ in range(c.n_layer))
+        self.ln_f = nn.LayerNorm(c.n_embd)
+        self.head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
+        self.head.weight = self.wte.weight
+
+    def forward(self, idx, targets):
+        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1], device=idx.device))
+        for b in self.blocks:
+            x = b(x)
+        logits = self.head(self.ln_f(x))
+        return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+
+
+def time_steps(model, loss_fn, x, y):
+    """Median seconds per training step (forward, backward, AdamW step) over `steps` steps after `warmup`."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    times = []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        with ctx:
+            loss = loss_fn(model, x, y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device_type == 'cuda':
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def ce_loss(model, x, y):
+    return model(x, y)[1]
+
+
+def dispersion_ce_loss(model, x, y):
+    """train.py's objective with the paper's recommended settings: CE + 0.1 * angular_spread on all blocks."""
+    _, ce, hidden = model(x, y, return_hidden=True)
+    return ce + 0.1 * disperse(hidden, loc='all', variant='angular_spread', tau=1.0, clamp=0.1, max_tokens=256)
+
+
+def report(name, rows):
+    """rows: [(label, seconds per step)]; prints ms/step, tokens/s and the ratio to the first row."""
+    tokens = batch_size * block_size
+    print(f"\n{name} ({batch_size} x {block_size} tokens per step, {device}, {dtype})")
+    for label, s in rows:
+        print(f"  {label:<34} {s * 1000:8.1f} ms/step  {tokens / s:10,.0f} tok/s  x{s / rows[0][1]:.3f}")
+
+
+def model_keys(path):
+    """The model-shaping keys a config file sets (train.py's defaults for the ones it leaves out)."""
+    namespace = {'__file__': path}
+    exec(open(path).read(), namespace)
+    defaults = dict(model_type='gpt', n_layer=12, n_head=12, n_embd=768, n_inner=0, n_kv_head=0, head_dim=0, bias=False)
+    return {k: namespace.get(k, v) for k, v in defaults.items()}
+
+
+if __name__ == '__main__':
+    torch.manual_seed(seed)
+    x = torch.randint(0, vocab_size, (batch_size, block_size), device=device)
+    y = torch.randint(0, vocab_size, (batch_size, block_size), device=device)
+    config = GPTConfig(block_size=block_size, vocab_size=vocab_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
+                       bias=True, dropout=0.0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if what in ('all', 'reference'):
+        ours, ref = GPT(config).to(device), ReferenceGPT(config).to(device)
+        assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters())
+        rows = []
+        for _ in range(2):  # interleaved twice, so a slow moment of the machine hits both
+            rows += [('plain reference GPT-2', time_steps(ref, lambda m, a, b: m(a, b)[1], x, y)),
+                     ('model.GPT (fused QKV, SDPA)', time_steps(ours, ce_loss, x, y))]
+        report('our GPT vs a plain GPT-2 implementation', [min(rows[0::2], key=lambda r: r[1]),
+                                                           min(rows[1::2], key=lambda r: r[1])])
+    if what in ('all', 'dispersion'):
+        model = GPT(config).to(device)
+        rows = []
+        for _ in range(2):
+            rows += [('cross-entropy only', time_steps(model, ce_loss, x, y)),
+                     ('CE + 0.1 * angular_spread (all)', time_steps(model, dispersion_ce_loss, x, y))]
+        report('dispersion loss overhead', [min(rows[0::2], key=lambda r: r[1]), min(rows[1::2], key=lambda r: r[1])])
+    if what in ('all', 'qwen3'):
+        here = os.path.dirname(os.path.abspath(__file__))
+        rows = []
+        for path in ('config/train_shakespeare.py', 'config/train_shakespeare_qwen3.py'):
+            keys = model_keys(os.path.join(here, path))
+            args = {k: v for k, v in keys.items() if k in config_keys(keys['model_type'])}
+            model = build_model(keys['model_type'], dict(args, vocab_size=vocab_size, block_size=block_size,
+                                                         dropout=0.0)).to(device)
+            rows.append((f"{path} ({model.num_params() / 1e6:.2f}M)", time_steps(model, ce_loss, x, y)))
+        report('quick-start GPT vs Qwen3-style', rows)
