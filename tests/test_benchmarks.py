@@ -229,6 +229,8 @@ def alone(model, ctx, cont, max_length):
 
 
 def test_batched_padded_scoring_equals_each_request_alone():
+    """Batched, padded, deduplicated, LM head on scored positions only == model(x) logits one request at a time
+    (with left truncation to block_size, as lm-eval)."""
     from model import GPT, GPTConfig
     torch.manual_seed(0)
     model = GPT(GPTConfig(block_size=24, vocab_size=512, n_layer=2, n_head=2, n_embd=32)).eval()
