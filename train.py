@@ -84,6 +84,11 @@ noise_alpha = 0.0  # noisy embeddings: U(-m, m), m = alpha / sqrt(L * d) added t
 forget_every = 0  # active forgetting: re-initialise the token embedding every this many steps; 0 = off
 # condensation probe at every eval (eval.py's measurement on a few fixed val windows)
 probe_windows = 8  # 0 = off
+# benchmarks during training (eval.py's lm-eval-style scoring), as the paper did during mid-training
+bench_interval = 0  # every this many iters (a multiple of eval_interval); 0 = off
+bench_tasks = 'paper'  # 'paper', 'all' or a comma list such as 'arc_easy,piqa'
+bench_limit = 100  # first N documents per task (and per MMLU subject)
+bench_data = ''  # offline benchmark data (data/benchmarks/download.py); '' = the Hugging Face hub
 # AdamW
 learning_rate = 6e-4
 max_iters = 600000
@@ -358,6 +363,16 @@ while True:
             probe_x, _ = get_batch(data_dir, 'val', 0, block_size, device=device, starts=spread)
             with ctx:
                 record.update(condensation_probe(raw_model, probe_x))
+        if bench_interval > 0 and iter_num % bench_interval == 0:
+            from eval import run_benchmarks
+            from data.tokenizer import get_tokenizer
+            # every process scores a share of the documents; all get the gathered results back
+            bench = run_benchmarks(raw_model, get_tokenizer(meta['tokenizer']), bench_tasks, bench_limit,
+                                   data_dir=bench_data or None, autocast=ctx, progress=False,
+                                   log=log0 if iter_num == 0 else None)
+            record.update({f'bench_{name}': r['acc'] for name, r in bench['tasks'].items()})
+            if bench['average'] is not None:
+                record['bench_average'] = bench['average']
         log_record(record)
         rng = rng_states()
         rng = [rng] if not ddp else (dist.all_gather_object(gathered := [None] * ddp_world_size, rng) or gathered)
