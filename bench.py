@@ -9,9 +9,9 @@ bench.py: speed measurements, side by side in one process (benchmarks, not tests
 
 Each measurement times full training steps (forward, backward, AdamW step) on the same random batch: `warmup`
 untimed steps, then the median of `steps` timed ones. Defaults are the quick-start shapes of
-config/train_shakespeare.py (16 x 128 tokens, 4 layers, 128 wide, vocab 50304).
+config/train_shakespeare.py (8 x 128 tokens, 4 layers, 128 wide, vocab 50304).
 A step costs about 6 * N * tokens FLOPs: for the quick start, N = 7.2M (6.4M of it the tied 50304 x 128 LM
-head) and 2,048 tokens, so 6 * 7.2M * 2048 = 89 GFLOP per step.
+head) and 1,024 tokens, so 6 * 7.2M * 1024 = 44 GFLOP per step.
 """
 
 import math
@@ -33,7 +33,7 @@ from model import GPT, GPTConfig, build_model, config_keys
 what = 'all'  # 'all', 'reference', 'dispersion', 'qwen3'
 device = 'cpu'
 dtype = 'float32'
-batch_size = 16
+batch_size = 8
 block_size = 128
 n_layer = 4
 n_head = 4

