@@ -5,6 +5,8 @@ bench.py: speed measurements, side by side in one process (benchmarks, not tests
   python bench.py --what=reference         # our GPT vs a plain GPT-2 written the textbook way, same shapes/dtype
   python bench.py --what=dispersion        # step time with the dispersion loss vs cross-entropy only
   python bench.py --what=qwen3             # the small Qwen3-style quick-start model vs the GPT one
+  python bench.py --what=condensation      # eval.py's condensation: time and peak memory for N = 10, 100, 300
+  python bench.py --what=lmeval            # benchmark scoring: ours (batched) vs lm-eval's hf model at batch 1
   python bench.py --device=cuda --dtype=bfloat16 --batch_size=16 --block_size=1024 --n_layer=12 --n_embd=768 --n_head=12
 
 Each measurement times full training steps (forward, backward, AdamW step) on the same random batch: `warmup`
@@ -30,7 +32,9 @@ from disperse import disperse
 from model import GPT, GPTConfig, build_model, config_keys
 
 # -----------------------------------------------------------------------------
-what = 'all'  # 'all', 'reference', 'dispersion', 'qwen3'
+what = 'all'  # 'all', 'reference', 'dispersion', 'qwen3', 'condensation', 'lmeval' (the last two: not in 'all')
+num_sequences = 0  # condensation: one measurement of N sequences in this process (bench.py runs it for N = 10, 100)
+seq_len = 512
 device = 'cpu'
 dtype = 'float32'
 batch_size = 8
@@ -132,7 +136,36 @@ def model_keys(path):
     return {k: namespace.get(k, v) for k, v in defaults.items()}
 
 
+def condensation_run():
+    """One condensation measurement in this process: a 6-layer, 384-wide GPT (30M parameters), N sequences of
+    seq_len tokens; prints seconds and this process's peak resident memory."""
+    import resource
+    from eval import condensation
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(n_layer=6, n_head=6, n_embd=384, block_size=seq_len)).to(device).eval()
+    seqs = torch.randint(0, 50257, (num_sequences, seq_len))
+    t0 = time.perf_counter()
+    condensation(model, seqs, batch_size=8, device=device)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # kB -> GiB on Linux
+    print(f"  N = {num_sequences:4d}, S = {seq_len}: {time.perf_counter() - t0:7.1f} s, peak memory {peak:.2f} GiB")
+
+
 if __name__ == '__main__':
+    if num_sequences:
+        condensation_run()
+        sys.exit()
+    if what == 'condensation':  # a fresh process per N, so that each peak is its own
+        import subprocess
+        print(f"condensation, 6 x 384 GPT, batch 8, {device}")
+        for n in (10, 100, 300):
+            subprocess.run([sys.executable, __file__, f'--num_sequences={n}', f'--seq_len={seq_len}',
+                            f'--device={device}'], check=True)
+        sys.exit()
+    if what == 'lmeval':  # lives beside the fixture documents and the lm-eval task files it uses
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'tests'))
+        from test_benchmarks import speed
+        speed('124m')
+        sys.exit()
     torch.manual_seed(seed)
     x = torch.randint(0, vocab_size, (batch_size, block_size), device=device)
     y = torch.randint(0, vocab_size, (batch_size, block_size), device=device)
