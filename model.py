@@ -450,7 +450,11 @@ def make_config(model_type, model_args):
     """The config dataclass of model_type from a dict of its fields (model_type may be among them)."""
     if model_type not in MODELS:
         raise ValueError(f"Unknown model_type '{model_type}': choose one of {sorted(MODELS)}.")
-    return MODELS[model_type][0](**{k: v for k, v in model_args.items() if k != 'model_type'})
+    args = {k: v for k, v in model_args.items() if k != 'model_type'}
+    unknown = sorted(set(args) - set(config_keys(model_type)))
+    if unknown:
+        raise ValueError(f"These model arguments are not {model_type} settings: {unknown}.")
+    return MODELS[model_type][0](**args)
 
 
 def build_model(model_type, model_args):
@@ -489,7 +493,12 @@ def load_checkpoint(path, device='cpu'):
     args = ckpt['model_args']
     model = build_model(args.get('model_type', 'gpt'), args)
     sd = {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in ckpt['model'].items()}
-    model.load_state_dict(sd)
+    try:
+        model.load_state_dict(sd)
+    except RuntimeError as e:
+        first = str(e).split('\n')[1].strip() if '\n' in str(e) else str(e)
+        raise ValueError(f"The weights in {path} do not fit the {model.model_type} model its model_args describe "
+                         f"({first}).") from None
     model.tokenizer_name = ckpt.get('config', {}).get('tokenizer') or 'gpt2'
     return model.to(device).eval(), ckpt
 

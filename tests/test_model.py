@@ -161,3 +161,12 @@ def test_checkpoint_roundtrip_strips_compile_prefix(tmp_path):
         build_model('llama', {})
     with pytest.raises(FileNotFoundError, match="No checkpoint"):
         load_checkpoint(str(tmp_path / 'missing.pt'))
+    # a checkpoint whose weights belong to another model type
+    torch.save({'model': sd, 'model_args': dict(model_args_of(model), model_type='gpt')}, tmp_path / 'bad.pt')
+    with pytest.raises(ValueError, match="not gpt settings"):
+        load_checkpoint(str(tmp_path / 'bad.pt'))
+    gpt_args = {k: v for k, v in model_args_of(model).items() if k in ('n_layer', 'n_head', 'n_embd', 'vocab_size',
+                                                                       'block_size')}
+    torch.save({'model': sd, 'model_args': dict(gpt_args, model_type='gpt')}, tmp_path / 'bad2.pt')
+    with pytest.raises(ValueError, match="do not fit the gpt model"):
+        load_checkpoint(str(tmp_path / 'bad2.pt'))
