@@ -541,14 +541,69 @@ def _model_input(context, continuation, max_length):
     return tuple((list(context) + list(continuation))[-(max_length + 1):][:-1])
 
 
-def scored_logits(model, x, b_idx, t_idx):
+def scored_logits(model, x, b_idx, t_idx, pos=None, attn_mask=None):
     """[N, V] logits at the N (row, position) pairs of x [B, T]. Our models (hidden_states + lm_head) run
-    the LM head only there (no [B, T, V] tensor); any other model(idx) -> (logits [B, T, V], loss) is sliced."""
+    the LM head only there (no [B, T, V] tensor); any other model(idx) -> (logits [B, T, V], loss) is sliced.
+    pos / attn_mask: position ids and mask of packed rows, passed to hidden_states (our models only)."""
     if hasattr(model, "hidden_states") and hasattr(model, "lm_head"):
-        return model.lm_head(model.hidden_states(x)[-1][b_idx, t_idx])
+        packed = {} if pos is None else dict(pos=pos, attn_mask=attn_mask)
+        return model.lm_head(model.hidden_states(x, **packed)[-1][b_idx, t_idx])
+    assert pos is None, "only models with hidden_states(idx, pos, attn_mask) take packed rows"
     logits, _ = model(x)
     assert logits.shape[:2] == x.shape, "the model must return logits for every position"
     return logits[b_idx, t_idx]
+
+
+def _can_pack(model):
+    """Whether model.hidden_states takes position ids and a mask (our GPT and Qwen3 do)."""
+    import inspect
+    return (hasattr(model, "lm_head") and hasattr(model, "hidden_states")
+            and "attn_mask" in inspect.signature(model.hidden_states).parameters)
+
+
+def _rows(requests, units, max_length, pack):
+    """The rows to run, each (tokens, prefix, placed): `placed` lists (model input, offset) pairs. A plain row
+    is one model input m (prefix = len(m)). A packed row holds a context shared by several model inputs once,
+    then each input's remaining tokens at its offset: index j of m sits at j if j < prefix, else at
+    offset + j - prefix. Only untruncated inputs are packed (m = context + continuation[:-1] exactly, so
+    positions stay those of the request alone), and a packed row stays within max_length tokens."""
+    groups, rows = {}, []
+    for m, served in units.items():
+        ctx, cont = requests[served[0]]
+        if pack and len(ctx) + len(cont) <= max_length + 1:
+            groups.setdefault(tuple(ctx), []).append(m)
+        else:
+            rows.append((m, len(m), [(m, 0)]))
+    for ctx, ms in groups.items():
+        if len(ms) == 1:
+            rows.append((ms[0], len(ms[0]), [(ms[0], 0)]))
+            continue
+        tokens, placed = list(ctx), []
+        for m in ms:
+            if placed and len(tokens) + len(m) - len(ctx) > max_length:  # full: another row for the rest
+                rows.append((tuple(tokens), len(ctx), placed))
+                tokens, placed = list(ctx), []
+            placed.append((m, len(tokens)))
+            tokens += m[len(ctx):]
+        rows.append((tuple(tokens), len(ctx), placed))
+    return rows
+
+
+def _packed_inputs(batch, width):
+    """Position ids [B, width] and mask [B, width, width] for a batch with packed rows. Segment ids: 0 for a
+    row's prefix, k for its k-th packed input, -1 for padding; a token sees earlier tokens of the prefix and
+    of its own segment. Padding sees earlier padding and itself (a query with no key would give NaN)."""
+    pos = torch.arange(width).repeat(len(batch), 1)
+    seg = torch.full((len(batch), width), -1)
+    for b, (tokens, prefix, placed) in enumerate(batch):
+        seg[b, :len(tokens)] = 0
+        for k, (m, offset) in enumerate(placed):
+            n = len(m) - prefix
+            if offset >= prefix and n > 0:
+                seg[b, offset:offset + n] = k + 1
+                pos[b, offset:offset + n] = torch.arange(prefix, prefix + n)
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    return pos, causal & ((seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None]))
 
 
 @torch.no_grad()
@@ -556,14 +611,17 @@ def loglikelihoods(model, requests, max_length, batch_tokens=None, autocast=None
     """(sum of continuation log-probs, is_greedy) for each (context_ids, continuation_ids) request.
 
     Requests with the same model input (same context, one-token continuations; or any two whose
-    context + continuation[:-1] agree) share one row. Rows are sorted longest first (like lm-eval) and
-    packed, right-padded, into batches of at most batch_tokens tokens; one forward per batch. Default:
-    16384 tokens on a GPU, 1024 on a CPU, where bigger batches were slower (GPT-2 124M shape on 2 cores:
-    1024 -> 21 s, 4096 -> 25 s, 16384 -> 35 s for the same requests)."""
-    rows = {}  # model input -> indices of the requests it answers
+    context + continuation[:-1] agree) share it. Model inputs with the same context (the choices of one
+    document) share one packed row when the model takes position ids and a mask: the context once, then each
+    continuation[:-1] with positions restarting at len(context), attending to the context and to itself
+    only, so every logit is that of the request alone and the context is computed once. Rows are sorted
+    longest first (like lm-eval) and packed, right-padded, into batches of at most batch_tokens tokens; one
+    forward per batch. Default: 16384 tokens on a GPU, 1024 on a CPU, where bigger batches were slower
+    (GPT-2 124M shape on 2 cores: 1024 -> 21 s, 4096 -> 25 s, 16384 -> 35 s for the same requests)."""
+    units = {}  # model input -> indices of the requests it answers
     for i, (ctx, cont) in enumerate(requests):
-        rows.setdefault(_model_input(ctx, cont, max_length), []).append(i)
-    order = sorted(rows, key=lambda r: (-len(r), r))
+        units.setdefault(_model_input(ctx, cont, max_length), []).append(i)
+    order = sorted(_rows(requests, units, max_length, _can_pack(model)), key=lambda r: (-len(r[0]), r[0]))
     device = next(model.parameters()).device
     batch_tokens = batch_tokens or (16384 if device.type == "cuda" else 1024)
     autocast = autocast or nullcontext()
@@ -574,25 +632,30 @@ def loglikelihoods(model, requests, max_length, batch_tokens=None, autocast=None
         bar = tqdm(total=len(requests), desc="benchmark requests", leave=False)
     start = 0
     while start < len(order):
-        width = len(order[start])
+        width = len(order[start][0])
         batch = order[start:start + max(1, batch_tokens // width)]
         start += len(batch)
         x = torch.zeros(len(batch), width, dtype=torch.long)
-        # row b's last `need` positions serve all its requests: log-softmax once per scored position
+        # each model input's last `need` positions serve all its requests: log-softmax once per scored position
         b_idx, t_idx, pick, tokens, owner = [], [], [], [], []
-        for b, r in enumerate(batch):
-            x[b, :len(r)] = torch.tensor(r)
-            need = max(len(requests[i][1]) for i in rows[r])
-            end = len(b_idx) + need  # position len(r) - 1 of row b, in the gathered rows below
-            b_idx += [b] * need
-            t_idx += range(len(r) - need, len(r))
-            for i in rows[r]:
-                cont = requests[i][1]
-                pick += range(end - len(cont), end)
-                tokens += cont
-                owner += [i] * len(cont)
+        for b, (row, prefix, placed) in enumerate(batch):
+            x[b, :len(row)] = torch.tensor(row)
+            for m, offset in placed:
+                need = max(len(requests[i][1]) for i in units[m])
+                end = len(b_idx) + need  # position len(m) - 1 of m, in the gathered rows below
+                b_idx += [b] * need
+                t_idx += [j if j < prefix else offset + j - prefix for j in range(len(m) - need, len(m))]
+                for i in units[m]:
+                    cont = requests[i][1]
+                    pick += range(end - len(cont), end)
+                    tokens += cont
+                    owner += [i] * len(cont)
+        packed = {}
+        if any(len(placed) > 1 for _, _, placed in batch):
+            pos, mask = _packed_inputs(batch, width)
+            packed = dict(pos=pos.to(device), attn_mask=mask.to(device))
         with autocast:
-            logits = scored_logits(model, x.to(device), b_idx, t_idx)
+            logits = scored_logits(model, x.to(device), b_idx, t_idx, **packed)
         logp = logits.float().log_softmax(-1)  # [positions, V]
         pick = torch.tensor(pick, device=logp.device)
         tokens = torch.tensor(tokens, device=logp.device)
@@ -602,7 +665,7 @@ def loglikelihoods(model, requests, max_length, batch_tokens=None, autocast=None
             ll, all_greedy = out[i] or (0.0, True)
             out[i] = (ll + lp, all_greedy and g)
         if bar is not None:
-            bar.update(sum(len(rows[r]) for r in batch))
+            bar.update(sum(len(units[m]) for _, _, placed in batch for m, _ in placed))
     if bar is not None:
         bar.close()
     return out

@@ -20,6 +20,11 @@ Face's output_hidden_states reports them:
                    is not in the list, as in Hugging Face)
 The dispersion loss (disperse.py) and the condensation measurement (eval.py) both consume this list.
 
+hidden_states(idx, pos=None, attn_mask=None) also takes position ids pos [B, T] and a boolean mask
+attn_mask [B, T, T] (True = may attend) in place of positions 0..T-1 and the causal mask. The benchmark scorer
+(eval.py) uses them to pack the choices of one document into one row: the shared context once, then each
+continuation with positions restarting after the context and attending to the context and itself only.
+
 Released weights: from_pretrained('gpt2' | 'gpt2-medium' | 'gpt2-large' | 'gpt2-xl' | 'Qwen/Qwen3-0.6B' | ...
 or a local directory written by transformers' save_pretrained), through transformers.
 Checkpoints written by train.py: load_checkpoint('out/ckpt.pt').
@@ -107,11 +112,13 @@ class RMSNorm(nn.Module):
         return self.weight * x.to(dtype)
 
 
-def rope_cos_sin(T, head_dim, theta, device):
+def rope_cos_sin(T, head_dim, theta, device, pos=None):
     """RoPE tables [T, head_dim] in float32, split-halves convention (Hugging Face's rotate_half):
-    angle(t, j) = t * theta^(-2j / head_dim) for j < head_dim / 2, repeated for the second half."""
+    angle(t, j) = t * theta^(-2j / head_dim) for j < head_dim / 2, repeated for the second half.
+    With position ids pos [B, T]: tables [B, 1, T, head_dim] for those positions (1 broadcasts over heads)."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
-    angles = torch.outer(torch.arange(T, device=device, dtype=torch.float32), inv_freq)
+    t = torch.arange(T, device=device, dtype=torch.float32) if pos is None else pos.float()[:, None, :]
+    angles = t[..., None] * inv_freq  # the same float32 products as torch.outer
     angles = torch.cat([angles, angles], dim=-1)
     return angles.cos(), angles.sin()
 
@@ -142,7 +149,7 @@ class CausalSelfAttention(nn.Module):
         self.dropout = dropout
         self.resid_dropout = nn.Dropout(dropout)
 
-    def forward(self, x, rope=None):
+    def forward(self, x, rope=None, attn_mask=None):
         B, T, C = x.size()
         hd = self.head_dim
         q, k, v = self.c_attn(x).split([self.n_head * hd, self.n_kv_head * hd, self.n_kv_head * hd], dim=2)
@@ -155,9 +162,14 @@ class CausalSelfAttention(nn.Module):
         if rope is not None:
             cos, sin = rope
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        # flash / memory-efficient kernels where available; enable_gqa shares each K/V head across its group
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
-                                           is_causal=True, enable_gqa=self.n_kv_head != self.n_head)
+        # flash / memory-efficient kernels where available; enable_gqa shares each K/V head across its group.
+        # An explicit mask [B, T, T] (packed scoring) replaces the causal one and broadcasts over heads.
+        if attn_mask is not None:
+            assert attn_mask.shape == (B, T, T) and attn_mask.dtype == torch.bool, attn_mask.shape
+            attn_mask = attn_mask[:, None]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
+                                           dropout_p=self.dropout if self.training else 0.0,
+                                           is_causal=attn_mask is None, enable_gqa=self.n_kv_head != self.n_head)
         y = y.transpose(1, 2).reshape(B, T, self.n_head * hd)
         return self.resid_dropout(self.c_proj(y))
 
@@ -189,8 +201,8 @@ class Block(nn.Module):
         super().__init__()
         self.ln_1, self.attn, self.ln_2, self.mlp = ln_1, attn, ln_2, mlp
 
-    def forward(self, x, rope=None):
-        x = x + self.attn(self.ln_1(x), rope)
+    def forward(self, x, rope=None, attn_mask=None):
+        x = x + self.attn(self.ln_1(x), rope, attn_mask)
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -200,7 +212,7 @@ class Block(nn.Module):
 
 class LanguageModel(nn.Module):
     """What GPT and Qwen3 have in common. A subclass builds self.transformer (wte, h, ln_f, ...), self.lm_head,
-    and defines embed(idx) -> (x, rope)."""
+    and defines embed(idx, pos=None) -> (x, rope)."""
 
     model_type = None  # 'gpt' or 'qwen3': stored in checkpoints to rebuild the right class
 
@@ -237,16 +249,18 @@ class LanguageModel(nn.Module):
                 n -= self.transformer.wte.weight.numel()
         return n
 
-    def hidden_states(self, idx):
+    def hidden_states(self, idx, pos=None, attn_mask=None):
         """The n_layer + 1 hidden states [B, T, C] in Hugging Face's convention (module docstring), without the
-        LM head: measuring condensation needs no [B, T, vocab] logits."""
+        LM head: measuring condensation needs no [B, T, vocab] logits. pos [B, T] (long) and attn_mask
+        [B, T, T] (bool, True = may attend) replace positions 0..T-1 and the causal mask (packed rows)."""
         B, T = idx.size()
         assert T <= self.config.block_size, \
             f"Cannot forward a sequence of length {T}: block_size is only {self.config.block_size}"
-        x, rope = self.embed(idx)
+        assert pos is None or pos.shape == (B, T), f"pos must be [B, T] = {(B, T)}, not {tuple(pos.shape)}"
+        x, rope = self.embed(idx, pos)
         hidden = [x]
         for block in self.transformer.h:
-            x = block(x, rope)
+            x = block(x, rope, attn_mask)
             hidden.append(x)
         hidden[-1] = self.transformer.ln_f(x)  # the last entry is taken after the final norm
         return hidden
@@ -339,8 +353,9 @@ class GPT(LanguageModel):
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
         self._init_weights_and_tie(tie=True)
 
-    def embed(self, idx):
-        pos = torch.arange(idx.size(1), dtype=torch.long, device=idx.device)
+    def embed(self, idx, pos=None):
+        if pos is None:
+            pos = torch.arange(idx.size(1), dtype=torch.long, device=idx.device)
         return self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos)), None
 
     @classmethod
@@ -383,10 +398,10 @@ class Qwen3(LanguageModel):
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
         self._init_weights_and_tie(tie=c.tie_embeddings)
 
-    def embed(self, idx):
+    def embed(self, idx, pos=None):
         # cos/sin are recomputed in float32 each call (cheap: T x head_dim), so a model cast to bf16 keeps
         # full-precision angles, as Hugging Face does
-        rope = rope_cos_sin(idx.size(1), self.config.head_dim, self.config.rope_theta, idx.device)
+        rope = rope_cos_sin(idx.size(1), self.config.head_dim, self.config.rope_theta, idx.device, pos)
         return self.transformer.drop(self.transformer.wte(idx)), rope
 
     @classmethod

@@ -250,6 +250,40 @@ def test_batched_padded_scoring_equals_each_request_alone():
         E.loglikelihoods(model, [([1], list(range(25)))], 24)
 
 
+@pytest.mark.parametrize("arch", ["gpt", "qwen3"])
+def test_packed_choices_score_as_each_request_alone(arch):
+    """Choices sharing a context packed into one row (context once, positions restarting after it, each
+    continuation seeing the context and itself) == each request alone, for several documents in one batch,
+    mixed one-token and multi-token choices, a document too long for one row and requests cut from the left."""
+    from model import GPT, GPTConfig, Qwen3, Qwen3Config
+    torch.manual_seed(0)
+    model = (GPT(GPTConfig(block_size=24, vocab_size=512, n_layer=2, n_head=2, n_embd=32)) if arch == "gpt" else
+             Qwen3(Qwen3Config(block_size=24, vocab_size=512, n_layer=2, n_head=4, n_kv_head=2, head_dim=8,
+                               n_embd=32, n_inner=48, rope_theta=100.0))).eval()
+    g = torch.Generator().manual_seed(3)
+
+    def ids(n):
+        return torch.randint(0, 512, (n,), generator=g).tolist()
+    requests = []
+    for n_ctx, n_conts in [(5, (3, 1, 4, 2)), (8, (2, 2, 1)), (3, (1, 1)), (12, (6, 5, 6)), (20, (3, 5, 1)),
+                           (22, (4, 3, 1)), (2, (9,))]:
+        ctx = ids(n_ctx)
+        requests += [(ctx, ids(n)) for n in n_conts]
+    requests.append((requests[0][0], requests[0][1]))  # a duplicate choice
+    requests.append((requests[0][0] + requests[0][1][:1], requests[0][1][1:]))  # same model input as #0
+    units = {}
+    for i, (c, k) in enumerate(requests):
+        units.setdefault(E._model_input(c, k, 24), []).append(i)
+    rows = E._rows(requests, units, 24, pack=True)
+    assert sum(len(placed) > 1 for _, _, placed in rows) == 5 and all(len(r[0]) <= 24 for r in rows)
+    assert len([r for r in rows if r[1] == 12]) == 2  # 12 + 5 + 4 + 5 > 24: that document takes two rows
+    want = [alone(model, c, k, 24) for c, k in requests]
+    for batch_tokens in (1, 50, 10_000):
+        got = E.loglikelihoods(model, requests, 24, batch_tokens=batch_tokens)
+        for (ll, greedy), (ll0, greedy0) in zip(got, want):
+            assert ll == pytest.approx(ll0, abs=1e-4) and greedy == greedy0
+
+
 def test_distributed_ranks_give_the_single_process_result(tmp_path):
     """torchrun-style: two gloo ranks split the documents and gather; the result is the same as one."""
     import torch.multiprocessing as mp

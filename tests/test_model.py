@@ -170,3 +170,41 @@ def test_checkpoint_roundtrip_strips_compile_prefix(tmp_path):
     torch.save({'model': sd, 'model_args': dict(gpt_args, model_type='gpt')}, tmp_path / 'bad2.pt')
     with pytest.raises(ValueError, match="do not fit the gpt model"):
         load_checkpoint(str(tmp_path / 'bad2.pt'))
+
+
+def tiny_models():
+    torch.manual_seed(0)
+    return [GPT(GPTConfig(block_size=32, vocab_size=97, n_layer=2, n_head=4, n_embd=48)).eval(),
+            Qwen3(Qwen3Config(block_size=32, vocab_size=101, n_layer=2, n_head=4, n_kv_head=2, head_dim=12,
+                              n_embd=48, n_inner=80, rope_theta=100.0)).eval()]  # small theta: positions matter
+
+
+@pytest.mark.parametrize("i", [0, 1])
+def test_explicit_positions_and_causal_mask_equal_the_default(i):
+    model = tiny_models()[i]
+    idx = torch.randint(0, 97, (2, 20), generator=torch.Generator().manual_seed(1))
+    pos = torch.arange(20).expand(2, 20)
+    mask = torch.ones(20, 20, dtype=torch.bool).tril().expand(2, 20, 20)
+    with torch.no_grad():
+        for a, b in zip(model.hidden_states(idx), model.hidden_states(idx, pos, mask)):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("i", [0, 1])
+def test_packed_row_gives_each_branch_its_own_hidden_states(i):
+    """One row [context, branch a, branch b]: positions restart after the context for each branch, which sees
+    the context and its own earlier tokens only; each branch's states equal running context + branch alone."""
+    model = tiny_models()[i]
+    g = torch.Generator().manual_seed(2)
+    ctx, a, b = (torch.randint(0, 97, (n,), generator=g) for n in (6, 4, 3))
+    row = torch.cat([ctx, a, b])[None]
+    pos = torch.cat([torch.arange(6), torch.arange(6, 10), torch.arange(6, 9)])[None]
+    seg = torch.tensor([0] * 6 + [1] * 4 + [2] * 3)
+    mask = torch.ones(13, 13, dtype=torch.bool).tril() & ((seg[None, :] == 0) | (seg[None, :] == seg[:, None]))
+    with torch.no_grad():
+        packed = model.hidden_states(row, pos, mask[None])
+        alone_a = model.hidden_states(torch.cat([ctx, a])[None])
+        alone_b = model.hidden_states(torch.cat([ctx, b])[None])
+    for h, ha, hb in zip(packed, alone_a, alone_b):
+        torch.testing.assert_close(h[0, :10], ha[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(h[0, 10:], hb[0, 6:], atol=1e-5, rtol=1e-5)
