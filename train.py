@@ -374,8 +374,10 @@ while True:
             if bench['average'] is not None:
                 record['bench_average'] = bench['average']
         log_record(record)
-        rng = rng_states()
-        rng = [rng] if not ddp else (dist.all_gather_object(gathered := [None] * ddp_world_size, rng) or gathered)
+        rng = [rng_states()]  # every process's streams, in rank order, saved by rank 0
+        if ddp:
+            rng = [None] * ddp_world_size
+            dist.all_gather_object(rng, rng_states())
         if master_process and (iter_num > 0 or init_from == 'resume') and not eval_only:
             improved = losses['val'] < best_val_loss
             best_val_loss = min(best_val_loss, losses['val'])
@@ -395,7 +397,8 @@ while True:
         loss, ce, disp = forward_loss(X, Y, train=True)
         loss = loss / grad_accum  # the accumulated gradient is the gradient of the mean loss
         # draw the next batch while the accelerator works on this one
-        X, Y = train_batch(*((iter_num, micro_step + 1) if micro_step + 1 < grad_accum else (iter_num + 1, 0)))
+        last = micro_step == grad_accum - 1
+        X, Y = train_batch(iter_num + 1, 0) if last else train_batch(iter_num, micro_step + 1)
         scaler.scale(loss).backward()
         ce_sum += ce.detach()
         disp_sum += disp.detach() if disp is not None else 0.0
