@@ -18,10 +18,12 @@ Notation, for one layer's hidden states z [B, L, F] (one sequence = one row b):
         L_b   = log mean_{i!=j} exp(-D_ij / tau + eps)    (= log mean exp(-D/tau) + eps: the authors'
                 constant shift, which moves the value by eps and leaves the gradient unchanged)
     orthogonalization:   L_b = mean_{i!=j} max(0, margin - D_ij)^2         (same D; margin = 0.5)
-    decorrelation:       x_i = (z_i - mean_F z_i) / (std_F z_i + eps),  std with F-1 (eps guards
-                         constant tokens);  K = x x^T / (F-1);  L_b = mean_{i!=j} K_ij^2
+    decorrelation:       x_i = (z_i - mean_F z_i) / std_F z_i,  std with F-1, as the authors' code (a
+                         constant token, std < 1e-8, is divided by 1: it stays the zero vector);
+                         K = x x^T / (F-1);  L_b = mean_{i!=j} K_ij^2
     l2_repel:            D_ij = |z_i - z_j|^2 on the raw z (diagonal kept);
-                         L_b = log mean_{i,j} exp(-D_ij / tau_l2) + 0.1 * mean(z_b^2)
+                         L_b = log mean_{i,j} exp(-D_ij / tau_l2 + eps) + 0.1 * mean(z_b^2)
+                         (the authors' eps inside the exponent: a constant eps in the value)
     perplexity_entropy:  p_j|i = softmax_{j!=i}(-|z_i - z_j|^2 / tau_l2);
                          L_b = -mean_i H_i,  H_i = -sum_{j!=i} p_j|i log2(p_j|i + eps)
     infonce_cosine:      the original "Diffuse and Disperse" form, D_ij = -c_ij, no diagonal masking:
@@ -53,11 +55,10 @@ import math
 
 import torch
 
-VARIANTS = ('angular_spread', 'orthogonalization', 'decorrelation', 'l2_repel', 'perplexity_entropy',
-            'infonce_cosine')
 LOCS = ('all', 'last', 'early_half', 'late_half')
 L2_NORM_PENALTY = 0.1  # weight of mean(z^2) in l2_repel (paper.md section 3)
 FORGET_STD = 0.02      # active forgetting re-draws the token embedding from N(0, 0.02^2)
+CONSTANT_STD = 1e-8    # decorrelation: a token whose features have a smaller std is constant
 
 
 # -----------------------------------------------------------------------------
@@ -126,16 +127,16 @@ def _orthogonalization(z, clamp, eps, margin, **_):
     return _mean_pairs((margin - _angular_distances(z, clamp, eps)).relu().square())
 
 
-def _decorrelation(z, eps, **_):
+def _decorrelation(z, **_):
     F = z.shape[-1]
     x = z - z.mean(dim=-1, keepdim=True)
     std = torch.linalg.vector_norm(x, dim=-1, keepdim=True) / math.sqrt(F - 1)  # no sqrt(0) gradient
-    x = x / (std + eps)
+    x = x / torch.where(std < CONSTANT_STD, torch.ones_like(std), std)  # only a constant token is guarded
     return _mean_pairs((x @ x.transpose(1, 2) / (F - 1)).square())
 
 
-def _l2_repel(z, tau_l2, **_):
-    lme = _log_mean_exp(-_sq_distances(z) / tau_l2, pairs_only=False)
+def _l2_repel(z, tau_l2, eps, **_):
+    lme = _log_mean_exp(-_sq_distances(z) / tau_l2 + eps, pairs_only=False)
     return lme + L2_NORM_PENALTY * z.square().mean((1, 2))
 
 
@@ -154,6 +155,7 @@ def _infonce_cosine(z, tau, eps, **_):
 _LOSSES = {'angular_spread': _angular_spread, 'orthogonalization': _orthogonalization,
            'decorrelation': _decorrelation, 'l2_repel': _l2_repel,
            'perplexity_entropy': _perplexity_entropy, 'infonce_cosine': _infonce_cosine}
+VARIANTS = tuple(_LOSSES)  # the names train.py's `dispersion` key accepts
 
 
 def dispersion_loss(z, variant='angular_spread', tau=1.0, clamp=0.1, eps=1e-2, margin=0.5,

@@ -73,12 +73,15 @@ rope_theta = 1e6  # Qwen3 only
 norm_eps = 1e-6  # Qwen3 only
 tie_embeddings = True  # Qwen3 only (GPT is always tied)
 # dispersion loss (disperse.py), added to the cross-entropy in training only
-dispersion = None  # None, or a variant: 'angular_spread' (the paper's), 'orthogonalization', 'decorrelation', ...
-dispersion_coeff = 0.1
+dispersion = None  # None, or one of disperse.VARIANTS: 'angular_spread' (the paper's), 'orthogonalization', ...
+dispersion_coeff = 0.1  # lambda: loss = CE + lambda * L_disp
 dispersion_loc = 'all'  # 'all', 'last', 'early_half', 'late_half', or a list of block indices
-dispersion_tau = 1.0
-dispersion_clamp = 0.1
-dispersion_max_tokens = 256
+dispersion_tau = 1.0  # temperature of angular_spread / infonce_cosine
+dispersion_clamp = 0.1  # t of the straight-through clamp of cosines to [-1+t, 1-t]
+dispersion_eps = 1e-2  # in z / (|z| + eps) and the authors' constant shifts
+dispersion_margin = 0.5  # orthogonalization pushes pairs closer than this angular distance
+dispersion_tau_l2 = 1.0  # temperature of l2_repel / perplexity_entropy (1 underflows on raw states: use ~F)
+dispersion_max_tokens = 256  # token positions sampled per sequence and layer; 0 = all
 # the paper's baselines
 noise_alpha = 0.0  # noisy embeddings: U(-m, m), m = alpha / sqrt(L * d) added to token embeddings; 0 = off
 forget_every = 0  # active forgetting: re-initialise the token embedding every this many steps; 0 = off
@@ -233,6 +236,9 @@ log0(f"number of parameters: {model.num_params() / 1e6:.2f}M (non-embedding)")
 # the paper's baselines hook into the model from outside, without changing its code
 if noise_alpha > 0 or forget_every > 0 or dispersion:
     import disperse
+disp_kwargs = dict(loc=dispersion_loc, variant=dispersion, tau=dispersion_tau, clamp=dispersion_clamp,
+                   eps=dispersion_eps, margin=dispersion_margin, tau_l2=dispersion_tau_l2,
+                   max_tokens=dispersion_max_tokens)  # every parameter of disperse.dispersion_loss
 if noise_alpha > 0:
     disperse.add_embedding_noise(model, noise_alpha)
 
@@ -266,8 +272,7 @@ def forward_loss(X, Y, train):
     with ctx:
         if train and dispersion:
             _, ce, hidden = model(X, Y, return_hidden=True)
-            disp = disperse.disperse(hidden, loc=dispersion_loc, variant=dispersion, tau=dispersion_tau,
-                                     clamp=dispersion_clamp, max_tokens=dispersion_max_tokens, generator=disp_gen)
+            disp = disperse.disperse(hidden, generator=disp_gen, **disp_kwargs)
             return ce + dispersion_coeff * disp, ce, disp
         _, ce = model(X, Y)
         return ce, ce, None

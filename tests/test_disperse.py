@@ -59,20 +59,22 @@ def ref_angular(z, variant, tau=1.0, t=0.1, eps=1e-2, margin=0.5):
     return total / B, grad / B
 
 
-def ref_decorrelation(z, eps=1e-2):
+def ref_decorrelation(z):
+    # the authors' code: (z - mean) / std, no eps
     B, L, F = z.shape
     total = 0.0
     for b in range(B):
-        x = [(z[b, i] - z[b, i].mean()) / (z[b, i].std(ddof=1) + eps) for i in range(L)]
+        x = [(z[b, i] - z[b, i].mean()) / z[b, i].std(ddof=1) for i in range(L)]
         total += sum((x[i] @ x[j] / (F - 1)) ** 2 for i in range(L) for j in range(L) if i != j) / (L * (L - 1))
     return total / B
 
 
-def ref_l2_repel(z, tau_l2=1.0):
+def ref_l2_repel(z, tau_l2=1.0, eps=1e-2):
+    # the authors' code adds eps inside the exponent
     B, L, F = z.shape
     total = 0.0
     for b in range(B):
-        s = sum(math.exp(-np.sum((z[b, i] - z[b, j]) ** 2) / tau_l2) for i in range(L) for j in range(L))
+        s = sum(math.exp(-np.sum((z[b, i] - z[b, j]) ** 2) / tau_l2 + eps) for i in range(L) for j in range(L))
         total += math.log(s / L ** 2) + 0.1 * np.mean(z[b] ** 2)
     return total / B
 
@@ -178,15 +180,18 @@ def test_other_variants_match_hand_computation(variant, ref, kw):
 
 
 def test_known_values_small_cases():
-    # l2_repel, 2 tokens at distance 1 in 2-D, tau 1: log((2 + 2 e^-1) / 4) + 0.1 * mean(z^2)
+    # l2_repel, 2 tokens at distance 1 in 2-D, tau 1: log((2 + 2 e^-1) / 4) + eps + 0.1 * mean(z^2)
     z = np.array([[[0.0, 0.0], [1.0, 0.0]]])
     assert torch_value_grad(z, variant='l2_repel')[0] == pytest.approx(
-        math.log((2 + 2 * math.exp(-1)) / 4) + 0.1 * 0.25, abs=1e-12)
-    # decorrelation: (1, -1) and (-1, 1) are perfectly anti-correlated, K_12 = -1; eps shrinks x by
-    # std / (std + eps) with std = sqrt(2)
-    s = math.sqrt(2) / (math.sqrt(2) + 1e-2)
+        math.log((2 + 2 * math.exp(-1)) / 4) + 1e-2 + 0.1 * 0.25, abs=1e-12)
+    # decorrelation: (1, -1) and (-1, 1) are perfectly anti-correlated, K_12 = -1, K_12^2 = 1 exactly
+    # (no eps beside the std, as in the authors' code); a tiny scale changes nothing
     z = np.array([[[1.0, -1.0], [-1.0, 1.0]]])
-    assert torch_value_grad(z, variant='decorrelation')[0] == pytest.approx(s ** 4, abs=1e-12)
+    assert torch_value_grad(z, variant='decorrelation')[0] == pytest.approx(1.0, abs=1e-12)
+    assert torch_value_grad(1e-3 * z, variant='decorrelation')[0] == pytest.approx(1.0, abs=1e-9)
+    # a constant token (std 0) stays the zero vector: K_12 = 0, and the gradient is finite
+    value, grad = torch_value_grad(np.array([[[2.0, 2.0, 2.0], [1.0, -1.0, 0.0]]]), variant='decorrelation')
+    assert value == 0.0 and np.isfinite(grad).all()
     # infonce_cosine: orthogonal unit tokens (eps tiny): log((2 e + 2) / 4), diagonal included
     z = np.array([[[1.0, 0.0], [0.0, 1.0]]])
     assert torch_value_grad(z, variant='infonce_cosine', eps=1e-12)[0] == pytest.approx(
