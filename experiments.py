@@ -24,6 +24,7 @@ The experiments (README, "Results"):
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -77,8 +78,13 @@ def checkpoint_iter(folder):
     return ckpt['iter_num'], ckpt['config']['max_iters']
 
 
+def condensation_path(folder):
+    """Where eval_args(folder) makes eval.py write the run's condensation measurement."""
+    return os.path.join(folder, 'eval', 'condensation.json')
+
+
 def status(folder):
-    if os.path.exists(os.path.join(folder, 'eval', 'condensation.json')):
+    if os.path.exists(condensation_path(folder)):
         return 'done'
     it = checkpoint_iter(folder)
     if it is None:
@@ -113,6 +119,187 @@ def execute(run, threads):
     return folder, rc
 
 
+# -----------------------------------------------------------------------------
+# report: run folders -> results.md and figures
+
+def read_records(folder):
+    """log.jsonl's records, a resumed run's superseded ones dropped: a record replaces any earlier one of the
+    same kind (eval or train) at the same or a later iteration, since the resumed run redid those steps."""
+    kept = []
+    with open(os.path.join(folder, 'log.jsonl')) as f:
+        for line in f:
+            r = json.loads(line)
+            kind = 'eval' if 'val_loss' in r else 'train' if 'ce' in r else None
+            if kind is None:
+                continue
+            kept = [k for k in kept if not (k[0] == kind and k[1]['iter'] >= r['iter'])] + [(kind, r)]
+    return {kind: [r for k, r in kept if k == kind] for kind in ('eval', 'train')}
+
+
+def load_run(folder, condensation_json):
+    """What the report needs of one finished run."""
+    records = read_records(folder)
+    with open(condensation_json) as f:
+        cond = json.load(f)
+    ms = sorted(r['ms_per_iter'] for r in records['train'])
+    evals = records['eval']
+    mean_cos = cond['mean_cos']  # hidden states 0 (embedding output) .. n (after the final norm)
+    return {'val_loss': evals[-1]['val_loss'], 'iters': [r['iter'] for r in evals],
+            'val_curve': [r['val_loss'] for r in evals], 'probe': [r['mean_cos'] for r in evals],
+            'mean_cos': mean_cos, 'blocks_cos': sum(mean_cos[1:]) / (len(mean_cos) - 1),
+            'spearman': cond['spearman'], 'kendall': cond['kendall'], 'ms_per_iter': ms[len(ms) // 2]}
+
+
+def mean_std(values):
+    """(mean, sample std over seeds; 0 for one seed)."""
+    import numpy as np
+    v = np.array([x for x in values if x is not None], dtype=float)
+    if len(v) == 0:
+        return float('nan'), float('nan')
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def fmt(ms, digits=3):
+    m, s = ms
+    return f'{m:.{digits}f} ± {s:.{digits}f}'
+
+
+def report(runs_dir, out):
+    """Group the finished runs by setting, average over seeds, write out/results.md and the PNG figures."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from eval import spearman, kendall
+
+    groups = {}  # (experiment, setting) -> [run]
+    commands = {}
+    known = {os.path.normpath(r[3]): r for r in all_runs(runs_dir)}
+    for name in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []:
+        folder = os.path.normpath(os.path.join(runs_dir, name))
+        cond = condensation_path(folder)
+        if not os.path.exists(cond):
+            continue
+        # a folder of this file's recipes, or any other run folder named SETTING_sSEED (or just SETTING)
+        experiment, setting, _, _, args = known.get(folder, ('other', re.sub(r'_s\d+$', '', name), 0, folder, None))
+        groups.setdefault((experiment, setting), []).append(load_run(folder, cond))
+        if args:
+            commands.setdefault((experiment, setting), []).append(command_line(args))
+    if not groups:
+        raise SystemExit(f"No finished runs in {runs_dir}: run `python experiments.py run` first.")
+    os.makedirs(out, exist_ok=True)
+    ce = groups.get(('main', 'ce'))
+    ce_loss = mean_std(r['val_loss'] for r in ce)[0] if ce else None
+    ce_cos = mean_std(r['blocks_cos'] for r in ce)[0] if ce else None
+    ce_ms = mean_std(r['ms_per_iter'] for r in ce)[0] if ce else None
+    lines = [f'# Results of `python experiments.py report --runs {runs_dir}`', '',
+             'Val loss: the last eval (80 fixed windows of 128 tokens of the val split). Mean cosine: eval.py on '
+             '100 val windows of 128 tokens; "blocks" is the mean over hidden states 1..n (every block output, '
+             'the last after the final norm), the ones the dispersion loss acts on. mean ± std over seeds.', '']
+
+    def table(experiment, title):
+        rows = [(s, runs) for (e, s), runs in groups.items() if e == experiment or (experiment == 'variants' and
+                                                                                  (e, s) in (('main', 'ce'), ('main', 'disp0.1')))]
+        if not rows:
+            return
+        n = len(rows[0][1][0]['mean_cos']) - 1
+        lines.extend([f'## {title}', '',
+                      '| setting | seeds | val loss | vs CE | blocks mean cos | vs CE | Spearman rho | Kendall tau | '
+                      'ms/step | vs CE | ' + ' | '.join(f'l={l}' for l in range(n + 1)) + ' |',
+                      '|---' * (10 + n + 1) + '|'])
+        for setting, runs in rows:
+            loss, cos = mean_std(r['val_loss'] for r in runs), mean_std(r['blocks_cos'] for r in runs)
+            ms = mean_std(r['ms_per_iter'] for r in runs)
+            rel = lambda x, ref: f'{100 * (x / ref - 1):+.1f}%' if ref else ''  # noqa: E731
+            per_layer = np.mean([r['mean_cos'] for r in runs], axis=0)
+            lines.append(f'| {setting} | {len(runs)} | {fmt(loss)} | {rel(loss[0], ce_loss)} | {fmt(cos)} | '
+                         f'{rel(cos[0], ce_cos)} | {fmt(mean_std(r["spearman"] for r in runs), 2)} | '
+                         f'{fmt(mean_std(r["kendall"] for r in runs), 2)} | {ms[0]:.0f} | {rel(ms[0], ce_ms)} | '
+                         + ' | '.join(f'{v:.3f}' for v in per_layer) + ' |')
+        lines.append('')
+        path = os.path.join(out, f'{experiment}_mean_cos.png')
+        fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=110)
+        for setting, runs in rows:
+            m = np.array([r['mean_cos'] for r in runs])
+            x = np.arange(m.shape[1])
+            line, = ax.plot(x, m.mean(0), marker='o', ms=3, label=f'{setting} ({len(runs)})')
+            if len(runs) > 1:
+                ax.fill_between(x, m.min(0), m.max(0), color=line.get_color(), alpha=0.2)
+        ax.set(xlabel='hidden state (0 = embeddings, n = after final norm)', ylabel='mean cosine similarity',
+               title=f'{title}: per-layer mean cosine (band: seed min..max)')
+        ax.title.set_fontsize(8)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+        lines.extend([f'![]({os.path.basename(path)})', ''])
+
+    table('main', 'Dispersion against the baselines')
+    table('variants', 'The loss variants (lambda 0.1)')
+    table('other', 'Other runs')
+
+    mlp = sorted(((int(s[3:]), runs[0]) for (e, s), runs in groups.items() if e == 'mlp'), key=lambda t: t[0])
+    if mlp and ce:
+        widths = sorted(mlp + [(768, ce[0])])  # main's CE seed-1 run is width 4 x 192 = 768
+        lines.extend(['## MLP width and condensation (seed 1)', '',
+                      'Init: the probe at step 0 (16 val windows); trained: the probe at the last step (same '
+                      'windows) and eval.py (100 windows).', '',
+                      '| MLP width | width / d | rho init | tau init | rho trained (probe) | tau trained (probe) | '
+                      'rho trained (eval) | tau trained (eval) | val loss | per-layer mean cos, trained (eval) |',
+                      '|---|---|---|---|---|---|---|---|---|---|'])
+        fig, axes = plt.subplots(1, 2, figsize=(8, 3.4), dpi=110, sharey=True)
+        for w, r in widths:
+            init, last = r['probe'][0], r['probe'][-1]
+            layers = list(range(len(init)))
+            lines.append(f'| {w} | {w / 192:.2f} | {spearman(layers, init):+.2f} | {kendall(layers, init):+.2f} | '
+                         f'{spearman(layers, last):+.2f} | {kendall(layers, last):+.2f} | {r["spearman"]:+.2f} | '
+                         f'{r["kendall"]:+.2f} | {r["val_loss"]:.3f} | '
+                         + ' '.join(f'{v:.2f}' for v in r['mean_cos']) + ' |')
+            axes[0].plot(layers, init, marker='o', ms=3, label=f'{w}')
+            axes[1].plot(layers, r['mean_cos'], marker='o', ms=3, label=f'{w}')
+        axes[0].set(title='at initialisation', xlabel='hidden state', ylabel='mean cosine')
+        axes[1].set(title='after 300 steps', xlabel='hidden state')
+        axes[1].legend(title='MLP width', fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, 'mlp_width.png'))
+        plt.close(fig)
+        lines.extend(['', '![](mlp_width.png)', ''])
+
+    # condensation over training: the probe's per-layer mean cosine against the step, and the val-loss curves
+    shown = [s for s in ('ce', 'disp0.1', 'disp1.0', 'noise', 'forget') if ('main', s) in groups]
+    if shown:
+        fig, axes = plt.subplots(1, len(shown), figsize=(2.6 * len(shown), 3.0), dpi=110, sharey=True,
+                                 squeeze=False)
+        for ax, s in zip(axes[0], shown):
+            runs = groups[('main', s)]
+            probe = np.mean([r['probe'] for r in runs], axis=0)  # [evals, layers]
+            colors = plt.cm.viridis(np.linspace(0, 1, probe.shape[1]))
+            for l in range(probe.shape[1]):
+                ax.plot(runs[0]['iters'], probe[:, l], color=colors[l], label=f'l={l}')
+            ax.set(title=s, xlabel='step')
+        axes[0][0].set_ylabel('mean cosine (probe)')
+        axes[0][-1].legend(fontsize=6)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, 'over_training.png'))
+        plt.close(fig)
+        fig, ax = plt.subplots(figsize=(5.5, 3.4), dpi=110)
+        for s in shown:
+            curves = np.array([r['val_curve'] for r in groups[('main', s)]])
+            ax.plot(groups[('main', s)][0]['iters'][1:], curves.mean(0)[1:], marker='o', ms=3, label=s)
+        ax.set(xlabel='step', ylabel='val loss', title='val loss (mean over seeds)')
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, 'val_loss.png'))
+        plt.close(fig)
+        lines.extend(['## Condensation over training', '', '![](over_training.png)', '', '![](val_loss.png)', ''])
+
+    lines.extend(['## Commands', ''] + [f'    {c}' for cs in commands.values() for c in cs] + [''])
+    with open(os.path.join(out, 'results.md'), 'w') as f:
+        f.write('\n'.join(lines))
+    print('\n'.join(lines))
+    print(f'wrote {out}/results.md and its figures')
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('what', choices=['list', 'run', 'report'])
@@ -133,7 +320,6 @@ def main(argv=None):
             print(f'[{status(run[3])}] {command_line(run[4])}')
         return
     if a.what == 'report':
-        from results import report
         return report(a.runs, a.out or a.runs)
     todo = [r for r in runs if status(r[3]) != 'done']
     print(f'{len(runs) - len(todo)} of {len(runs)} runs done; {len(todo)} to go, {a.jobs} at a time', flush=True)

@@ -1,0 +1,97 @@
+"""Tests for experiments.py: which runs it starts, resumes or skips, and the report's arithmetic (seed means and
+standard deviations, checked against hand-computed numbers on hand-written run folders).
+
+Run: python -m pytest -q tests/test_experiments.py
+"""
+import json
+import os
+
+import pytest
+import torch
+
+import experiments
+
+
+def write_run(folder, val_losses, mean_cos, ms=100.0, spearman=1.0, kendall=1.0, resumed_at=None):
+    """A finished run folder as train.py and eval.py leave it: log.jsonl and eval/condensation.json."""
+    os.makedirs(os.path.join(folder, 'eval'), exist_ok=True)
+    records = [{'iter': 0, 'event': 'start'}]
+    for i, v in enumerate(val_losses):
+        it = 50 * i
+        if it > 0:
+            records.append({'iter': it, 'loss': v, 'ce': v, 'ms_per_iter': ms})
+        records.append({'iter': it, 'train_loss': v, 'val_loss': v, 'mean_cos': mean_cos})
+    if resumed_at is not None:  # a run that stopped after its last eval and was resumed from resumed_at:
+        records = ([r for r in records if r['iter'] <= resumed_at + 50] + [{'iter': resumed_at, 'event': 'start'}]
+                   + [r for r in records if r['iter'] > resumed_at])
+    with open(os.path.join(folder, 'log.jsonl'), 'w') as f:
+        f.write('\n'.join(json.dumps(r) for r in records) + '\n')
+    with open(experiments.condensation_path(folder), 'w') as f:
+        json.dump({'mean_cos': mean_cos, 'spearman': spearman, 'kendall': kendall}, f)
+
+
+def test_read_records_drops_the_records_a_resumed_run_redid(tmp_path):
+    folder = str(tmp_path / 'run')
+    os.makedirs(folder)
+    lines = [{'iter': 0, 'val_loss': 9.0}, {'iter': 10, 'ce': 8.0}, {'iter': 20, 'ce': 7.0},
+             {'iter': 20, 'val_loss': 7.5},  # the run died here, after iter 20's eval but before its checkpoint
+             {'iter': 0, 'event': 'start'}, {'iter': 10, 'ce': 8.1}, {'iter': 20, 'ce': 7.1},
+             {'iter': 20, 'val_loss': 7.6}]
+    with open(os.path.join(folder, 'log.jsonl'), 'w') as f:
+        f.write('\n'.join(json.dumps(r) for r in lines))
+    r = experiments.read_records(folder)
+    assert [(x['iter'], x['val_loss']) for x in r['eval']] == [(0, 9.0), (20, 7.6)]
+    assert [(x['iter'], x['ce']) for x in r['train']] == [(10, 8.1), (20, 7.1)]
+
+
+def test_report_means_and_stds_over_seeds(tmp_path):
+    runs = str(tmp_path / 'runs')
+    # CE: final val losses 5.0 and 5.2 -> 5.100 +- 0.141 (sample std: sqrt(0.02) = 0.1414)
+    write_run(f'{runs}/ce_s1', [9.0, 5.0], [0.1, 0.2, 0.4], ms=100)
+    write_run(f'{runs}/ce_s2', [9.0, 5.2], [0.1, 0.2, 0.6], ms=100)
+    # dispersion: blocks' mean cos (0.1 + 0.1) / 2 = 0.1 vs CE's (0.3 + 0.4) / 2 = 0.35: -71.4%; loss -2.0%
+    write_run(f'{runs}/disp1.0_s1', [9.0, 4.998], [0.1, 0.1, 0.1], ms=110, spearman=0.5)
+    out = str(tmp_path / 'report')
+    experiments.main(['report', '--runs', runs, '--out', out])
+    md = open(os.path.join(out, 'results.md')).read()
+    ce_row = next(l for l in md.splitlines() if l.startswith('| ce |'))
+    assert '| 2 | 5.100 ± 0.141 |' in ce_row and '| 0.350 ± 0.071 |' in ce_row
+    disp_row = next(l for l in md.splitlines() if l.startswith('| disp1.0 |'))
+    assert '| 1 | 4.998 ± 0.000 | -2.0% | 0.100 ± 0.000 | -71.4% | 0.50 ± 0.00 |' in disp_row
+    assert '| 110 | +10.0% |' in disp_row
+    assert 'python train.py config/research.py config/dispersion.py --dispersion_coeff=1.0 --seed=1' in md
+    assert os.path.getsize(os.path.join(out, 'main_mean_cos.png')) > 10_000
+
+
+def test_report_reads_other_run_folders_and_refuses_an_empty_set(tmp_path):
+    runs = str(tmp_path / 'runs')
+    write_run(f'{runs}/mytry_s1', [9.0, 4.0], [0.1, 0.3, 0.5])
+    write_run(f'{runs}/mytry_s7', [9.0, 6.0], [0.1, 0.3, 0.5])
+    experiments.main(['report', '--runs', runs])
+    row = next(l for l in open(f'{runs}/results.md').read().splitlines() if l.startswith('| mytry |'))
+    assert '| 2 | 5.000 ± 1.414 |' in row
+    with pytest.raises(SystemExit, match='No finished runs'):
+        experiments.main(['report', '--runs', str(tmp_path / 'nothing')])
+
+
+def test_run_skips_done_resumes_unfinished_and_starts_new(tmp_path, monkeypatch):
+    runs = 'runs'
+    monkeypatch.setattr(experiments, 'ROOT', str(tmp_path))
+    monkeypatch.setattr(experiments, 'EXPERIMENTS', {'main': experiments.EXPERIMENTS['main'][:4]})
+    monkeypatch.setattr(experiments, 'EXPERIMENT_SEEDS', {'main': (1,)})
+    os.chdir(tmp_path)
+    write_run(f'{runs}/ce_s1', [9.0, 5.0], [0.1, 0.2])  # done: has its condensation measurement
+    os.makedirs(f'{runs}/disp0.1_s1')
+    torch.save({'iter_num': 150, 'config': {'max_iters': 300}}, f'{runs}/disp0.1_s1/ckpt.pt')  # interrupted
+    os.makedirs(f'{runs}/disp1.0_s1')
+    torch.save({'iter_num': 300, 'config': {'max_iters': 300}}, f'{runs}/disp1.0_s1/ckpt.pt')  # trained only
+    calls = []
+    monkeypatch.setattr(experiments.subprocess, 'call', lambda cmd, **kw: calls.append(cmd[1:]) or 0)
+    experiments.main(['run', '--runs', runs, '--jobs', '1'])
+    trained = [next(a for a in c if a.startswith('--out_dir=')) for c in calls if c[0] == 'train.py']
+    assert trained == ['--out_dir=runs/disp0.1_s1', '--out_dir=runs/noise_s1']  # not ce (done), not disp1.0
+    assert calls[0][-1] == '--init_from=resume'
+    new = next(c for c in calls if '--out_dir=runs/noise_s1' in c)
+    assert '--init_from=resume' not in new and '--noise_alpha=1.0' in new
+    measured = [c[c.index('--ckpt') + 1] for c in calls if c[0] == 'eval.py']
+    assert measured == ['runs/disp0.1_s1/ckpt.pt', 'runs/disp1.0_s1/ckpt.pt', 'runs/noise_s1/ckpt.pt']
