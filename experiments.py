@@ -27,6 +27,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -323,12 +324,13 @@ def main(argv=None):
         return report(a.runs, a.out or a.runs)
     todo = [r for r in runs if status(r[3]) != 'done']
     print(f'{len(runs) - len(todo)} of {len(runs)} runs done; {len(todo)} to go, {a.jobs} at a time', flush=True)
-    failed = []
+    failed, start = [], time.time()
     with ThreadPoolExecutor(a.jobs) as pool:
         for folder, rc in pool.map(lambda r: execute(r, a.threads), todo):
-            print(f'{"finished" if rc == 0 else f"FAILED ({rc})"}: {folder}', flush=True)
+            print(f'{time.strftime("%H:%M:%S")} {"finished" if rc == 0 else f"FAILED ({rc})"}: {folder}', flush=True)
             if rc != 0:
                 failed.append(folder)
+    print(f'{len(todo)} runs in {(time.time() - start) / 60:.1f} minutes', flush=True)
     if failed:
         raise SystemExit(f"{len(failed)} runs failed; see train.out in {', '.join(failed)}.")
 
