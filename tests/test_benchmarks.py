@@ -417,6 +417,138 @@ def test_cli_rejects_unknown_task_before_loading_a_model():
         ev.main(["--init_from", "does-not-exist", "--benchmarks", "nope"])
 
 
+def test_tasks_during_training_log_what_run_benchmarks_gives(tmp_path):
+    """train.py's tasks_interval logs acc_<task> at each eval; at the last eval the weights are those of the
+    checkpoint it then saves, so the logged values equal run_benchmarks on that checkpoint."""
+    import subprocess
+    from data.tokens import write_tokens
+    from data.tokenizer import get_tokenizer
+    from model import load_checkpoint
+    text = "To be, or not to be, that is the question. " * 40
+    write_tokens({"train": [text] * 4, "val": [text]}, str(tmp_path / "data"))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "train.py", f"--dataset={tmp_path / 'data'}", f"--out_dir={out}", "--n_layer=2",
+           "--n_head=2", "--n_embd=32", "--block_size=64", "--batch_size=2", "--device=cpu", "--compile=False",
+           "--gradient_accumulation_steps=1", "--eval_iters=1", "--max_iters=2", "--eval_interval=2",
+           "--learning_rate=1e-2", "--tasks_interval=2", "--tasks=piqa,arc_easy,openbookqa",
+           f"--tasks_data={FIXTURES}", "--tasks_limit=3"]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert p.returncode == 0, p.stderr[-2000:]
+    evals = [json.loads(line) for line in open(out / "log.jsonl") if "val_loss" in line]
+    assert [r["iter"] for r in evals] == [0, 2]
+    model, ckpt = load_checkpoint(str(out / "ckpt.pt"), "cpu")
+    assert ckpt["iter_num"] == 2
+    want = E.run_benchmarks(model, get_tokenizer("gpt2"), "piqa,arc_easy,openbookqa", 3, data_dir=FIXTURES,
+                            progress=False, log=None)
+    logged = {k: v for k, v in evals[-1].items() if k.startswith("acc_")}
+    assert logged == {f"acc_{name}": pytest.approx(r["acc"], abs=1e-12) for name, r in want["tasks"].items()}
+    assert "acc_average" not in evals[-1]  # only when all ten of the paper's tasks ran
+
+
+def broken_copy(tmp_path, task, split, edit):
+    """A copy of a fixture task whose `split` file has its second document changed by edit(doc)."""
+    folder = D.TASKS[task].folder or task
+    shutil.copytree(os.path.join(FIXTURES, folder), tmp_path / folder)
+    path = tmp_path / folder / f"{split}.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows[1] = edit(rows[1])
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.mark.parametrize("task,split,edit,problem", [
+    ("piqa", "validation", lambda d: {k: v for k, v in d.items() if k != "sol2"}, "has no field 'sol2'"),
+    ("piqa", "validation", lambda d: dict(d, label=2), "has the answer 2, not an index of its 2 choices"),
+    ("piqa", "validation", lambda d: dict(d, label="one"), "not among its 2 choices"),
+    ("arc_easy", "test", lambda d: dict(d, answerKey="E"), "not among its 3 choices"),
+    ("winogrande", "validation", lambda d: dict(d, answer="3"), "has the answer 2, not an index of its 2 choices"),
+    ("truthfulqa_mc2", "validation", lambda d: dict(d, mc2_targets={"choices": ["a", "b"], "labels": [1]}),
+     "not one 0/1 label per choice"),
+    ("arc_easy", "train", lambda d: "{not json", "is not a JSON object"),  # the few-shot split is checked too
+])
+def test_broken_rows_are_one_sentence_naming_task_file_and_line(tmp_path, task, split, edit, problem):
+    path = broken_copy(tmp_path, task, split, edit)
+    with pytest.raises(E.BadData) as e:  # never a skipped task: the run stops
+        E.run_benchmarks(ScriptedModel(), CharTokenizer(), task, data_dir=str(tmp_path), progress=False, log=None)
+    said = str(e.value)
+    assert said.startswith(f"{task}: ") and f"{path} line 2" in said and problem in said, said
+    assert said.count(". ") == 0 and said.endswith(".")
+
+
+def test_string_labels_are_read_as_indices(tmp_path):
+    """Where a hub schema stores the label as a string ("1"), it scores as the int."""
+    broken_copy(tmp_path, "piqa", "validation", lambda d: dict(d, label=str(d["label"])))
+    got = E.run_benchmarks(ScriptedModel(), CharTokenizer(), "piqa", data_dir=str(tmp_path), progress=False, log=None)
+    want = E.run_benchmarks(ScriptedModel(), CharTokenizer(), "piqa", data_dir=FIXTURES, progress=False, log=None)
+    assert got["tasks"] == want["tasks"]
+
+
+def test_cli_broken_task_file_exits_with_the_sentence(tmp_path):
+    tiny_hf_gpt().save_pretrained(tmp_path / "tiny")
+    broken_copy(tmp_path / "data", "piqa", "validation", lambda d: dict(d, label=7))
+    with pytest.raises(SystemExit, match="piqa: the document at .*validation.jsonl line 2 has the answer 7"):
+        ev.main(["--init_from", str(tmp_path / "tiny"), "--tasks", "piqa", "--tasks_data", str(tmp_path / "data"),
+                 "--out", str(tmp_path / "o"), "--device", "cpu"])
+    assert not (tmp_path / "o").exists()
+
+
+def test_no_task_could_run_exits_non_zero_and_writes_nothing(tmp_path):
+    tiny_hf_gpt().save_pretrained(tmp_path / "tiny")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as e:
+        ev.main(["--init_from", str(tmp_path / "tiny"), "--tasks", "piqa,arc_easy", "--tasks_data",
+                 str(tmp_path / "empty"), "--out", str(tmp_path / "o"), "--device", "cpu"])
+    assert e.value.code not in (0, None) and "No task could run" in str(e.value)
+    assert not (tmp_path / "o").exists()
+
+
+def test_results_of_other_settings_are_not_replaced_silently(tmp_path):
+    out = E.run_benchmarks(ScriptedModel(), CharTokenizer(), "piqa", data_dir=FIXTURES, progress=False, log=None)
+    E.write_results(out, str(tmp_path), "run-a")
+    E.write_results(out, str(tmp_path), "run-a")  # the same measurement again: fine
+    for label, res in (("run-b", out), ("run-a", dict(out, settings=dict(out["settings"], limit=2)))):
+        with pytest.raises(FileExistsError, match="another --out"):
+            E.write_results(res, str(tmp_path), label)
+    assert json.loads((tmp_path / "tasks.json").read_text())["model"] == "run-a"
+
+
+def test_offline_is_found_once_and_fast(monkeypatch):
+    """No network and no HF_HUB_OFFLINE: one refused connection switches the hub libraries offline, so a task
+    that is not cached fails at once (datasets would otherwise retry for minutes) and says it was offline."""
+    import datasets
+    import socket
+    for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setattr(E, "_OFFLINE", None)
+    monkeypatch.setattr(E, "_DOCS", {})
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", False)
+    tries = []
+
+    def no_network(address, timeout=None):
+        tries.append(address)
+        raise OSError("Network is unreachable")
+
+    def load_dataset(*args, **kwargs):  # what `datasets` does: retry when online, fail at once when offline
+        if not datasets.config.HF_DATASETS_OFFLINE:
+            time.sleep(60)
+        raise ConnectionError("offline and not cached")
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    t0 = time.time()
+    out = E.run_benchmarks(ScriptedModel(), CharTokenizer(), "piqa,arc_easy", progress=False, log=None)
+    assert time.time() - t0 < 5 and len(tries) == 1 and os.environ["HF_HUB_OFFLINE"] == "1"
+    assert "offline" in out["missing"]["piqa"] and not out["tasks"]
+
+
+def test_bench_py_does_not_import_from_tests():
+    import ast
+    tree = ast.parse(open(os.path.join(ROOT, "bench.py")).read())
+    modules = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    modules += [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert not [m for m in modules if m and m.startswith("test")]
+    assert "sys.path" not in open(os.path.join(ROOT, "bench.py")).read()
+
+
 # ---- lm-eval parity: the harness on the same fixtures with the same tiny model
 
 needs_lm_eval = pytest.mark.skipif(
