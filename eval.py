@@ -531,12 +531,14 @@ def compare_main(args):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["--lm_eval"]:  # the rest is lm-eval's own command line
+        hub_offline()
         return lm_eval_adapter.cli(argv[1:])
     args = build_parser().parse_args(argv)
     if args.lm_eval is not None:
         raise SystemExit("--lm_eval comes first: python eval.py --lm_eval run --model disperse-gpt ...")
     if args.compare:
         return compare_main(args)
+    hub_offline()  # found once, before any model or data load: offline, the hub libraries then fail at once
     if args.tasks:
         return tasks_main(args)
     return condensation_main(args)

@@ -182,7 +182,7 @@ def loglikelihoods(model, requests, max_length, batch_tokens=None, autocast=None
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=len(requests), desc="benchmark requests", leave=False)
+        bar = tqdm(total=len(requests), desc="task requests", leave=False)
     start = 0
     while start < len(order):
         width = len(order[start][0])
