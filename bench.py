@@ -1,12 +1,12 @@
 """
-bench.py: speed measurements, side by side in one process (benchmarks, not tests).
+bench.py: speed measurements, side by side in one process (timings, not tests).
 
   python bench.py                          # everything below on the default device
   python bench.py --what=reference         # our GPT vs a plain GPT-2 written the textbook way, same shapes/dtype
   python bench.py --what=dispersion        # step time with the dispersion loss vs cross-entropy only
   python bench.py --what=qwen3             # the small Qwen3-style quick-start model vs the GPT one
   python bench.py --what=condensation      # eval.py's condensation: time and peak memory for N = 10, 100, 300
-  python bench.py --what=lmeval            # benchmark scoring: ours (batched) vs lm-eval's hf model at batch 1
+  python bench.py --what=lmeval            # task scoring (tasks/): ours (batched) vs lm-eval's hf model at batch 1
   python bench.py --device=cuda --dtype=bfloat16 --batch_size=16 --block_size=1024 --n_layer=12 --n_embd=768 --n_head=12
 
 Each measurement times full training steps (forward, backward, AdamW step) on the same random batch: `warmup`
@@ -33,6 +33,7 @@ from model import GPT, GPTConfig, build_model, config_keys
 
 # -----------------------------------------------------------------------------
 what = 'all'  # 'all', 'reference', 'dispersion', 'qwen3', 'condensation', 'lmeval' (the last two: not in 'all')
+lmeval_shape = '124m'  # lmeval: '124m' (GPT-2 small shape, random weights, 1024 positions) or 'tiny' (2 x 32, 96)
 num_sequences = 0  # condensation: one measurement of N sequences in this process (bench.py runs it for N = 10, 100)
 seq_len = 512
 device = 'cpu'
@@ -158,6 +159,53 @@ def condensation_run():
     print(f"  N = {num_sequences:4d}, S = {seq_len}: {time.perf_counter() - t0:7.1f} s, peak memory {peak:.2f} GiB")
 
 
+
+def lmeval_speed(shape, seeds=10, shots=1):
+    """Log-likelihood phase only, same requests both ways: lm-eval's hf model at batch size 1 (the paper's
+    setting; it keeps its one-token-continuation cache) vs our adapter (tasks/engine.py's batched engine, default
+    batch). Requests: every document of the test fixtures (tests/fixtures/tasks, hand-written in each dataset's
+    schema) with `shots`-shot prompts drawn with `seeds` sampler seeds. Runs alternate, best of `rounds`."""
+    import tempfile
+    from types import SimpleNamespace
+    from lm_eval.models.huggingface import HFLM
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from data.tokenizer import get_tokenizer
+    from model import from_pretrained
+    from tasks.engine import TASKS, doc_requests, prepare, resolve_fewshot
+    from tasks.lm_eval_adapter import gpt2_tokenizer_dir, register_lm_eval
+    fixtures = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'tests', 'fixtures', 'tasks')
+    names = [n for n, t in TASKS.items() if os.path.isdir(os.path.join(fixtures, t.folder or n))]
+    model_dir = gpt2_tokenizer_dir(os.path.join(tempfile.mkdtemp(), shape))
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(GPT2Config(n_positions=1024) if shape == '124m' else
+                         GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=96, vocab_size=50257))
+    hf.save_pretrained(model_dir)
+    shot_spec = resolve_fewshot(','.join(f'{n}={shots}' for n in names), names)
+    pairs = []
+    for s in range(seeds):
+        ready, _ = prepare(names, shot_spec, seed=s, data_dir=fixtures, log=None)
+        for task, task_docs, prefixes in ready.values():
+            for doc, prefix in zip(task_docs, prefixes):
+                pairs += doc_requests(task, doc, prefix)
+    requests = [SimpleNamespace(args=p) for p in pairs]
+    model = from_pretrained(model_dir).eval()
+    lms = {'lm-eval hf, batch size 1': HFLM(pretrained=model_dir, batch_size=1, device='cpu', dtype='float32'),
+           'ours, batched': register_lm_eval()(model=model, tokenizer=get_tokenizer(model.tokenizer_name),
+                                               device='cpu')}
+    best, results = {}, {}
+    for _ in range(rounds):
+        for label, lm in lms.items():
+            t0 = time.perf_counter()
+            results[label] = lm.loglikelihood(requests, disable_tqdm=True)
+            best[label] = min(best.get(label, float('inf')), time.perf_counter() - t0)
+    a, b = results.values()
+    assert all(abs(x[0] - y[0]) < 1e-3 and x[1] == y[1] for x, y in zip(a, b)), 'the two disagree'
+    for label, t in best.items():
+        print(f"  {label:<26} {t:7.2f} s")
+    ta, tb = best.values()
+    print(f"speed-up {ta / tb:.1f}x: {len(requests)} requests ({len(set(pairs))} distinct), {shots}-shot, "
+          f"{shape} GPT-2, {torch.get_num_threads()} CPU threads, best of {rounds}")
+
 if __name__ == '__main__':
     if num_sequences:
         condensation_run()
@@ -169,10 +217,8 @@ if __name__ == '__main__':
             subprocess.run([sys.executable, __file__, f'--num_sequences={n}', f'--seq_len={seq_len}',
                             f'--device={device}'], check=True)
         sys.exit()
-    if what == 'lmeval':  # lives beside the fixture documents and the lm-eval task files it uses
-        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'tests'))
-        from test_benchmarks import speed
-        speed('124m')
+    if what == 'lmeval':
+        lmeval_speed(lmeval_shape)
         sys.exit()
     torch.manual_seed(seed)
     x = torch.randint(0, vocab_size, (batch_size, block_size), device=device)

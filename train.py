@@ -87,11 +87,11 @@ noise_alpha = 0.0  # noisy embeddings: U(-m, m), m = alpha / sqrt(L * d) added t
 forget_every = 0  # active forgetting: re-initialise the token embedding every this many steps; 0 = off
 # condensation probe at every eval (eval.py's measurement on a few fixed val windows)
 probe_windows = 8  # 0 = off
-# benchmarks during training (eval.py's lm-eval-style scoring), as the paper did during mid-training
-bench_interval = 0  # every this many iters (a multiple of eval_interval); 0 = off
-bench_tasks = 'paper'  # 'paper', 'all' or a comma list such as 'arc_easy,piqa'
-bench_limit = 100  # first N documents per task (and per MMLU subject)
-bench_data = ''  # offline benchmark data (data/benchmarks/download.py); '' = the Hugging Face hub
+# task accuracy during training (tasks/, lm-eval-style scoring), as the paper did during mid-training
+tasks_interval = 0  # every this many iters (a multiple of eval_interval); 0 = off
+tasks = 'paper'  # 'paper', 'all' or a comma list such as 'arc_easy,piqa'
+tasks_limit = 100  # first N documents per task (and per MMLU subject)
+tasks_data = ''  # offline task data (python -m tasks.download --out DIR); '' = the Hugging Face hub
 # AdamW
 learning_rate = 6e-4
 max_iters = 600000
@@ -368,16 +368,16 @@ while True:
             probe_x, _ = get_batch(data_dir, 'val', 0, block_size, device=device, starts=spread)
             with ctx:
                 record.update(condensation_probe(raw_model, probe_x))
-        if bench_interval > 0 and iter_num % bench_interval == 0:
-            from eval import run_benchmarks
+        if tasks_interval > 0 and iter_num % tasks_interval == 0:
+            from tasks.engine import run_benchmarks
             from data.tokenizer import get_tokenizer
             # every process scores a share of the documents; all get the gathered results back
-            bench = run_benchmarks(raw_model, get_tokenizer(meta['tokenizer']), bench_tasks, bench_limit,
-                                   data_dir=bench_data or None, autocast=ctx, progress=False,
-                                   log=log0 if iter_num == 0 else None)
-            record.update({f'bench_{name}': r['acc'] for name, r in bench['tasks'].items()})
-            if bench['average'] is not None:
-                record['bench_average'] = bench['average']
+            scored = run_benchmarks(raw_model, get_tokenizer(meta['tokenizer']), tasks, tasks_limit,
+                                    data_dir=tasks_data or None, autocast=ctx, progress=False,
+                                    log=log0 if iter_num == 0 else None)
+            record.update({f'acc_{name}': r['acc'] for name, r in scored['tasks'].items()})
+            if scored['average'] is not None:
+                record['acc_average'] = scored['average']
         log_record(record)
         rng = [rng_states()]  # every process's streams, in rank order, saved by rank 0
         if ddp:

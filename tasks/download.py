@@ -1,29 +1,32 @@
 """
-Save the benchmark datasets for an air-gapped machine: one folder per task, one jsonl file per split, in the
-dataset's own schema, exactly what `python eval.py --bench_data DIR` reads.
+tasks/download.py: save the task datasets for an air-gapped machine: one folder per task, one jsonl file per
+split, in the dataset's own schema, exactly what `python eval.py --tasks_data DIR` reads.
 
-    python data/benchmarks/download.py --out bench_data                  # the paper's ten + hellaswag
-    python data/benchmarks/download.py --out bench_data --tasks piqa,mmlu --no_fewshot
-    rsync -a bench_data cluster:disperse-gpt/   # then: python eval.py --ckpt ... --benchmarks paper --bench_data bench_data
+    python -m tasks.download --out tasks_data                  # the paper's ten + hellaswag
+    python -m tasks.download --out tasks_data --tasks piqa,mmlu --no_fewshot
+    rsync -a tasks_data cluster:disperse-gpt/   # then: python eval.py --ckpt ... --tasks paper --tasks_data tasks_data
 
-Layout: bench_data/<task>/<split>.jsonl, and bench_data/mmlu/<subject>/{test,dev}.jsonl. The few-shot split
+Layout: tasks_data/<task>/<split>.jsonl, and tasks_data/mmlu/<subject>/{test,dev}.jsonl. The few-shot split
 is saved too unless --no_fewshot (medmcqa's train split is the big one, about 183k questions).
 """
 import argparse
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from eval import GROUPS, TASKS, resolve_tasks  # noqa: E402
+import datasets
+
+from tasks.definitions import GROUPS, TASKS, resolve_tasks
+from tasks.engine import hub_offline
 
 
 def save_split(task, split, out):
-    import datasets
     path = os.path.join(out, task.folder or task.name, f"{split}.jsonl")
     if os.path.exists(path):
         print(f"{path} exists, kept")
         return
+    if hub_offline():
+        raise SystemExit(f"{task.name}: the Hugging Face hub is unreachable or HF_HUB_OFFLINE is set; this script "
+                         f"downloads, so run it on a machine with internet.")
     try:
         rows = datasets.load_dataset(task.hub[0], task.hub[1], split=split)
     except Exception as e:  # offline, hub down, renamed dataset: say which and stop
@@ -38,9 +41,9 @@ def save_split(task, split, out):
 
 
 def main():
-    p = argparse.ArgumentParser(description="Save benchmark splits as DIR/<task>/<split>.jsonl for eval.py --bench_data.")
-    p.add_argument("--out", required=True, help="folder to fill; pass it to eval.py as --bench_data")
-    p.add_argument("--tasks", default="all", help="paper, all, or a comma list (as eval.py --benchmarks)")
+    p = argparse.ArgumentParser(description="Save task splits as DIR/<task>/<split>.jsonl for eval.py --tasks_data.")
+    p.add_argument("--out", required=True, help="folder to fill; pass it to eval.py as --tasks_data")
+    p.add_argument("--tasks", default="all", help="paper, all, or a comma list (as eval.py --tasks)")
     p.add_argument("--no_fewshot", action="store_true", help="skip the few-shot splits (zero-shot runs only)")
     args = p.parse_args()
     try:

