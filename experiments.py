@@ -10,7 +10,7 @@ experiments.py: the CPU-scale reproduction of the paper's findings (arXiv 2602.0
 Every run is `python train.py config/research.py [config/dispersion.py] --key=value ... --seed=S --out_dir=...`
 (the research shape: 6 layers x 192 on Shakespeare, 300 steps of 8 x 128 tokens), followed by
 `python eval.py --ckpt RUN/ckpt.pt --num_sequences 100 --seq_len 128 --out RUN/eval` (per-layer mean cosine on
-100 val windows). A run is done when RUN/eval/condensation.json exists; a run with a checkpoint short of
+100 val windows). A run is done when RUN/eval/condensation_val_S128_N100.json exists; a run with a checkpoint short of
 max_iters continues with --init_from=resume, so a later session finishes what an earlier one could not.
 
 The experiments (README, "Results"):
@@ -35,6 +35,7 @@ SHAPE = ['config/research.py']
 DISPERSION = ['config/dispersion.py']
 SEEDS = (1, 2, 3)
 SEQ_LEN = 128  # the research shape's context
+NUM_SEQUENCES = 100  # val windows per condensation measurement, as the paper's 100 sequences
 # l2_repel on raw hidden states: exp(-|z_i - z_j|^2 / tau) underflows at tau = 1 (disperse.py); tau = F = 192
 # keeps the distances on the order of one
 L2_TAU = 192.0
@@ -81,7 +82,8 @@ def checkpoint_iter(folder):
 
 def condensation_path(folder):
     """Where eval_args(folder) makes eval.py write the run's condensation measurement."""
-    return os.path.join(folder, 'eval', 'condensation.json')
+    from eval import condensation_path as measurement_path
+    return measurement_path(os.path.join(folder, 'eval'), 'val', SEQ_LEN, NUM_SEQUENCES)
 
 
 def status(folder):
@@ -98,7 +100,7 @@ def command_line(args):
 
 
 def eval_args(folder):
-    return ['--ckpt', os.path.join(folder, 'ckpt.pt'), '--num_sequences', '100', '--seq_len', str(SEQ_LEN),
+    return ['--ckpt', os.path.join(folder, 'ckpt.pt'), '--num_sequences', str(NUM_SEQUENCES), '--seq_len', str(SEQ_LEN),
             '--out', os.path.join(folder, 'eval')]
 
 

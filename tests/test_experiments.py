@@ -13,7 +13,7 @@ import experiments
 
 
 def write_run(folder, val_losses, mean_cos, ms=100.0, spearman=1.0, kendall=1.0, resumed_at=None):
-    """A finished run folder as train.py and eval.py leave it: log.jsonl and eval/condensation.json."""
+    """A finished run folder as train.py and eval.py leave it: log.jsonl and eval/condensation_val_S128_N100.json."""
     os.makedirs(os.path.join(folder, 'eval'), exist_ok=True)
     records = [{'iter': 0, 'event': 'start'}]
     for i, v in enumerate(val_losses):
