@@ -945,7 +945,7 @@ def register_lm_eval():
                 which = argparse.Namespace(ckpt=ckpt, init_from=init_from or pretrained)
                 model = load_model(which, device)[0]
                 from data.tokenizer import get_tokenizer
-                tokenizer = get_tokenizer(model.tokenizer_name)
+                tokenizer = get_tokenizer(model.config.tokenizer)
             self.model, self.tokenizer_ = model.eval(), tokenizer
             self.batch_tokens = int(batch_tokens) if batch_tokens else None
             dtype = {None: None, "float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
@@ -1046,7 +1046,7 @@ def benchmarks_main(args):
     device = _init_distributed() or args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, ckpt, name, default_out = load_model(args, device)
     from data.tokenizer import get_tokenizer
-    tokenizer = get_tokenizer(model.tokenizer_name)
+    tokenizer = get_tokenizer(model.config.tokenizer)
     dtype = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
     autocast = torch.autocast(device.split(":")[0], dtype) if dtype else None
     try:
@@ -1135,7 +1135,7 @@ def condensation_sequences(args, model, ckpt, seq_len):
         if source == "val" or os.path.isdir(source):
             return val_windows(data_dir, n, seq_len), f"val windows of {data_dir}"
         from data.tokenizer import get_tokenizer
-        encode = get_tokenizer(model.tokenizer_name).encode
+        encode = get_tokenizer(model.config.tokenizer).encode
         if source == "wikitext":
             return text_spans(wikitext_words(), n, seq_len, encode), "/".join(WIKITEXT)
         if not os.path.isfile(source):
