@@ -22,14 +22,15 @@ import statistics
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import fields
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from configurator import configure
+from configurator import configure, read_file
 from disperse import disperse
-from model import GPT, GPTConfig, build_model, config_keys
+from model import GPT, GPTConfig, MODELS, build_model
 
 # -----------------------------------------------------------------------------
 what = 'all'  # 'all', 'reference', 'dispersion', 'qwen3', 'condensation', 'lmeval' (the last two: not in 'all')
@@ -139,8 +140,7 @@ def compare(name, entries, x, y):
 
 def model_keys(path):
     """The model-shaping keys a config file sets (train.py's defaults for the ones it leaves out)."""
-    namespace = {'__file__': path}
-    exec(open(path).read(), namespace)
+    namespace = read_file(path)
     defaults = dict(model_type='gpt', n_layer=12, n_head=12, n_embd=768, n_inner=0, n_kv_head=0, head_dim=0, bias=False)
     return {k: namespace.get(k, v) for k, v in defaults.items()}
 
@@ -190,7 +190,7 @@ def lmeval_speed(shape, seeds=10, shots=1):
     requests = [SimpleNamespace(args=p) for p in pairs]
     model = from_pretrained(model_dir).eval()
     lms = {'lm-eval hf, batch size 1': HFLM(pretrained=model_dir, batch_size=1, device='cpu', dtype='float32'),
-           'ours, batched': register_lm_eval()(model=model, tokenizer=get_tokenizer(model.tokenizer_name),
+           'ours, batched': register_lm_eval()(model=model, tokenizer=get_tokenizer(model.config.tokenizer),
                                                device='cpu')}
     best, results = {}, {}
     for _ in range(rounds):
@@ -240,8 +240,8 @@ if __name__ == '__main__':
         entries = []
         for path in ('config/train_shakespeare.py', 'config/train_shakespeare_qwen3.py'):
             keys = model_keys(os.path.join(here, path))
-            args = {k: v for k, v in keys.items() if k in config_keys(keys['model_type'])}
-            model = build_model(keys['model_type'], dict(args, vocab_size=vocab_size, block_size=block_size,
-                                                         dropout=0.0)).to(device)
+            args = {f.name: keys[f.name] for f in fields(MODELS[keys['model_type']][0]) if f.name in keys}
+            model = build_model(dict(args, model_type=keys['model_type'], vocab_size=vocab_size,
+                                     block_size=block_size, dropout=0.0)).to(device)
             entries.append((f"{path} ({model.num_params() / 1e6:.2f}M)", model, ce_loss))
         compare('quick-start GPT vs Qwen3-style', entries, x, y)

@@ -1,15 +1,22 @@
 """
 configurator.py: nanoGPT's "poor man's configurator", with its traps removed.
 
-  python train.py config/train_shakespeare.py --batch_size=32 --max_iters=1e4 --compile=False
+  python train.py config/train_shakespeare.py config/dispersion.py --batch_size=32 --max_iters=1e4 --compile=False
+  python train.py --help
 
-Each argument is either a config file (plain Python assignments, executed in order) or --key=value. Every key
-must already exist among the script's defaults. Values are parsed with ast.literal_eval (a bare word stays a
-string) and must have the default's type, with the conversions a person means:
+Each argument is either a config file or --key=value, applied in order (so several files compose, later ones
+winning). Config files are Python and run as code, as in nanoGPT: run only config files you trust. A file can
+build on another one beside it with include('train_shakespeare.py') (the included file's assignments land
+where the call stands). --key=value values are parsed with ast.literal_eval, which reads literals only and
+never executes anything (a bare word stays a string).
+
+Every key must already exist among the script's defaults, and a value must have the default's type, with the
+conversions a person means:
   an int for a float key (--learning_rate=1)        -> 1.0
   an integral float for an int key (--max_iters=1e4) -> 10000
   True / False / true / false for a bool key
-  anything for a key whose default is None
+A key whose default is None, or that takes more than one type, declares its types with an annotation in the
+script (`compile: bool | None = None`, `dispersion_loc: str | list = 'all'`); 'None' / 'none' give None there.
 Anything else ends with one sentence naming the key and the type it expects; an unknown key names the closest
 existing ones.
 """
@@ -17,40 +24,68 @@ existing ones.
 import ast
 import difflib
 import os
+import re
 import types
 
 _BOOLS = {"true": True, "false": False}
+_NAMES = {bool: "a bool (True/False)", int: "an int", float: "a float", str: "a string", tuple: "a tuple",
+          list: "a list", dict: "a dict", type(None): "None"}
 
 
 def _type_name(value):
-    return {bool: "a bool (True/False)", int: "an int", float: "a float", str: "a string",
-            tuple: "a tuple", list: "a list", dict: "a dict"}.get(type(value), type(value).__name__)
+    return _NAMES.get(type(value), type(value).__name__)
 
 
-def coerce(key, value, default):
-    """value converted to the type of default, or SystemExit naming the key and the expected type."""
-    if default is None:
-        return value
-    if isinstance(default, bool):
+def _coerce_to(value, kind):
+    """value as type `kind` (bool, int, float, str, list, tuple, NoneType), or raise ValueError."""
+    if kind is type(None):
+        if value is None or (isinstance(value, str) and value.lower() == "none"):
+            return None
+    elif kind is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in _BOOLS:
             return _BOOLS[value.lower()]
-    elif isinstance(default, int):
+    elif kind is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-    elif isinstance(default, float):
+    elif kind is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-    elif isinstance(default, str):
-        return value if isinstance(value, str) else str(value)
-    elif isinstance(default, (tuple, list)) and isinstance(value, (tuple, list)):
-        return type(default)(value)
-    elif isinstance(value, type(default)):
+    elif kind in (list, tuple):
+        if isinstance(value, (list, tuple)):
+            return kind(value)
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    elif isinstance(value, kind):
         return value
-    raise SystemExit(f"Config key '{key}' expects {_type_name(default)}, got {value!r} ({_type_name(value)}).")
+    raise ValueError
+
+
+def coerce(key, value, default, kinds=None):
+    """value converted to one of `kinds` (default: the type of default), or SystemExit naming the key and the
+    types it expects. With several kinds, None is tried first, then the others in the given order."""
+    kinds = sorted(kinds or (type(default),), key=lambda kind: kind is not type(None))
+    if len(kinds) == 1 and kinds[0] is str and not isinstance(value, str):
+        return str(value)  # --out_dir=2024 is the folder '2024'
+    for kind in kinds:
+        try:
+            return _coerce_to(value, kind)
+        except ValueError:
+            pass
+    expected = " or ".join(_NAMES.get(k, k.__name__) for k in kinds)
+    raise SystemExit(f"Config key '{key}' expects {expected}, got {value!r} ({_type_name(value)}).")
+
+
+def key_types(annotations):
+    """{key: (type, ...)} from a module's annotations such as `bool | None` or `str | list`."""
+    out = {}
+    for key, ann in annotations.items():
+        out[key] = tuple(getattr(ann, "__args__", None) or (ann,))
+    return out
 
 
 def _unknown(key, known):
@@ -66,36 +101,58 @@ def _parse_value(raw):
         return raw  # a bare word such as --init_from=resume
 
 
-def configure(defaults, argv):
-    """The config after applying argv (config files and --key=value, in order) to defaults (a dict).
+def read_file(path, namespace=None, echo=False):
+    """Run config file `path` (Python) in namespace (a dict, changed in place) and return it. The file may call
+    include('other.py') to run a file beside it at that point."""
+    if not os.path.isfile(path):
+        raise SystemExit(f"Config file not found: {path}.")
+    namespace = {} if namespace is None else namespace
+    with open(path) as f:
+        source = f.read()
+    if echo:
+        print(f"Overriding config with {path}:\n{source}")
+    here = os.path.dirname(path)
+    outer = namespace.get("include")
+    namespace["include"] = lambda name: read_file(os.path.join(here, name), namespace, echo)
+    namespace["__file__"] = path
+    exec(compile(source, path, "exec"), namespace)
+    namespace["include"] = outer
+    return namespace
+
+
+def configure(defaults, argv, kinds=None):
+    """The config after applying argv (config files and --key=value, in order) to defaults (a dict); `types`
+    kinds ({key: (type, ...)}, see key_types) for keys that take None or several types.
 
     Returns a new dict with the same keys; prints each change, as nanoGPT does."""
+    kinds = kinds or {}
     config = dict(defaults)
     for arg in argv:
         if not arg.startswith("--"):
-            if not os.path.exists(arg):
-                raise SystemExit(f"Config file not found: {arg}.")
-            print(f"Overriding config with {arg}:")
-            with open(arg) as f:
-                source = f.read()
-            print(source)
-            namespace = dict(config, __file__=arg)  # a config file can build on another one beside it
-            exec(compile(source, arg, "exec"), namespace)
+            namespace = read_file(arg, dict(config), echo=True)
             for key, value in namespace.items():
-                if key.startswith("_") or isinstance(value, (types.ModuleType, types.FunctionType, type)):
+                if key.startswith("_") or key == "include" or isinstance(value, (types.ModuleType, types.FunctionType, type)):
                     continue  # imports and helpers inside a config file
                 if key not in config:
                     raise _unknown(key, config)
-                config[key] = coerce(key, value, defaults[key])
+                config[key] = coerce(key, value, defaults[key], kinds.get(key))
         else:
             key, eq, raw = arg[2:].partition("=")
             if not eq:
                 raise SystemExit(f"Write overrides as --key=value (got '{arg}').")
             if key not in config:
                 raise _unknown(key, config)
-            value = _parse_value(raw)
-            if isinstance(defaults[key], str) and not isinstance(value, str):
-                value = raw  # --out_dir=2024 is the folder '2024'
-            config[key] = coerce(key, value, defaults[key])
+            config[key] = coerce(key, _parse_value(raw), defaults[key], kinds.get(key))
             print(f"Overriding: {key} = {config[key]!r}")
     return config
+
+
+def print_help(script, usage):
+    """`usage` and the defaults block of `script`: every `key = value  # comment` line and section comment between
+    the two `# ----` rulers, read from the script itself, so the help never drifts from the defaults."""
+    lines = open(script).read().splitlines()
+    rulers = [i for i, line in enumerate(lines) if re.fullmatch(r"# -{20,}", line)]
+    print(usage.strip() + "\n")
+    print(f"Config keys and their defaults ({os.path.basename(script)}); set them in a config file or as --key=value:")
+    for line in lines[rulers[0] + 1:rulers[1]]:
+        print("  " + line if line.startswith("#") else "    " + line)

@@ -406,7 +406,7 @@ def condensation_sequences(source, num, model, ckpt, seq_len):
     try:
         if source == "val" or os.path.isdir(source):
             return val_windows(data_dir, num, seq_len), f"val windows of {data_dir}"
-        encode = get_tokenizer(model.tokenizer_name).encode
+        encode = get_tokenizer(model.config.tokenizer).encode
         if source == "wikitext":
             return text_spans(wikitext_words(), num, seq_len, encode), "/".join(WIKITEXT)
         if not os.path.isfile(source):
@@ -476,7 +476,7 @@ def tasks_main(args):
         raise SystemExit(str(e))
     device = _init_distributed() or args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, ckpt, name, default_out = load_model(args, device)
-    tokenizer = get_tokenizer(model.tokenizer_name)
+    tokenizer = get_tokenizer(model.config.tokenizer)
     dtype = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
     autocast = torch.autocast(device.split(":")[0], dtype) if dtype else None
     try:

@@ -30,6 +30,8 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from runlog import read_log
+
 ROOT = os.path.dirname(os.path.abspath(__file__))
 SHAPE = ['config/research.py']
 DISPERSION = ['config/dispersion.py']
@@ -125,27 +127,13 @@ def execute(run, threads):
 # -----------------------------------------------------------------------------
 # report: run folders -> results.md and figures
 
-def read_records(folder):
-    """log.jsonl's records, a resumed run's superseded ones dropped: a record replaces any earlier one of the
-    same kind (eval or train) at the same or a later iteration, since the resumed run redid those steps."""
-    kept = []
-    with open(os.path.join(folder, 'log.jsonl')) as f:
-        for line in f:
-            r = json.loads(line)
-            kind = 'eval' if 'val_loss' in r else 'train' if 'ce' in r else None
-            if kind is None:
-                continue
-            kept = [k for k in kept if not (k[0] == kind and k[1]['iter'] >= r['iter'])] + [(kind, r)]
-    return {kind: [r for k, r in kept if k == kind] for kind in ('eval', 'train')}
-
-
 def load_run(folder, condensation_json):
     """What the report needs of one finished run."""
-    records = read_records(folder)
+    records = read_log(os.path.join(folder, 'log.jsonl'))  # a resumed run's superseded records dropped
     with open(condensation_json) as f:
         cond = json.load(f)
-    ms = sorted(r['ms_per_iter'] for r in records['train'])
-    evals = records['eval']
+    ms = sorted(r['ms_per_iter'] for r in records if 'ms_per_iter' in r)
+    evals = [r for r in records if 'val_loss' in r]
     mean_cos = cond['mean_cos']  # hidden states 0 (embedding output) .. n (after the final norm)
     return {'val_loss': evals[-1]['val_loss'], 'iters': [r['iter'] for r in evals],
             'val_curve': [r['val_loss'] for r in evals], 'probe': [r['mean_cos'] for r in evals],

@@ -35,8 +35,12 @@ Quick look:  python -c "from model import GPT, GPTConfig; print(GPT(GPTConfig())
 import inspect
 import math
 import os
+import pickle
+import tempfile
+import zipfile
 from dataclasses import dataclass, fields, asdict
 
+import numpy as np
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
@@ -55,6 +59,7 @@ class GPTConfig:
     n_inner: int = 0  # MLP width; 0 means 4 * n_embd (the paper's sweep varies it: 64 / 256 / 1024 / 4096)
     dropout: float = 0.0
     bias: bool = True  # biases in Linears and LayerNorms, as GPT-2; False is a bit better and faster
+    tokenizer: str = 'gpt2'  # data/tokenizer.py name: what the token ids mean (eval.py encodes text with it)
 
 
 @dataclass
@@ -71,27 +76,12 @@ class Qwen3Config:
     norm_eps: float = 1e-6
     tie_embeddings: bool = True
     dropout: float = 0.0
+    tokenizer: str = 'gpt2'  # data/tokenizer.py name: GPT-2's from scratch, the released model's name or folder
 
     def __post_init__(self):  # 0 = the usual choice, so a config file can leave these out
         self.n_kv_head = self.n_kv_head or self.n_head
         self.head_dim = self.head_dim or self.n_embd // self.n_head
         self.n_inner = self.n_inner or 3 * self.n_embd
-
-
-# The released Qwen3 dense shapes (Hugging Face config.json), and from-scratch shapes with GPT-2's tokenizer.
-QWEN3_PRESETS = {
-    'Qwen/Qwen3-0.6B': dict(n_embd=1024, n_layer=28, n_head=16, n_kv_head=8, n_inner=3072, tie_embeddings=True),
-    'Qwen/Qwen3-1.7B': dict(n_embd=2048, n_layer=28, n_head=16, n_kv_head=8, n_inner=6144, tie_embeddings=True),
-    'Qwen/Qwen3-4B': dict(n_embd=2560, n_layer=36, n_head=32, n_kv_head=8, n_inner=9728, tie_embeddings=True),
-    'Qwen/Qwen3-8B': dict(n_embd=4096, n_layer=36, n_head=32, n_kv_head=8, n_inner=12288, tie_embeddings=False),
-    'Qwen/Qwen3-14B': dict(n_embd=5120, n_layer=40, n_head=40, n_kv_head=8, n_inner=17408, tie_embeddings=False),
-    'Qwen/Qwen3-32B': dict(n_embd=5120, n_layer=64, n_head=64, n_kv_head=8, n_inner=25600, tie_embeddings=False),
-    # from scratch on OpenWebText with the GPT-2 tokenizer (vocab padded to 50304)
-    'qwen3-0.6b-gpt2vocab': dict(n_embd=1024, n_layer=28, n_head=16, n_kv_head=8, n_inner=3072,
-                                 vocab_size=50304, tie_embeddings=True),
-    'qwen3-small': dict(n_embd=768, n_layer=12, n_head=12, n_kv_head=4, head_dim=64, n_inner=2048,
-                        vocab_size=50304, tie_embeddings=True),  # ~ GPT-2 124M in size
-}
 
 
 # -----------------------------------------------------------------------------
@@ -307,14 +297,6 @@ class LanguageModel(nn.Module):
         if hasattr(self.transformer, 'wpe'):
             self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
 
-    @classmethod
-    def from_pretrained(cls, name_or_path, dropout=0.0):
-        """Released weights (see the module-level from_pretrained), checked to be of this class."""
-        model = from_pretrained(name_or_path, dropout)
-        if not isinstance(model, cls):
-            raise SystemExit(f"'{name_or_path}' holds a {type(model).__name__} model, not a {cls.__name__}.")
-        return model
-
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
         """Sample max_new_tokens tokens after idx (B, T), feeding each prediction back in."""
@@ -342,11 +324,12 @@ class GPT(LanguageModel):
             wte=nn.Embedding(c.vocab_size, c.n_embd),
             wpe=nn.Embedding(c.block_size, c.n_embd),
             drop=nn.Dropout(c.dropout),
-            h=nn.ModuleList([Block(nn.LayerNorm(c.n_embd, bias=c.bias),
-                                   CausalSelfAttention(c.n_embd, c.n_head, c.n_head, c.n_embd // c.n_head,
-                                                       c.bias, c.dropout),
-                                   nn.LayerNorm(c.n_embd, bias=c.bias),
-                                   MLP(c.n_embd, n_inner, c.bias, c.dropout))
+            h=nn.ModuleList([Block(ln_1=nn.LayerNorm(c.n_embd, bias=c.bias),
+                                   attn=CausalSelfAttention(n_embd=c.n_embd, n_head=c.n_head, n_kv_head=c.n_head,
+                                                            head_dim=c.n_embd // c.n_head, bias=c.bias,
+                                                            dropout=c.dropout),
+                                   ln_2=nn.LayerNorm(c.n_embd, bias=c.bias),
+                                   mlp=MLP(n_embd=c.n_embd, n_inner=n_inner, bias=c.bias, dropout=c.dropout))
                              for _ in range(c.n_layer)]),
             ln_f=nn.LayerNorm(c.n_embd, bias=c.bias),
         ))
@@ -387,11 +370,13 @@ class Qwen3(LanguageModel):
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(c.vocab_size, c.n_embd),
             drop=nn.Dropout(c.dropout),
-            h=nn.ModuleList([Block(RMSNorm(c.n_embd, c.norm_eps),
-                                   CausalSelfAttention(c.n_embd, c.n_head, c.n_kv_head, c.head_dim, False,
-                                                       c.dropout, qk_norm_eps=c.norm_eps),
-                                   RMSNorm(c.n_embd, c.norm_eps),
-                                   MLP(c.n_embd, c.n_inner, False, c.dropout, gated=True))
+            h=nn.ModuleList([Block(ln_1=RMSNorm(c.n_embd, eps=c.norm_eps),
+                                   attn=CausalSelfAttention(n_embd=c.n_embd, n_head=c.n_head, n_kv_head=c.n_kv_head,
+                                                            head_dim=c.head_dim, bias=False, dropout=c.dropout,
+                                                            qk_norm_eps=c.norm_eps),
+                                   ln_2=RMSNorm(c.n_embd, eps=c.norm_eps),
+                                   mlp=MLP(n_embd=c.n_embd, n_inner=c.n_inner, bias=False, dropout=c.dropout,
+                                           gated=True))
                              for _ in range(c.n_layer)]),
             ln_f=RMSNorm(c.n_embd, c.norm_eps),
         ))
@@ -451,31 +436,27 @@ def _load_exact(model, sd):
 # -----------------------------------------------------------------------------
 # building models: from a checkpoint's arguments, from a checkpoint file, from released weights
 
-MODELS = {'gpt': (GPTConfig, GPT), 'qwen3': (Qwen3Config, Qwen3)}
+# The one table of architectures: model_type -> (config dataclass, model class, Hugging Face model_type).
+# Adding an architecture is one entry here; train.py's model keys are the config's fields (tests/test_configs.py
+# checks that train.py has a default for each).
+MODELS = {
+    'gpt': (GPTConfig, GPT, 'gpt2'),
+    'qwen3': (Qwen3Config, Qwen3, 'qwen3'),
+}
 
 
-def config_keys(model_type):
-    """The config-file keys that shape a model of this type (the fields of its config dataclass)."""
+def build_model(model_args):
+    """A freshly initialised model from model_args (a checkpoint's: the config's fields plus model_type; fields
+    it lacks take the config's defaults). ValueError in one sentence for an unknown type or field."""
+    args = dict(model_args)
+    model_type = args.pop('model_type', 'gpt')
     if model_type not in MODELS:
         raise ValueError(f"Unknown model_type '{model_type}': choose one of {sorted(MODELS)}.")
-    return [f.name for f in fields(MODELS[model_type][0])]
-
-
-def make_config(model_type, model_args):
-    """The config dataclass of model_type from a dict of its fields (model_type may be among them)."""
-    if model_type not in MODELS:
-        raise ValueError(f"Unknown model_type '{model_type}': choose one of {sorted(MODELS)}.")
-    args = {k: v for k, v in model_args.items() if k != 'model_type'}
-    unknown = sorted(set(args) - set(config_keys(model_type)))
+    config_cls, model_cls, _ = MODELS[model_type]
+    unknown = sorted(set(args) - {f.name for f in fields(config_cls)})
     if unknown:
         raise ValueError(f"These model arguments are not {model_type} settings: {unknown}.")
-    return MODELS[model_type][0](**args)
-
-
-def build_model(model_type, model_args):
-    """A freshly initialised model from the model_args stored in a checkpoint (model_type may be among them)."""
-    config = make_config(model_type, model_args)
-    return MODELS[model_type][1](config)
+    return model_cls(config_cls(**args))
 
 
 def model_args_of(model):
@@ -484,11 +465,14 @@ def model_args_of(model):
 
 
 def save_checkpoint(ckpt, path):
-    """torch.save made atomic: write a temp file beside path, fsync, rename over path. A run killed while saving
-    leaves the previous checkpoint intact (rename is atomic on POSIX file systems)."""
-    tmp = path + '.tmp'
+    """torch.save made atomic: write a uniquely named temp file beside path, fsync, rename over path. A run killed
+    while saving, or a full disk (OSError), leaves the previous checkpoint intact (rename is atomic on POSIX file
+    systems), and two writers never share a temp file."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=os.path.basename(path) + '.',
+                               suffix='.tmp')
     try:
-        with open(tmp, 'wb') as f:
+        with os.fdopen(fd, 'wb') as f:
+            os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 would hide the checkpoint from a shared group
             torch.save(ckpt, f)
             f.flush()
             os.fsync(f.fileno())
@@ -498,29 +482,76 @@ def save_checkpoint(ckpt, path):
             os.remove(tmp)
 
 
-def load_checkpoint(path, device='cpu'):
-    """(model, ckpt) from a checkpoint written by train.py: the model in eval mode on `device`."""
+# numpy arrays in the RNG states of checkpoints written before they held tensors only: plain data, no code
+_LEGACY_SAFE = [np.ndarray, np.dtype, np.dtypes.UInt32DType,
+                getattr(np, '_core', np).multiarray._reconstruct]
+
+
+def _intact_beside(path):
+    """'; <dir>/best.pt is intact' for the checkpoints beside path whose zip archive checks out, else ''."""
+    folder = os.path.dirname(os.path.abspath(path))
+    ok = []
+    for name in ('ckpt.pt', 'best.pt'):
+        other = os.path.join(folder, name)
+        if os.path.isfile(other) and os.path.abspath(other) != os.path.abspath(path):
+            try:
+                with zipfile.ZipFile(other) as z:
+                    if z.testzip() is None:
+                        ok.append(other)
+            except (OSError, zipfile.BadZipFile):
+                pass
+    return f"; the intact {' and '.join(ok)} beside it can be used instead" if ok else ""
+
+
+def read_checkpoint(path, device='cpu'):
+    """The dict in a checkpoint file, loaded with torch.load(weights_only=True): tensors, numbers, strings, lists
+    and dicts only, so a file from elsewhere cannot run code. Every failure is a ValueError in one sentence that
+    names the file (and an intact ckpt.pt / best.pt beside it); a missing file is a FileNotFoundError."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"No checkpoint at {path}: train one first (python train.py ...) or check the path.")
-    ckpt = torch.load(path, map_location=device, weights_only=False)
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a directory, not a checkpoint file{_intact_beside(path)}.")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"{path} is empty (0 bytes), not a checkpoint{_intact_beside(path)}.")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a cut one has lost its directory at the end
+        raise ValueError(f"{path} is truncated or not a checkpoint (no complete zip archive){_intact_beside(path)}.")
+    try:
+        with torch.serialization.safe_globals(_LEGACY_SAFE):
+            ckpt = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if 'Weights only load failed' in str(e):
+            raise ValueError(f"{path} holds Python objects other than tensors, numbers, strings and lists, which could "
+                             f"run code when loaded, so it is refused; load it with torch.load(weights_only=False) "
+                             f"only if you trust where it came from.") from None
+        raise ValueError(f"{path} is corrupt (unreadable pickle){_intact_beside(path)}.") from None
+    except Exception as e:  # a truncated zip archive, bytes that are no checkpoint, an unreadable file
+        first = str(e).strip().split('\n')[0][:200]
+        raise ValueError(f"{path} is corrupt or truncated ({type(e).__name__}: {first}){_intact_beside(path)}.") from None
     if not isinstance(ckpt, dict) or 'model' not in ckpt or 'model_args' not in ckpt:
         raise ValueError(f"{path} is not a disperse-gpt checkpoint (it lacks 'model' / 'model_args').")
-    args = ckpt['model_args']
-    model = build_model(args.get('model_type', 'gpt'), args)
-    sd = {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in ckpt['model'].items()}
+    return ckpt
+
+
+def load_checkpoint(path, device='cpu', **overrides):
+    """(model, ckpt) from a checkpoint written by train.py: the model in eval mode on `device`. overrides replace
+    model_args entries that do not change the weights' shapes (train.py's resume passes dropout)."""
+    ckpt = read_checkpoint(path, device)
+    args = dict(ckpt['model_args'], **overrides)
+    if 'tokenizer' not in args:  # written before model_args held it: the config did, or nothing (GPT-2)
+        args['tokenizer'] = (ckpt.get('config') or {}).get('tokenizer') or 'gpt2'
+    model = build_model(args)
     try:
-        model.load_state_dict(sd)
+        model.load_state_dict(ckpt['model'])
     except RuntimeError as e:
         first = str(e).split('\n')[1].strip() if '\n' in str(e) else str(e)
         raise ValueError(f"The weights in {path} do not fit the {model.model_type} model its model_args describe "
                          f"({first}).") from None
-    model.tokenizer_name = ckpt.get('config', {}).get('tokenizer') or 'gpt2'
     return model.to(device).eval(), ckpt
 
 
 def from_pretrained(name_or_path, dropout=0.0):
     """Released weights through transformers: 'gpt2'..'gpt2-xl', 'Qwen/Qwen3-0.6B'.., or a local directory
-    written by save_pretrained. The model comes back in float32 with .tokenizer_name set (its tokenizer)."""
+    written by save_pretrained. The model comes back in float32, its config.tokenizer naming its tokenizer."""
     try:
         from transformers import AutoConfig, AutoModelForCausalLM
     except ImportError:
@@ -532,9 +563,9 @@ def from_pretrained(name_or_path, dropout=0.0):
         raise SystemExit(f"Could not load '{name_or_path}': it is not a local model directory and the Hugging Face "
                          f"hub is {'switched off (HF_HUB_OFFLINE=1)' if offline else 'unreachable or has no such model'}"
                          f"; download it on a machine with internet (save_pretrained) and pass the directory. ({e})")
-    loaders = {'gpt2': GPT, 'qwen3': Qwen3}
+    loaders = {hf_type: model_cls for _, model_cls, hf_type in MODELS.values()}
     if hf_config.model_type not in loaders:
-        raise SystemExit(f"'{name_or_path}' is a {hf_config.model_type} model; only gpt2 and qwen3 are supported.")
+        raise SystemExit(f"'{name_or_path}' is a {hf_config.model_type} model; supported: {', '.join(loaders)}.")
     hf = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32)
     model = loaders[hf_config.model_type].from_hf(hf_config, hf.state_dict())
     del hf
@@ -544,5 +575,5 @@ def from_pretrained(name_or_path, dropout=0.0):
         if isinstance(m, CausalSelfAttention):
             m.dropout = dropout
     model.config.dropout = dropout
-    model.tokenizer_name = 'gpt2' if hf_config.model_type == 'gpt2' else name_or_path
+    model.config.tokenizer = 'gpt2' if hf_config.model_type == 'gpt2' else name_or_path
     return model

@@ -2,42 +2,50 @@
 train.py: train a GPT-2 or Qwen3-style model, from scratch or from released weights, on one process or many.
 
   python train.py config/train_shakespeare.py                                    # laptop CPU, minutes
-  torchrun --standalone --nproc_per_node=8 train.py config/gpt2_dispersion.py    # one node, 8 GPUs
-  torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --master_addr=10.0.0.1 --master_port=29500 train.py ...
+  python train.py config/train_shakespeare.py config/dispersion.py --max_iters=100   # files compose, in order
+  torchrun --standalone --nproc_per_node=2 train.py config/train_shakespeare.py --gradient_accumulation_steps=2
+  torchrun --standalone --nproc_per_node=8 train.py config/gpt2_dispersion.py  # one node, 8 GPUs
+  python train.py --help                                                         # every key, default, comment
 
-Config: the module-level assignments below are the defaults (GPT-2 124M on OpenWebText); a config file and
---key=value arguments override them (configurator.py). The whole config goes into every checkpoint and into
-the first record of out_dir/log.jsonl.
+Config: the module-level assignments below are the defaults (GPT-2 124M on OpenWebText); config files (Python,
+run as code) and --key=value arguments (literals, never executed) override them (configurator.py). The whole
+config goes into every checkpoint and into each start record of out_dir/log.jsonl (runlog.py). Every setting is
+checked before anything is built, one sentence per mistake.
 
 One optimizer step ("iter") sees batch_size * block_size * gradient_accumulation_steps tokens, where
 gradient_accumulation_steps is the global number of micro-batches: each of the world_size processes runs
 gradient_accumulation_steps / world_size of them, and DDP averages the gradients across processes on the
 last micro-step only. The loss is
   loss = CE + dispersion_coeff * L_disp(hidden states)          (L_disp only when dispersion is set)
-each micro-batch's loss divided by the number of micro-batches so the accumulated gradient is the mean's.
+each micro-batch's loss divided by the number of micro-batches so the accumulated gradient is the mean's; the
+logged loss is that mean over all processes.
 
 Checkpoints (out_dir/ckpt.pt, the latest; best.pt, the lowest val loss) hold the un-compiled, un-wrapped
-model state dict, the optimizer, model_args, iter_num, best_val_loss, config and every RNG state of every
-process, so that --init_from=resume continues exactly where the run stopped. They are written atomically.
+model state dict, the optimizer, model_args (with the tokenizer), iter_num, best_val_loss, config and every
+process's torch RNG state (dropout), tensors and plain values only, so that they load with
+torch.load(weights_only=True) and --init_from=resume continues exactly where the run stopped. They are written
+atomically, at every eval and at max_iters; one trainer at a time holds out_dir (a lock the OS releases when
+the process ends, even by a crash), and a new run never replaces another run's checkpoint unless overwrite=True.
 """
 
-import json
+import fcntl
 import math
 import os
-import random
+import socket
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, fields
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from configurator import configure
+from configurator import configure, key_types, print_help
 from data.tokens import fixed_starts, get_batch, load_meta, load_split
-from model import build_model, config_keys, from_pretrained, make_config, model_args_of, save_checkpoint
+from model import MODELS, build_model, from_pretrained, load_checkpoint, model_args_of, save_checkpoint
+from runlog import append_record
 
 # -----------------------------------------------------------------------------
 # default config values: GPT-2 124M on OpenWebText, 8 GPUs (see config/train_gpt2.py for the arithmetic)
@@ -50,8 +58,9 @@ eval_only = False  # evaluate once and exit
 always_save_checkpoint = True  # save ckpt.pt at every eval, not only when val loss improves
 save_best = True  # also keep best.pt, the checkpoint with the lowest val loss
 init_from = 'scratch'  # 'scratch', 'resume' (out_dir/ckpt.pt), 'gpt2'..'gpt2-xl', 'Qwen/Qwen3-0.6B'.., or a local HF dir
+overwrite = False  # let init_from scratch / released weights replace the checkpoints already in out_dir
 # wandb logging
-wandb_log = False
+wandb_log = False  # log to Weights & Biases (pip install wandb; WANDB_MODE=offline works without network)
 wandb_project = 'disperse-gpt'
 wandb_run_name = 'gpt2'
 # data
@@ -60,7 +69,7 @@ gradient_accumulation_steps = 5 * 8  # global micro-batches per step (divided am
 batch_size = 12  # micro-batch size per process
 block_size = 1024
 # model
-model_type = 'gpt'  # 'gpt' (GPT-2) or 'qwen3'
+model_type = 'gpt'  # a key of model.MODELS: 'gpt' (GPT-2) or 'qwen3'
 n_layer = 12
 n_head = 12
 n_embd = 768
@@ -73,9 +82,9 @@ rope_theta = 1e6  # Qwen3 only
 norm_eps = 1e-6  # Qwen3 only
 tie_embeddings = True  # Qwen3 only (GPT is always tied)
 # dispersion loss (disperse.py), added to the cross-entropy in training only
-dispersion = None  # None, or one of disperse.VARIANTS: 'angular_spread' (the paper's), 'orthogonalization', ...
+dispersion: str | None = None  # None, or one of disperse.VARIANTS: 'angular_spread' (the paper's), 'orthogonalization', ...
 dispersion_coeff = 0.1  # lambda: loss = CE + lambda * L_disp
-dispersion_loc = 'all'  # 'all', 'last', 'early_half', 'late_half', or a list of block indices
+dispersion_loc: str | list = 'all'  # 'all', 'last', 'early_half', 'late_half', or a list of block indices
 dispersion_tau = 1.0  # temperature of angular_spread / infonce_cosine
 dispersion_clamp = 0.1  # t of the straight-through clamp of cosines to [-1+t, 1-t]
 dispersion_eps = 1e-2  # in z / (|z| + eps) and the authors' constant shifts
@@ -108,16 +117,25 @@ min_lr = 6e-5  # ~ learning_rate / 10 (Chinchilla)
 # system
 device = 'auto'  # 'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1', 'mps'
 dtype = 'auto'  # 'auto' (bfloat16 on CUDA where supported, else float16 with a GradScaler; float32 on CPU)
-compile = None  # None = on for CUDA, off elsewhere (a cold compile costs 30-55 s per process on a small CPU)
+compile: bool | None = None  # None = on for CUDA, off elsewhere (a cold compile costs 30-55 s per process on a small CPU)
 backend = 'auto'  # DDP backend: nccl on CUDA, gloo on CPU
 peak_flops = 0.0  # for MFU; 0 = guess from the GPU name (A100 312e12, H100/H200 989e12)
 seed = 1337
 # -----------------------------------------------------------------------------
-config_keys_ = [k for k, v in globals().items()
-                if not k.startswith('_') and k != 'config_keys_' and isinstance(v, (int, float, bool, str, type(None), list, tuple))]
-globals().update(configure({k: globals()[k] for k in config_keys_}, sys.argv[1:]))
-config = {k: globals()[k] for k in config_keys_}
-# -----------------------------------------------------------------------------
+if {'-h', '--help'} & set(sys.argv[1:]):
+    print_help(__file__, "usage: python train.py [config/FILE.py ...] [--key=value ...]\n" + __doc__.split('\n\n')[1])
+    sys.exit()
+config_keys = [k for k, v in globals().items()
+               if not k.startswith('_') and isinstance(v, (int, float, bool, str, type(None), list, tuple))]
+globals().update(configure({k: globals()[k] for k in config_keys}, sys.argv[1:], key_types(__annotations__)))
+config = {k: globals()[k] for k in config_keys}
+
+# distributed setup: torchrun sets RANK, LOCAL_RANK and WORLD_SIZE (read here, before any process group exists,
+# so that a config that cannot run stops every process at once and rank 0 alone says why)
+ddp = int(os.environ.get('RANK', -1)) != -1
+ddp_rank, ddp_local_rank, ddp_world_size = ((int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE'))
+                                            if ddp else (0, 0, 1))
+master_process = ddp_rank == 0
 
 
 def log0(*args):
@@ -125,24 +143,75 @@ def log0(*args):
         print(*args, flush=True)
 
 
-# distributed setup: torchrun sets RANK, LOCAL_RANK and WORLD_SIZE
-ddp = int(os.environ.get('RANK', -1)) != -1
+def config_error():
+    """The first setting that cannot run, as one sentence, or None. Checked before anything is built."""
+    for key in ('batch_size', 'gradient_accumulation_steps', 'eval_interval', 'block_size', 'eval_iters',
+                'log_interval', 'n_layer', 'n_head', 'n_embd'):
+        if config[key] < 1:
+            return f"{key} must be at least 1, not {config[key]}."
+    if gradient_accumulation_steps % ddp_world_size != 0:
+        fit = max(1, round(gradient_accumulation_steps / ddp_world_size)) * ddp_world_size
+        return (f"gradient_accumulation_steps ({gradient_accumulation_steps}) must be a multiple of the number of "
+                f"processes ({ddp_world_size}): use --gradient_accumulation_steps={fit}.")
+    if model_type not in MODELS:
+        return f"model_type must be one of {sorted(MODELS)}, not '{model_type}'."
+    if dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
+        return f"dtype must be 'auto', 'float32', 'bfloat16' or 'float16', not '{dtype}'."
+    if (model_type == 'gpt' or not head_dim) and n_embd % n_head != 0:
+        return f"n_embd ({n_embd}) must be divisible by n_head ({n_head})."
+    if n_kv_head and n_head % n_kv_head != 0:
+        return f"n_head ({n_head}) must be a multiple of n_kv_head ({n_kv_head})."
+    for key in ('max_iters', 'noise_alpha', 'forget_every', 'probe_windows', 'dropout', 'dispersion_coeff'):
+        if not config[key] >= 0:
+            return f"{key} must be 0 or more, not {config[key]}."
+    if dispersion is not None:
+        import disperse
+        if isinstance(dispersion_loc, str) and dispersion_loc not in disperse.LOCS:
+            return f"dispersion_loc must be one of {', '.join(disperse.LOCS)} or a list of block indices, not '{dispersion_loc}'."
+        if not 0 < dispersion_margin <= 1:
+            return f"dispersion_margin is an angular distance / pi and must lie in (0, 1], not {dispersion_margin}."
+        try:  # the loss's own checks (variant, tau, tau_l2, eps > 0, clamp in (0, 1), max_tokens), on a tiny input
+            disperse.dispersion_loss(torch.randn(1, 4, 4), **{k: v for k, v in disp_kwargs.items() if k != 'loc'})
+        except ValueError as e:
+            return f"dispersion settings: {e}"
+    if init_from != 'resume' and not eval_only and not overwrite and os.path.exists(os.path.join(out_dir, 'ckpt.pt')):
+        return (f"{out_dir} already holds a checkpoint (ckpt.pt): continue it with --init_from=resume, or start "
+                f"anew in another --out_dir (or --overwrite=True to replace it).")
+    return None
+
+
+disp_kwargs = dict(loc=dispersion_loc, variant=dispersion, tau=dispersion_tau, clamp=dispersion_clamp,
+                   eps=dispersion_eps, margin=dispersion_margin, tau_l2=dispersion_tau_l2,
+                   max_tokens=dispersion_max_tokens)  # every parameter of disperse.dispersion_loss
+problem = config_error()
+if problem:
+    raise SystemExit(problem if master_process else 1)  # rank 0 says it once; the others exit quietly
+
+lock = None
+if master_process and not eval_only:
+    # one trainer per out_dir: flock is released by the OS when the process ends, however it ends
+    os.makedirs(out_dir, exist_ok=True)
+    lock = open(os.path.join(out_dir, 'train.lock'), 'a+')
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        raise SystemExit(f"Another train.py is running in {out_dir} (host and pid: {lock.read().strip()}): wait "
+                         f"for it to finish, or train in another --out_dir.")
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"{socket.gethostname()} {os.getpid()}\n")
+    lock.flush()
+
 if device == 'auto':
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
 if ddp:
-    ddp_rank, ddp_local_rank, ddp_world_size = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE'))
     if device.startswith('cuda'):
         device = f'cuda:{ddp_local_rank}'
         torch.cuda.set_device(device)
     if backend == 'auto':
         backend = 'nccl' if device.startswith('cuda') else 'gloo'
     dist.init_process_group(backend=backend)
-else:
-    ddp_rank, ddp_local_rank, ddp_world_size = 0, 0, 1
-master_process = ddp_rank == 0
-if gradient_accumulation_steps % ddp_world_size != 0:
-    raise SystemExit(f"gradient_accumulation_steps ({gradient_accumulation_steps}) must be a multiple of the number "
-                     f"of processes ({ddp_world_size}).")
 grad_accum = gradient_accumulation_steps // ddp_world_size  # micro-batches per process per step
 tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
 log0(f"tokens per iteration: {tokens_per_iter:,} ({gradient_accumulation_steps} micro-batches x {batch_size} x {block_size})")
@@ -150,10 +219,6 @@ log0(f"tokens per iteration: {tokens_per_iter:,} ({gradient_accumulation_steps} 
 device_type = 'cuda' if device.startswith('cuda') else device.split(':')[0]
 if dtype == 'auto':
     dtype = ('bfloat16' if torch.cuda.is_bf16_supported() else 'float16') if device_type == 'cuda' else 'float32'
-if dtype not in ('float32', 'bfloat16', 'float16'):
-    raise SystemExit(f"dtype must be 'auto', 'float32', 'bfloat16' or 'float16', not '{dtype}'.")
-if model_type not in ('gpt', 'qwen3'):
-    raise SystemExit(f"model_type must be 'gpt' or 'qwen3', not '{model_type}'.")
 if compile is None:
     compile = device_type == 'cuda'
 if device_type == 'cuda':
@@ -162,21 +227,29 @@ if device_type == 'cuda':
 ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
 ctx = nullcontext() if dtype == 'float32' else torch.autocast(device_type=device_type, dtype=ptdtype)
 
-# Dropout masks: every process seeds its own stream. Training data and the dispersion loss's token subsets are
-# drawn per global micro-batch from (seed, iter, micro-batch index): the same windows whatever the number of
-# processes, different on every process, and a resumed run needs no saved stream to redraw them.
+# Dropout masks: every process seeds its own torch stream (saved in checkpoints). Training data and the
+# dispersion loss's token subsets are drawn per global micro-batch from (seed, iter, micro-batch index): the same
+# windows whatever the number of processes, different on every process, and a resumed run redraws them.
 torch.manual_seed(seed + ddp_rank)
-random.seed(seed + ddp_rank)
-np.random.seed(seed + ddp_rank)
-disp_gen = torch.Generator()
+
+
+def micro_batch_seed(it, micro_step):
+    """The np.random.SeedSequence of this process's micro-batch micro_step of step `it`: it draws the batch's
+    windows (train_batch) and the dispersion loss's token subsets (disp_seed)."""
+    return np.random.SeedSequence([seed, it, ddp_rank * grad_accum + micro_step])
+
+
+def disp_seed(it, micro_step):
+    return int(micro_batch_seed(it, micro_step).generate_state(1, np.uint64)[0] >> 1)  # fits torch's int64 seed
 
 
 def train_batch(it, micro_step):
-    """The training windows of global micro-batch (it, micro_step); also reseeds the dispersion subsampling."""
-    m = ddp_rank * grad_accum + micro_step  # this process's share of the step's micro-batches
-    seq = np.random.SeedSequence([seed, it, m])
-    disp_gen.manual_seed(int(seq.generate_state(1, np.uint64)[0] >> 1))
-    return get_batch(data_dir, 'train', batch_size, block_size, np.random.default_rng(seq), device)
+    """The training windows (x, y) of micro-batch micro_step of step `it`."""
+    try:
+        return get_batch(data_dir, 'train', batch_size, block_size, np.random.default_rng(micro_batch_seed(it, micro_step)),
+                         device, vocab_size=vocab_size)
+    except ValueError as e:
+        raise SystemExit(str(e))
 
 
 # data: check it is there and large enough before building anything
@@ -189,56 +262,74 @@ try:
 except (FileNotFoundError, ValueError) as e:
     raise SystemExit(str(e))
 meta = load_meta(data_dir)
-config['tokenizer'] = meta['tokenizer']  # eval.py encodes text with the checkpoint's tokenizer
 
-# model
-iter_num, best_val_loss, checkpoint = 0, 1e9, None
+# model: from scratch (the config's shape), from this out_dir's checkpoint, or from released weights
+iter_num, best_val_loss, best_iter, checkpoint = 0, 1e9, None, None
 init_origin = init_from  # 'scratch' or the released weights the run started from
-args = {k: globals()[k] for k in config_keys(model_type) if k in globals()}  # the model keys of this config
+args = {f.name: config[f.name] for f in fields(MODELS[model_type][0]) if f.name in config}  # this config's model keys
+ckpt_path = os.path.join(out_dir, 'ckpt.pt')
 if init_from == 'scratch':
-    vocab_size = math.ceil(meta['vocab_size'] / 64) * 64  # pad for fast matmuls: 50257 -> 50304
-    model = build_model(model_type, dict(args, vocab_size=vocab_size, block_size=block_size))
-    log0(f"initialising a new {model_type} model from scratch (vocab {vocab_size})")
+    padded = math.ceil(meta['vocab_size'] / 64) * 64  # pad for fast matmuls: 50257 -> 50304
+    model = build_model(dict(args, model_type=model_type, vocab_size=padded, block_size=block_size,
+                             tokenizer=meta['tokenizer']))
+    log0(f"initialising a new {model_type} model from scratch (vocab {padded})")
 elif init_from == 'resume':
-    ckpt_path = os.path.join(out_dir, 'ckpt.pt')
-    if not os.path.exists(ckpt_path):
+    try:
+        model, checkpoint = load_checkpoint(ckpt_path, 'cpu', dropout=dropout)
+    except FileNotFoundError:
         raise SystemExit(f"Cannot resume: there is no checkpoint at {ckpt_path}. Train with --init_from=scratch first.")
-    checkpoint = torch.load(ckpt_path, map_location='cpu', weights_only=False)
+    except ValueError as e:
+        raise SystemExit(f"Cannot resume: {e}")
     saved = checkpoint['model_args']
     init_origin = checkpoint.get('init_origin', 'scratch')
     if init_origin == 'scratch':  # the config shapes the model: it must be the checkpoint's
-        wanted = dict(asdict(make_config(model_type, dict(args, vocab_size=saved['vocab_size'], block_size=block_size))),
-                      model_type=model_type)
-        diff = {k: (saved.get(k), v) for k, v in wanted.items() if k != 'dropout' and saved.get(k) != v}
+        wanted = asdict(MODELS[model_type][0](**dict(args, vocab_size=saved['vocab_size'], block_size=block_size)))
+        diff = {k: (saved.get(k), v) for k, v in dict(wanted, model_type=model_type).items()
+                if k not in ('dropout', 'tokenizer') and saved.get(k) != v}
         if diff:
             raise SystemExit(f"The checkpoint in {out_dir} is a different model from this config (key: (checkpoint, "
                              f"config) {diff}); resume with the config it was trained with.")
-    model_type = config['model_type'] = saved['model_type']
-    model = build_model(model_type, dict(saved, dropout=dropout))
-    model.load_state_dict({k.removeprefix('_orig_mod.'): v for k, v in checkpoint['model'].items()})
-    iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
+    if model.config.tokenizer != meta['tokenizer']:
+        raise SystemExit(f"The checkpoint in {out_dir} was trained on tokens of '{model.config.tokenizer}' but "
+                         f"data/{dataset} is tokenised with '{meta['tokenizer']}': resume on the data it was trained on.")
+    model_type = config['model_type'] = model.model_type
+    iter_num, best_val_loss, best_iter = checkpoint['iter_num'], checkpoint['best_val_loss'], checkpoint.get('best_iter')
     log0(f"resuming from {ckpt_path} at iter {iter_num}")
 else:
     log0(f"initialising from released weights: {init_from}")
     model = from_pretrained(init_from, dropout=dropout)
-    if model.tokenizer_name != meta['tokenizer']:
-        raise SystemExit(f"{init_from} uses the tokenizer '{model.tokenizer_name}' but data/{dataset} was tokenised "
-                         f"with '{meta['tokenizer']}': prepare the data with --tokenizer {model.tokenizer_name}.")
+    if model.config.tokenizer != meta['tokenizer']:
+        raise SystemExit(f"{init_from} uses the tokenizer '{model.config.tokenizer}' but data/{dataset} was tokenised "
+                         f"with '{meta['tokenizer']}': prepare the data with --tokenizer {model.config.tokenizer}.")
     model_type = config['model_type'] = model.model_type
     if block_size < model.config.block_size:
         model.crop_block_size(block_size)
 if block_size > model.config.block_size:
     raise SystemExit(f"block_size {block_size} is larger than the model's context {model.config.block_size}.")
+vocab_size = model.config.vocab_size
+if meta['vocab_size'] > vocab_size:
+    raise SystemExit(f"{os.path.join(data_dir, 'meta.json')} declares {meta['vocab_size']} token ids, more than the "
+                     f"model's vocabulary of {vocab_size}: prepare the data with the model's tokenizer.")
+if dispersion is not None:
+    import disperse
+    try:
+        disperse.select_layers(model.config.n_layer, dispersion_loc)
+    except ValueError as e:
+        raise SystemExit(str(e))
 model_args = model_args_of(model)
 model.to(device)
-log0(f"number of parameters: {model.num_params() / 1e6:.2f}M (non-embedding)")
+model.train()
+n_total = sum(p.numel() for p in model.parameters())  # a tied LM head shares the token table: counted once
+n_embedding = sum(m.weight.numel() for name, m in model.transformer.items() if name in ('wte', 'wpe'))
+if not model.tied:
+    n_embedding += model.lm_head.weight.numel()
+log0(f"parameters: {n_total:,} total = {n_embedding:,} in the embedding tables (token"
+     f"{', position' if 'wpe' in model.transformer else ''}{'' if model.tied else ', untied LM head'}) + "
+     f"{n_total - n_embedding:,} in the blocks and final norm")
 
 # the paper's baselines hook into the model from outside, without changing its code
 if noise_alpha > 0 or forget_every > 0 or dispersion:
     import disperse
-disp_kwargs = dict(loc=dispersion_loc, variant=dispersion, tau=dispersion_tau, clamp=dispersion_clamp,
-                   eps=dispersion_eps, margin=dispersion_margin, tau_l2=dispersion_tau_l2,
-                   max_tokens=dispersion_max_tokens)  # every parameter of disperse.dispersion_loss
 if noise_alpha > 0:
     disperse.add_embedding_noise(model, noise_alpha)
 
@@ -248,12 +339,9 @@ if checkpoint is not None:
     optimizer.load_state_dict(checkpoint['optimizer'])
     rng = checkpoint.get('rng')
     if rng is not None and len(rng) == ddp_world_size:  # the same process layout: continue every stream exactly
-        r = rng[ddp_rank]
-        random.setstate(r['python'])
-        np.random.set_state(r['numpy'])
-        torch.set_rng_state(r['torch'])
-        if r.get('cuda') is not None and device_type == 'cuda':
-            torch.cuda.set_rng_state(r['cuda'])
+        torch.set_rng_state(rng[ddp_rank]['torch'])
+        if rng[ddp_rank].get('cuda') is not None and device_type == 'cuda':
+            torch.cuda.set_rng_state(rng[ddp_rank]['cuda'])
     else:
         log0("note: the checkpoint was written by a different number of processes; dropout masks are reseeded")
 checkpoint = None  # free memory
@@ -266,13 +354,13 @@ if ddp:
     model = DDP(model, device_ids=[ddp_local_rank] if device_type == 'cuda' else None)
 
 
-def forward_loss(X, Y, train):
-    """(total, ce, disp) for one micro-batch. The dispersion term exists in training only, and hidden states are
-    returned only when it is on (they cost nothing extra: the forward computes them anyway)."""
+def forward_loss(X, Y, train, disp_seed=None):
+    """(total, ce, disp) for one micro-batch. The dispersion term exists in training only; its token subsets are
+    drawn with disp_seed. Hidden states are returned only when it is on (the forward computes them anyway)."""
     with ctx:
         if train and dispersion:
             _, ce, hidden = model(X, Y, return_hidden=True)
-            disp = disperse.disperse(hidden, generator=disp_gen, **disp_kwargs)
+            disp = disperse.disperse(hidden, generator=torch.Generator().manual_seed(disp_seed), **disp_kwargs)
             return ce + dispersion_coeff * disp, ce, disp
         _, ce = model(X, Y)
         return ce, ce, None
@@ -288,7 +376,11 @@ def estimate_loss():
         mine = starts[ddp_rank::ddp_world_size]
         total = torch.zeros(2, device=device, dtype=torch.float64)  # sum of window losses, number of windows
         for i in range(0, len(mine), batch_size):
-            X, Y = get_batch(data_dir, split, 0, block_size, device=device, starts=mine[i:i + batch_size])
+            try:
+                X, Y = get_batch(data_dir, split, 0, block_size, device=device, starts=mine[i:i + batch_size],
+                                 vocab_size=vocab_size)
+            except ValueError as e:
+                raise SystemExit(str(e))
             _, loss, _ = forward_loss(X, Y, train=False)
             total += torch.tensor([loss.item() * len(X), len(X)], device=device, dtype=torch.float64)
         if ddp:
@@ -311,41 +403,71 @@ def get_lr(it):
 
 
 def rng_states():
-    """This process's global RNG states (dropout); the data order needs none: it follows from (seed, iter)."""
-    return {'python': random.getstate(), 'numpy': np.random.get_state(), 'torch': torch.get_rng_state(),
-            'cuda': torch.cuda.get_rng_state() if device_type == 'cuda' else None}
+    """This process's RNG states that anything draws from: torch's (dropout, the noise baseline), as tensors."""
+    return {'torch': torch.get_rng_state(), 'cuda': torch.cuda.get_rng_state() if device_type == 'cuda' else None}
 
 
 def checkpoint_dict(rng):
     return {'model': raw_model.state_dict(), 'optimizer': optimizer.state_dict(), 'model_args': model_args,
-            'iter_num': iter_num, 'best_val_loss': best_val_loss, 'config': config, 'rng': rng,
-            'init_origin': init_origin}
+            'iter_num': iter_num, 'best_val_loss': best_val_loss, 'best_iter': best_iter, 'config': config,
+            'rng': rng, 'init_origin': init_origin}
+
+
+def save(name, rng):
+    path = os.path.join(out_dir, name)
+    try:
+        save_checkpoint(checkpoint_dict(rng), path)
+    except OSError as e:
+        raise SystemExit(f"Could not write {path} ({e.strerror or e}): the previous {name} is kept; free disk space "
+                         f"and continue with --init_from=resume.")
+    log0(f"saved checkpoint to {path}")
+
+
+def checkpoints_note():
+    """Which checkpoint in out_dir is the last good one, for the message of a non-finite stop."""
+    ckpt, best = os.path.join(out_dir, 'ckpt.pt'), os.path.join(out_dir, 'best.pt')
+    if not os.path.exists(ckpt):
+        return f"no checkpoint was saved in {out_dir}"
+    if saved_iter is None:
+        return f"{ckpt}, from before this run (overwrite=True), is kept"
+    if not always_save_checkpoint or best_iter == saved_iter:
+        return f"{ckpt} (iter {saved_iter}, the lowest val loss) is kept"
+    note = f"{ckpt} (iter {saved_iter}) is kept but, saved at every eval, it may already be diverging"
+    if os.path.exists(best):
+        note += f"; {best} (iter {best_iter}, val loss {best_val_loss:.4f}) has the lowest val loss" if best_iter \
+            else f"; {best} has the lowest val loss"
+    return note
 
 
 def log_record(record):
-    """One JSON line in out_dir/log.jsonl (and wandb)."""
+    """One JSON line in out_dir/log.jsonl (runlog.py), and the same to wandb: lists become one curve per layer."""
     if not master_process:
         return
-    record = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
-    with open(os.path.join(out_dir, 'log.jsonl'), 'a') as f:
-        f.write(json.dumps(record) + '\n')  # standard JSON: a NaN (e.g. rho of a constant curve) becomes null
+    append_record(os.path.join(out_dir, 'log.jsonl'), record)
     if wandb_log:
-        wandb.log({k: v for k, v in record.items() if k != 'iter'}, step=record['iter'])
+        flat = {}
+        for k, v in record.items():
+            if isinstance(v, list):
+                flat.update({f'{k}/layer_{i}': x for i, x in enumerate(v)})
+            elif k not in ('iter', 'event', 'config', 'model_args') and v is not None:
+                flat[k] = v
+        wandb.log(flat, step=record['iter'])
 
 
+if wandb_log and master_process:  # before the first record
+    import wandb
+    wandb.init(project=wandb_project, name=wandb_run_name, config=config)
 if master_process:
     os.makedirs(out_dir, exist_ok=True)
     log_record({'iter': iter_num, 'event': 'start', 'config': config, 'model_args': model_args,
                 'world_size': ddp_world_size, 'device': device, 'dtype': dtype, 'compile': compile})
-if wandb_log and master_process:
-    import wandb
-    wandb.init(project=wandb_project, name=wandb_run_name, config=config)
 
 if peak_flops == 0 and device_type == 'cuda':
     name = torch.cuda.get_device_name()
     peak_flops = 989e12 if ('H100' in name or 'H200' in name) else 312e12
 
 # training loop
+saved_iter = iter_num if init_from == 'resume' else None  # the iteration ckpt.pt holds
 X, Y = train_batch(iter_num, 0)  # the first batch
 t0 = time.time()
 local_iter_num = 0
@@ -355,12 +477,12 @@ while True:
     for group in optimizer.param_groups:
         group['lr'] = lr
 
-    if iter_num % eval_interval == 0 or eval_only:
+    if iter_num % eval_interval == 0 or iter_num == max_iters or eval_only:  # max_iters: the last state is saved
         losses = estimate_loss()
         log0(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
         if not all(map(math.isfinite, losses.values())):
-            raise SystemExit(f"Non-finite eval loss at iter {iter_num} ({losses}): stopping; the last good checkpoint "
-                             f"in {out_dir} is kept. Lower the learning rate or use bfloat16/float32.")
+            raise SystemExit(f"Non-finite eval loss at iter {iter_num} ({losses}): stopping; {checkpoints_note()}. "
+                             f"Lower the learning rate or use bfloat16/float32.")
         record = {'iter': iter_num, 'train_loss': losses['train'], 'val_loss': losses['val'], 'lr': lr}
         if probe_windows > 0:
             from eval import condensation_probe
@@ -379,42 +501,52 @@ while True:
             if scored['average'] is not None:
                 record['acc_average'] = scored['average']
         log_record(record)
+        if wandb_log and master_process and probe_windows > 0:  # the paper's heatmap of this eval, as an image
+            from eval import condensation, plot_condensation
+            with ctx:
+                stats = condensation(raw_model, probe_x, batch_size=len(probe_x), bins=64)
+            plot_condensation(stats, os.path.join(out_dir, 'probe.png'), label=f"iter {iter_num}")
+            wandb.log({'condensation': wandb.Image(os.path.join(out_dir, 'probe.png'))}, step=iter_num)
         rng = [rng_states()]  # every process's streams, in rank order, saved by rank 0
         if ddp:
             rng = [None] * ddp_world_size
             dist.all_gather_object(rng, rng_states())
         if master_process and (iter_num > 0 or init_from == 'resume') and not eval_only:
             improved = losses['val'] < best_val_loss
-            best_val_loss = min(best_val_loss, losses['val'])
+            if improved:
+                best_val_loss, best_iter = losses['val'], iter_num
             if improved or always_save_checkpoint:
-                save_checkpoint(checkpoint_dict(rng), os.path.join(out_dir, 'ckpt.pt'))
-                log0(f"saved checkpoint to {out_dir}/ckpt.pt")
+                save('ckpt.pt', rng)
+                saved_iter = iter_num
             if improved and save_best:
-                save_checkpoint(checkpoint_dict(rng), os.path.join(out_dir, 'best.pt'))
+                save('best.pt', rng)
     if eval_only or iter_num >= max_iters:
         break
 
     # one optimizer step over grad_accum micro-batches
-    ce_sum, disp_sum = 0.0, 0.0
+    sums = torch.zeros(2, device=device)  # ce, dispersion term: summed over this process's micro-batches
     for micro_step in range(grad_accum):
         if ddp:  # all-reduce the gradients only after the last micro-batch
             model.require_backward_grad_sync = (micro_step == grad_accum - 1)
-        loss, ce, disp = forward_loss(X, Y, train=True)
+        loss, ce, disp = forward_loss(X, Y, train=True, disp_seed=disp_seed(iter_num, micro_step))
         loss = loss / grad_accum  # the accumulated gradient is the gradient of the mean loss
         # draw the next batch while the accelerator works on this one
         last = micro_step == grad_accum - 1
         X, Y = train_batch(iter_num + 1, 0) if last else train_batch(iter_num, micro_step + 1)
         scaler.scale(loss).backward()
-        ce_sum += ce.detach()
-        disp_sum += disp.detach() if disp is not None else 0.0
+        sums[0] += ce.detach().float()
+        if disp is not None:
+            sums[1] += disp.detach().float()
     if grad_clip != 0.0:
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    lossf = ce_sum.item() / grad_accum  # one host sync per step: needed to stop on a non-finite loss
-    dispf = float(disp_sum) / grad_accum if dispersion else None
+    if ddp:  # the logged loss is the mean over every process's micro-batches (and all stop together on a NaN)
+        dist.all_reduce(sums)
+    lossf, dispf = (sums / gradient_accumulation_steps).tolist()  # one host sync per step, needed for the NaN stop
+    dispf = dispf if dispersion else None
     if not math.isfinite(lossf) or (dispf is not None and not math.isfinite(dispf)):
-        raise SystemExit(f"Non-finite loss at iter {iter_num} (ce {lossf}, dispersion {dispf}): stopping; the last "
-                         f"good checkpoint in {out_dir} is kept. Lower the learning rate or use bfloat16/float32.")
+        raise SystemExit(f"Non-finite loss at iter {iter_num} (ce {lossf}, dispersion {dispf}): stopping; "
+                         f"{checkpoints_note()}. Lower the learning rate or use bfloat16/float32.")
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
@@ -426,7 +558,7 @@ while True:
     iter_num += 1
     local_iter_num += 1
     if iter_num % log_interval == 0 and master_process:
-        if local_iter_num >= 5 and device_type == 'cuda':  # let the training loop settle a bit
+        if local_iter_num >= 5 and device_type == 'cuda':  # MFU on CUDA only, where peak_flops is known
             mfu = raw_model.estimate_mfu(batch_size * grad_accum, dt, peak_flops)
             running_mfu = mfu if running_mfu == -1.0 else 0.9 * running_mfu + 0.1 * mfu
         total = lossf + (dispersion_coeff * dispf if dispf is not None else 0.0)
@@ -442,5 +574,10 @@ while True:
             record['mfu'] = running_mfu
         log_record(record)
 
+if wandb_log and master_process:  # the run's config and final numbers in the run summary
+    wandb.run.summary.update({'config': config, 'final_iter': iter_num, 'best_val_loss': best_val_loss,
+                              'best_iter': best_iter, **{f'final_{k}': v for k, v in record.items() if k != 'iter'
+                                                         and not isinstance(v, list)}})
+    wandb.finish()
 if ddp:
     dist.destroy_process_group()

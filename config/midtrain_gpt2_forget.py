@@ -2,8 +2,7 @@
 # re-initialised N(0, 0.02) and its Adam state zeroed. GPT-2's LM head is tied to it, so it is reset too.
 # (The paper gives active forgetting its own warmup/decay schedule; here it shares midtrain_gpt2's.)
 #   torchrun --standalone --nproc_per_node=8 train.py config/midtrain_gpt2_forget.py
-import os
-exec(open(os.path.join(os.path.dirname(__file__), 'midtrain_gpt2.py')).read())
+include('midtrain_gpt2.py')
 
 out_dir = 'out-midtrain-gpt2-forget'
 wandb_run_name = 'midtrain-gpt2-forget'

@@ -5,7 +5,7 @@
 #   torchrun --standalone --nproc_per_node=8 train.py config/midtrain_qwen3_0.6b.py
 # 4 sequences * 4096 tokens * 8 micro-batches (1 per GPU on 8 GPUs) = 131,072 tokens per step;
 # 1526 steps * 131,072 = 200M tokens.
-out_dir = 'out-midtrain-qwen3'
+out_dir = 'out-midtrain-qwen3-0.6b'
 init_from = 'Qwen/Qwen3-0.6B'
 dataset = 'wikitext103_qwen3'
 wandb_log = True

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 
-
 def _dtype_for(n_vocab):
     return np.uint16 if n_vocab <= 2 ** 16 else np.uint32
 
@@ -102,9 +101,10 @@ def fixed_starts(n_tokens, block_size, num):
     return np.linspace(0, last, num).astype(np.int64)
 
 
-def get_batch(data_dir, split, batch_size, block_size, rng=None, device="cpu", starts=None):
+def get_batch(data_dir, split, batch_size, block_size, rng=None, device="cpu", starts=None, vocab_size=None):
     """(x, y) int64 tensors [B, block_size]: random windows drawn with `rng` (np.random.Generator), or the
-    given window starts. y is x shifted by one token (next-token targets)."""
+    given window starts. y is x shifted by one token (next-token targets). With vocab_size, a token id >= it
+    (data tokenised for another model) is a ValueError naming the file, not an index error deep in the model."""
     data = load_split(data_dir, split)
     if len(data) <= block_size:
         raise ValueError(f"{data_dir}/{split}.bin has {len(data)} tokens, not more than block_size = {block_size}; "
@@ -112,6 +112,9 @@ def get_batch(data_dir, split, batch_size, block_size, rng=None, device="cpu", s
     if starts is None:
         starts = rng.integers(0, len(data) - block_size, size=batch_size)
     windows = np.stack([data[i:i + block_size + 1] for i in starts]).astype(np.int64)
+    if vocab_size is not None and windows.max() >= vocab_size:
+        raise ValueError(f"{os.path.join(data_dir, split + '.bin')} holds token id {windows.max()}, beyond the "
+                         f"model's vocabulary of {vocab_size}: prepare the data with the model's tokenizer.")
     windows = torch.from_numpy(windows)
     x, y = windows[:, :-1], windows[:, 1:]
     if torch.device(device).type == "cuda":  # pinned memory lets the copy overlap with compute

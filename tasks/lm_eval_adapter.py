@@ -46,7 +46,7 @@ def register_lm_eval():
                     raise ValueError("disperse-gpt needs model_args ckpt=out/ckpt.pt or init_from=gpt2.")
                 model = (load_checkpoint(ckpt, device)[0] if ckpt else
                          from_pretrained(init_from or pretrained).to(device))
-                tokenizer = get_tokenizer(model.tokenizer_name)
+                tokenizer = get_tokenizer(model.config.tokenizer)
             self.model, self.tokenizer_ = model.eval(), tokenizer
             self.batch_tokens = int(batch_tokens) if batch_tokens else None
             dtype = {None: None, "float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]

@@ -599,7 +599,7 @@ def our_side(model_dir):
     from data.tokenizer import get_tokenizer
     from model import from_pretrained
     model = from_pretrained(model_dir).eval()
-    return model, get_tokenizer(model.tokenizer_name)
+    return model, get_tokenizer(model.config.tokenizer)
 
 
 @needs_lm_eval

@@ -1,51 +1,110 @@
-"""Every config file sets only keys train.py knows, with the right types, and its comment arithmetic holds."""
+"""Every config file sets only keys train.py knows, with the right types; its comment arithmetic holds; configs
+compose (X_dispersion = X + dispersion.py); out_dir follows the file name; the README's commands fit them."""
 import ast
 import glob
 import os
+import re
+from dataclasses import fields
 
 import pytest
 
-from configurator import configure
+from configurator import configure, key_types
+from model import MODELS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def train_defaults():
-    """The module-level assignments of train.py that precede the configurator call."""
+    """(defaults, kinds): the module-level assignments of train.py before its configurator call, and the types
+    its annotations declare."""
     tree = ast.parse(open(os.path.join(ROOT, "train.py")).read())
-    defaults = {}
+    defaults, annotations = {}, {}
     for node in tree.body:
-        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
-            if node.targets[0].id == "config_keys_":
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+            if target.id == "config_keys":
                 break
             # literals and arithmetic such as 5 * 8; nothing here may name other variables
-            defaults[node.targets[0].id] = eval(compile(ast.Expression(node.value), "train.py", "eval"), {})
-    return defaults
+            defaults[target.id] = eval(compile(ast.Expression(node.value), "train.py", "eval"), {})
+            if isinstance(node, ast.AnnAssign):
+                annotations[target.id] = eval(compile(ast.Expression(node.annotation), "train.py", "eval"), {})
+    return defaults, key_types(annotations)
 
 
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "config", "*.py")))
+NAMES = [os.path.basename(p) for p in CONFIGS]
+NAMING = ("out_dir", "wandb_run_name")  # the keys that name a run rather than shape it
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[os.path.basename(p) for p in CONFIGS])
-def test_config_applies(path, capsys):
-    defaults = train_defaults()
-    assert defaults["gradient_accumulation_steps"] == 40 and defaults["model_type"] == "gpt"
-    c = configure(defaults, [path])
+def apply(*names):
+    defaults, kinds = train_defaults()
+    return configure(defaults, [os.path.join(ROOT, "config", n) for n in names], kinds)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_config_applies_and_its_tokens_per_step_comment_holds(name):
+    c = apply(name)
     tokens = c["batch_size"] * c["block_size"] * c["gradient_accumulation_steps"]
-    name = os.path.basename(path)
-    if name in ("train_gpt2.py", "gpt2_dispersion.py"):
-        assert tokens == 491_520 and c["max_iters"] == 600_000
+    # the comment's arithmetic, e.g. "4 sequences * 4096 tokens * 16 micro-batches ... = 262,144 tokens per step"
+    # (a dispersion file inherits its base's comment, so read the file that says it)
+    text = open(os.path.join(ROOT, "config", name)).read()
+    base = re.search(r"include\('((?:train|midtrain)_[^']+)'\)", text)
+    claims = re.findall(r"= ([\d,]+) tokens per step", text + (open(os.path.join(ROOT, "config", base[1])).read()
+                                                               if base else ""))
+    for claim in claims:
+        assert int(claim.replace(",", "")) == tokens, (name, claim, tokens)
     if name.startswith("midtrain_"):  # the paper: 131,072 tokens per step, 1526 steps = 200M tokens
-        assert tokens == 131_072 and c["max_iters"] == 1526 and c["learning_rate"] == 5e-5
-        assert c["warmup_frac"] == 0.2 and abs(tokens * c["max_iters"] - 200e6) < 0.01 * 200e6
-    if "dispersion" in name:
-        assert c["dispersion"] == "angular_spread" and c["dispersion_coeff"] == 0.1
-        assert c["dispersion_clamp"] == (0.25 if "qwen3" in name else 0.1)
+        assert abs(tokens * c["max_iters"] - 200e6) < 0.01 * 200e6
 
 
-def test_the_readme_run_writes_out_ckpt():
-    c = configure(train_defaults(), [os.path.join(ROOT, "config", "gpt2_dispersion.py")])
-    assert c["out_dir"] == "out" and c["dispersion_max_tokens"] == 256 and c["dispersion_loc"] == "all"
+@pytest.mark.parametrize("name", [n for n in NAMES if n.endswith("_dispersion.py")])
+def test_a_dispersion_config_is_its_base_plus_dispersion_py(name):
+    """X_dispersion.py = X.py + dispersion.py, differing only in the run's names (and Qwen3's clamp, 0.25)."""
+    base = name.replace("_dispersion.py", ".py")
+    if not os.path.exists(os.path.join(ROOT, "config", base)):
+        base = "train_" + base
+    composed, single = apply(base, "dispersion.py"), apply(name)
+    diff = {k for k in single if single[k] != composed[k]}
+    assert diff <= set(NAMING) | {"dispersion_clamp"}, diff
+    assert single["dispersion_clamp"] == (0.25 if "qwen3" in name else composed["dispersion_clamp"])
+    assert single["dispersion"] in __import__("disperse").VARIANTS
+    ce_only = apply(base)
+    assert ce_only["dispersion"] is None, f"{base} is the cross-entropy baseline of {name}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_out_dir_follows_the_file_name(name):
+    """config/train_X_y.py -> out-X-y, config/midtrain_X.py -> out-midtrain-X; fragments (dispersion.py,
+    research.py) set none: the run's command line does."""
+    sets = re.search(r"^out_dir\s*=", open(os.path.join(ROOT, "config", name)).read(), re.M)
+    if name in ("dispersion.py", "research.py"):
+        assert not sets
+        return
+    stem = name[:-3].removeprefix("train_").replace("_", "-")
+    assert apply(name)["out_dir"] == f"out-{stem}"
+
+
+def test_every_model_field_is_a_train_key():
+    """Adding an architecture is one entry in model.MODELS: train.py has a config key for each of its fields
+    (but the tokenizer and vocabulary, which come from the data)."""
+    defaults, _ = train_defaults()
+    assert set(MODELS) >= {"gpt", "qwen3"}
+    for model_type, (config_cls, _, _) in MODELS.items():
+        missing = [f.name for f in fields(config_cls) if f.name not in defaults and f.name not in ("tokenizer", "vocab_size")]
+        assert not missing, (model_type, missing)
+
+
+def test_the_readme_commands_fit_the_configs():
+    """Every config the README names exists, and an eval command right after a train command reads the
+    out_dir that config writes."""
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    named = set(re.findall(r"config/([a-z0-9_.]+\.py)", readme))
+    assert named and named <= set(NAMES), named - set(NAMES)
+    pairs = re.findall(r"train\.py (config/\S+\.py)[^\n]*\n(?:[^\n]*\n){0,2}?[^\n]*eval\.py --ckpt (\S+)/ckpt\.pt",
+                       readme)
+    assert len(pairs) >= 2
+    for cfg, ckpt_dir in pairs:
+        assert apply(os.path.basename(cfg))["out_dir"] == ckpt_dir, (cfg, ckpt_dir)
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,12 @@
 """configurator.py: nanoGPT's semantics, and each of its traps turned into a working value or one sentence."""
 import pytest
 
-from configurator import configure
+from configurator import configure, key_types
 
 DEFAULTS = dict(batch_size=12, learning_rate=6e-4, max_iters=600000, compile=True, out_dir='out',
-                init_from='scratch', betas=(0.9, 0.95), dispersion=None)
+                init_from='scratch', betas=(0.9, 0.95), dispersion=None, dispersion_loc='all', maybe=None)
+# what train.py's annotations declare (compile: bool | None = None; dispersion_loc: str | list = 'all')
+KINDS = key_types({'dispersion': str | None, 'dispersion_loc': str | list, 'maybe': bool | None})
 
 
 def test_file_then_overrides_in_order(tmp_path, capsys):
@@ -53,10 +55,47 @@ def test_unknown_key_in_file(tmp_path):
 
 def test_strings_none_defaults_and_tuples():
     c = configure(DEFAULTS, ['--init_from=resume', '--out_dir=2024', '--dispersion=angular_spread',
-                             '--betas=(0.9, 0.99)'])
+                             '--betas=(0.9, 0.99)'], KINDS)
     assert c['init_from'] == 'resume' and c['out_dir'] == '2024'
     assert c['dispersion'] == 'angular_spread' and c['betas'] == (0.9, 0.99)
-    assert configure(DEFAULTS, ['--dispersion=x', '--dispersion=None'])['dispersion'] is None
+    assert configure(DEFAULTS, ['--dispersion=x', '--dispersion=None'], KINDS)['dispersion'] is None
+
+
+@pytest.mark.parametrize("raw,value", [("false", False), ("False", False), ("true", True), ("None", None),
+                                       ("none", None)])
+def test_a_none_default_key_is_typed(raw, value):
+    """--compile=false must turn compile off: a string 'false' would be truthy (it compiled before)."""
+    assert configure(DEFAULTS, [f'--maybe={raw}'], KINDS)['maybe'] is value
+    with pytest.raises(SystemExit, match="'maybe' expects None or a bool"):
+        configure(DEFAULTS, ['--maybe=sometimes'], KINDS)
+    with pytest.raises(SystemExit, match="'maybe' expects None"):  # a None default without declared types
+        configure(DEFAULTS, ['--maybe=true'])
+
+
+def test_a_list_key_from_the_command_line_and_a_file(tmp_path):
+    assert configure(DEFAULTS, ['--dispersion_loc=[1, 3]'], KINDS)['dispersion_loc'] == [1, 3]
+    assert configure(DEFAULTS, ['--dispersion_loc=last'], KINDS)['dispersion_loc'] == 'last'
+    f = tmp_path / 'c.py'
+    f.write_text("dispersion_loc = [2, 4]\n")
+    assert configure(DEFAULTS, [str(f)], KINDS)['dispersion_loc'] == [2, 4]
+    with pytest.raises(SystemExit, match="'dispersion_loc' expects a string or a list, got 3"):
+        configure(DEFAULTS, ['--dispersion_loc=3'], KINDS)
+
+
+def test_files_compose_by_include_and_on_the_command_line(tmp_path):
+    (tmp_path / 'base.py').write_text("batch_size = 4\nmax_iters = 10\n")
+    (tmp_path / 'extra.py').write_text("dispersion = 'angular_spread'\nbatch_size = 6\n")
+    (tmp_path / 'both.py').write_text("include('base.py')\ninclude('extra.py')\nmax_iters = batch_size * 2\n")
+    c = configure(DEFAULTS, [str(tmp_path / 'both.py')], KINDS)
+    assert (c['batch_size'], c['max_iters'], c['dispersion']) == (6, 12, 'angular_spread')
+    c = configure(DEFAULTS, [str(tmp_path / 'base.py'), str(tmp_path / 'extra.py')], KINDS)
+    assert (c['batch_size'], c['max_iters'], c['dispersion']) == (6, 10, 'angular_spread')
+
+
+def test_values_are_literals_never_executed(tmp_path):
+    marker = tmp_path / 'ran'
+    c = configure(DEFAULTS, [f"--out_dir=__import__('os').mkdir('{marker}')"])
+    assert not marker.exists() and c['out_dir'].startswith("__import__")
 
 
 def test_malformed_argument_and_missing_file():

@@ -30,25 +30,11 @@ def write_run(folder, val_losses, mean_cos, ms=100.0, spearman=1.0, kendall=1.0,
         json.dump({'mean_cos': mean_cos, 'spearman': spearman, 'kendall': kendall}, f)
 
 
-def test_read_records_drops_the_records_a_resumed_run_redid(tmp_path):
-    folder = str(tmp_path / 'run')
-    os.makedirs(folder)
-    lines = [{'iter': 0, 'val_loss': 9.0}, {'iter': 10, 'ce': 8.0}, {'iter': 20, 'ce': 7.0},
-             {'iter': 20, 'val_loss': 7.5},  # the run died here, after iter 20's eval but before its checkpoint
-             {'iter': 0, 'event': 'start'}, {'iter': 10, 'ce': 8.1}, {'iter': 20, 'ce': 7.1},
-             {'iter': 20, 'val_loss': 7.6}]
-    with open(os.path.join(folder, 'log.jsonl'), 'w') as f:
-        f.write('\n'.join(json.dumps(r) for r in lines))
-    r = experiments.read_records(folder)
-    assert [(x['iter'], x['val_loss']) for x in r['eval']] == [(0, 9.0), (20, 7.6)]
-    assert [(x['iter'], x['ce']) for x in r['train']] == [(10, 8.1), (20, 7.1)]
-
-
 def test_report_means_and_stds_over_seeds(tmp_path):
     runs = str(tmp_path / 'runs')
     # CE: final val losses 5.0 and 5.2 -> 5.100 +- 0.141 (sample std: sqrt(0.02) = 0.1414)
     write_run(f'{runs}/ce_s1', [9.0, 5.0], [0.1, 0.2, 0.4], ms=100)
-    write_run(f'{runs}/ce_s2', [9.0, 5.2], [0.1, 0.2, 0.6], ms=100)
+    write_run(f'{runs}/ce_s2', [9.0, 5.2], [0.1, 0.2, 0.6], ms=100, resumed_at=0)  # its log holds redone steps
     # dispersion: blocks' mean cos (0.1 + 0.1) / 2 = 0.1 vs CE's (0.3 + 0.4) / 2 = 0.35: -71.4%; loss -2.0%
     write_run(f'{runs}/disp1.0_s1', [9.0, 4.998], [0.1, 0.1, 0.1], ms=110, spearman=0.5)
     out = str(tmp_path / 'report')

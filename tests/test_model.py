@@ -1,10 +1,14 @@
 """model.py against Hugging Face transformers (the independent truth) and against hand-checkable facts."""
 import math
+import os
+import random
 
+import numpy as np
 import pytest
 import torch
 
-from model import GPT, GPTConfig, Qwen3, Qwen3Config, build_model, from_pretrained, load_checkpoint, model_args_of
+from model import (GPT, GPTConfig, Qwen3, Qwen3Config, build_model, from_pretrained, load_checkpoint, model_args_of,
+                   save_checkpoint)
 
 transformers = pytest.importorskip("transformers")
 
@@ -53,24 +57,22 @@ def assert_same_as_hf(hf, ours, vocab, T=20):
 @pytest.mark.parametrize("n_inner", [None, 40])
 def test_gpt_matches_hf_gpt2(tmp_path, n_inner):
     hf = tiny_hf_gpt2(tmp_path, n_inner)
-    ours = GPT.from_pretrained(str(tmp_path))
-    assert ours.tokenizer_name == 'gpt2'
+    ours = from_pretrained(str(tmp_path))
+    assert isinstance(ours, GPT) and ours.config.tokenizer == 'gpt2'
     assert_same_as_hf(hf, ours.eval(), 97)
 
 
 @pytest.mark.parametrize("tie", [True, False])
 def test_qwen3_matches_hf(tmp_path, tie):
     hf = tiny_hf_qwen3(tmp_path, tie)
-    ours = Qwen3.from_pretrained(str(tmp_path))
+    ours = from_pretrained(str(tmp_path))
+    assert isinstance(ours, Qwen3) and ours.config.tokenizer == str(tmp_path)  # its own tokenizer, in its folder
     assert ours.tied == tie
     assert ours.config.head_dim == 12 and ours.config.n_kv_head == 2
     assert_same_as_hf(hf, ours.eval(), 101)
 
 
-def test_wrong_class_and_missing_model_are_one_sentence(tmp_path):
-    tiny_hf_gpt2(tmp_path)
-    with pytest.raises(SystemExit, match="not a Qwen3"):
-        Qwen3.from_pretrained(str(tmp_path))
+def test_missing_model_is_one_sentence(tmp_path):
     with pytest.raises(SystemExit, match="not a local model directory"):
         from_pretrained(str(tmp_path / "nope"))
 
@@ -148,17 +150,41 @@ def test_generate_and_crop():
         model(torch.zeros(1, 9, dtype=torch.long))
 
 
-def test_checkpoint_roundtrip_strips_compile_prefix(tmp_path):
-    model = Qwen3(Qwen3Config(vocab_size=64, n_layer=2, n_head=4, n_kv_head=2, head_dim=8, n_embd=32, n_inner=48,
-                              block_size=32))
-    sd = {'_orig_mod.' + k: v for k, v in model.state_dict().items()}
-    torch.save({'model': sd, 'model_args': model_args_of(model), 'config': {'tokenizer': 'gpt2'}}, tmp_path / 'c.pt')
+def tiny_qwen3():
+    return Qwen3(Qwen3Config(vocab_size=64, n_layer=2, n_head=4, n_kv_head=2, head_dim=8, n_embd=32, n_inner=48,
+                             block_size=32, tokenizer='Qwen/Qwen3-0.6B'))
+
+
+def test_checkpoint_roundtrip_through_save_and_load(tmp_path):
+    """What train.py writes (save_checkpoint) loads back (weights_only) into the same model and tokenizer."""
+    model = tiny_qwen3()
+    save_checkpoint({'model': model.state_dict(), 'model_args': model_args_of(model), 'iter_num': 3,
+                     'rng': [{'torch': torch.get_rng_state(), 'cuda': None}]}, str(tmp_path / 'c.pt'))
     loaded, ckpt = load_checkpoint(str(tmp_path / 'c.pt'))
-    assert isinstance(loaded, Qwen3) and loaded.config == model.config
+    assert isinstance(loaded, Qwen3) and loaded.config == model.config and ckpt['iter_num'] == 3
+    assert loaded.config.tokenizer == 'Qwen/Qwen3-0.6B'
     idx = torch.randint(0, 64, (1, 8))
     torch.testing.assert_close(loaded(idx)[0], model.eval()(idx)[0])
-    with pytest.raises(ValueError, match="Unknown model_type"):
-        build_model('llama', {})
+    assert load_checkpoint(str(tmp_path / 'c.pt'), dropout=0.1)[0].config.dropout == 0.1
+
+
+def test_a_checkpoint_of_the_previous_format_still_loads(tmp_path):
+    """Before, checkpoints held Python / NumPy RNG states and the tokenizer in config: weights_only still reads
+    them (NumPy arrays are data), and the tokenizer comes from the config."""
+    model = tiny_qwen3()
+    args = {k: v for k, v in model_args_of(model).items() if k != 'tokenizer'}
+    rng = [{'python': random.getstate(), 'numpy': np.random.get_state(), 'torch': torch.get_rng_state()}]
+    torch.save({'model': model.state_dict(), 'model_args': args, 'config': {'tokenizer': 'Qwen/Qwen3-0.6B'},
+                'rng': rng}, tmp_path / 'old.pt')
+    loaded, _ = load_checkpoint(str(tmp_path / 'old.pt'))
+    assert loaded.config == model.config
+
+
+def test_build_model_and_foreign_checkpoints_are_one_sentence(tmp_path):
+    model = tiny_qwen3()
+    sd = model.state_dict()
+    with pytest.raises(ValueError, match="Unknown model_type 'llama'"):
+        build_model({'model_type': 'llama'})
     with pytest.raises(FileNotFoundError, match="No checkpoint"):
         load_checkpoint(str(tmp_path / 'missing.pt'))
     # a checkpoint whose weights belong to another model type
@@ -170,6 +196,38 @@ def test_checkpoint_roundtrip_strips_compile_prefix(tmp_path):
     torch.save({'model': sd, 'model_args': dict(gpt_args, model_type='gpt')}, tmp_path / 'bad2.pt')
     with pytest.raises(ValueError, match="do not fit the gpt model"):
         load_checkpoint(str(tmp_path / 'bad2.pt'))
+
+
+class RunsACommand:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_load_checkpoint_refuses_code_and_names_damaged_files(tmp_path):
+    """eval.py --ckpt goes through load_checkpoint: a pickle that would run a command is refused, running
+    nothing; a truncated, empty or directory checkpoint names itself and the intact one beside it."""
+    model = tiny_qwen3()
+    good = {'model': model.state_dict(), 'model_args': model_args_of(model)}
+    marker = tmp_path / 'ran'
+    torch.save(dict(good, extra=RunsACommand(marker)), tmp_path / 'evil.pt')
+    with pytest.raises(ValueError, match="could run code when loaded, so it is refused"):
+        load_checkpoint(str(tmp_path / 'evil.pt'))
+    assert not marker.exists()
+    save_checkpoint(good, str(tmp_path / 'best.pt'))
+    data = (tmp_path / 'best.pt').read_bytes()
+    for damage in (data[:len(data) // 3], b''):
+        (tmp_path / 'ckpt.pt').write_bytes(damage)
+        with pytest.raises(ValueError) as e:
+            load_checkpoint(str(tmp_path / 'ckpt.pt'))
+        assert str(e.value).startswith(str(tmp_path / 'ckpt.pt')) and \
+            f"the intact {tmp_path / 'best.pt'} beside it" in str(e.value)
+    (tmp_path / 'ckpt.pt').unlink()
+    (tmp_path / 'ckpt.pt').mkdir()
+    with pytest.raises(ValueError, match="is a directory, not a checkpoint file; the intact"):
+        load_checkpoint(str(tmp_path / 'ckpt.pt'))
 
 
 def tiny_models():

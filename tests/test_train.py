@@ -1,6 +1,14 @@
 """train.py end to end on a tiny model: learning, exact resume, DDP equivalence, checkpoints, logs, errors."""
+import contextlib
+import errno
+import fcntl
+import gc
+import glob
+import io
 import json
 import os
+import runpy
+import shutil
 import subprocess
 import sys
 
@@ -9,6 +17,7 @@ import pytest
 import torch
 
 from model import GPT, GPTConfig, load_checkpoint, save_checkpoint
+from runlog import read_log
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOCAB = 256
@@ -35,14 +44,37 @@ TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_
 
 
 def train(out_dir, data_dir, *args, nproc=1, check=True):
-    cmd = [sys.executable, os.path.join(ROOT, "train.py"), f"--dataset={data_dir}", f"--out_dir={out_dir}", *TINY, *args]
+    """Run train.py with the tiny settings -> CompletedProcess (returncode, stdout, stderr). One process runs inside
+    this one (runpy: torch is imported once, seconds instead of tens of seconds on a busy machine), its
+    SystemExit message as stderr; several processes run under torchrun."""
+    argv = [f"--dataset={data_dir}", f"--out_dir={out_dir}", *TINY, *args]
     if nproc > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *cmd[1:]]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "train.py",
+               *argv]
+        p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), cwd=ROOT,
+                           timeout=300)
+    else:
+        saved_argv, out, code, err = sys.argv, io.StringIO(), 0, ""
+        sys.argv = ["train.py", *argv]
+        try:
+            with contextlib.redirect_stdout(out):
+                runpy.run_path(os.path.join(ROOT, "train.py"), run_name="__main__")
+        except SystemExit as e:
+            if e.code not in (None, 0):
+                code, err = 1, str(e.code)
+        finally:
+            sys.argv = saved_argv
+            gc.collect()  # closes the run's out_dir lock file, as the end of a process would
+        p = subprocess.CompletedProcess(argv, code, out.getvalue(), err)
     if check and p.returncode != 0:
         raise AssertionError(f"train.py failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
     return p
+
+
+def train_here(monkeypatch, capsys, out_dir, data_dir, *args):
+    """(the run's one-sentence stop or None, its stdout)."""
+    p = train(out_dir, data_dir, *args, check=False)
+    return (p.stderr or None), p.stdout
 
 
 def records(out_dir):
@@ -75,16 +107,17 @@ def test_training_lowers_val_loss_and_logs(tmp_path, data_dir):
           "--lr_decay_iters=0")
     recs = records(out)
     start = recs[0]
-    assert start["event"] == "start" and start["config"]["max_iters"] == 30 and start["config"]["tokenizer"] == "gpt2"
+    assert start["event"] == "start" and start["config"]["max_iters"] == 30
+    assert start["model_args"]["tokenizer"] == "gpt2"
     evals = [r for r in recs if "val_loss" in r]
     assert [r["iter"] for r in evals] == [0, 15, 30]
     assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 1.0
     steps = [r for r in recs if "loss" in r]
     assert [r["iter"] for r in steps] == list(range(1, 31))
     assert all({"loss", "ce", "lr", "tokens_per_s", "ms_per_iter"} <= r.keys() for r in steps)
-    ckpt = torch.load(out / "ckpt.pt", weights_only=False)
+    ckpt = torch.load(out / "ckpt.pt", weights_only=True)  # tensors and plain values only
     assert ckpt["iter_num"] == 30 and ckpt["model_args"]["model_type"] == "gpt"
-    assert not any(k.startswith("_orig_mod.") for k in ckpt["model"])
+    assert not any(k.startswith(("_orig_mod.", "module.")) for k in ckpt["model"])
     assert set(ckpt) >= {"model", "optimizer", "model_args", "iter_num", "best_val_loss", "config", "rng"}
     assert os.path.exists(out / "best.pt")
     model, _ = load_checkpoint(str(out / "ckpt.pt"))
@@ -101,9 +134,17 @@ def test_exact_resume(tmp_path, data_dir, extra):
     straight, split = tmp_path / "straight", tmp_path / "split"
     train(straight, data_dir, "--max_iters=8", "--eval_interval=4", *extra)
     train(split, data_dir, "--max_iters=4", "--eval_interval=4", *extra)
+    # a run that logged steps 5 and 6 and was killed before it saved them: ckpt.pt still holds iter 4
+    shutil.copy(split / "ckpt.pt", tmp_path / "at4.pt")
+    train(split, data_dir, "--max_iters=6", "--eval_interval=4", "--init_from=resume", *extra)
+    shutil.copy(tmp_path / "at4.pt", split / "ckpt.pt")
     train(split, data_dir, "--max_iters=8", "--eval_interval=4", "--init_from=resume", *extra)
-    a, b = step_losses(straight), step_losses(split)
-    assert sorted(b) == list(range(1, 9))
+    assert sum(1 for r in records(split) if r.get("iter") == 5 and "loss" in r) == 2  # written twice
+    a = step_losses(straight)
+    kept = read_log(split / "log.jsonl")
+    b = {r["iter"]: r["loss"] for r in kept if "loss" in r}
+    assert [r["iter"] for r in kept if "loss" in r] == list(range(1, 9))  # once each, in order
+    assert [r["iter"] for r in kept if "val_loss" in r] == [0, 4, 8]
     for it in range(5, 9):
         assert abs(a[it] - b[it]) < 1e-6, (it, a[it], b[it])
     wa = torch.load(straight / "ckpt.pt", weights_only=False)["model"]
@@ -119,6 +160,10 @@ def test_two_process_ddp_equals_gradient_accumulation(tmp_path, data_dir):
             "--dispersion_max_tokens=8"]
     train(one, data_dir, *args)
     train(two, data_dir, *args, nproc=2)
+    # the logged training loss is the mean over both processes' micro-batches, as one process's over both
+    la, lb = step_losses(one), step_losses(two)
+    assert sorted(la) == sorted(lb) == [1, 2, 3, 4]
+    assert all(abs(la[i] - lb[i]) < 1e-5 for i in la), (la, lb)
     wa = torch.load(one / "ckpt.pt", weights_only=False)["model"]
     wb = torch.load(two / "ckpt.pt", weights_only=False)["model"]
     for k in wa:
@@ -171,8 +216,23 @@ def test_errors_are_sentences(tmp_path, data_dir):
     train(out, data_dir, "--max_iters=2", "--eval_interval=2")
     msg = one_sentence(train(out, data_dir, "--init_from=resume", "--n_embd=64", "--max_iters=4", check=False))
     assert "different model from this config" in msg and "n_embd" in msg
-    p = train(out, data_dir, "--gradient_accumulation_steps=3", nproc=2, check=False)  # torchrun adds its own report
-    assert p.returncode != 0 and "must be a multiple of the number of processes (2)." in p.stderr
+
+
+@pytest.mark.slow
+def test_a_world_size_mismatch_is_said_once_with_the_value_that_works_and_the_readme_ddp_example_runs(tmp_path,
+                                                                                                        data_dir):
+    p = train(tmp_path / "a", data_dir, "--gradient_accumulation_steps=1", nproc=2, check=False)
+    said = "must be a multiple of the number of processes (2): use --gradient_accumulation_steps=2."
+    assert p.returncode != 0 and p.stderr.count(said) == 1, p.stderr[-3000:]
+    # the README's CPU DDP example, shortened: config/train_shakespeare.py on 2 processes
+    out = tmp_path / "b"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
+           "config/train_shakespeare.py", "--gradient_accumulation_steps=2", f"--out_dir={out}",
+           f"--dataset={data_dir}", "--max_iters=2", "--eval_interval=2", "--eval_iters=1", "--n_layer=1"]
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                       timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert torch.load(out / "ckpt.pt", weights_only=True)["iter_num"] == 2
 
 
 def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path, data_dir):
@@ -183,8 +243,29 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path, data_dir):
               "--warmup_iters=0", "--grad_clip=0.0", check=False)
     msg = one_sentence(p)
     assert "Non-finite" in msg and "at iter" in msg
-    after = torch.load(out / "ckpt.pt", weights_only=False)["model"]
-    assert all(torch.equal(before[k], after[k]) for k in before)
+    after = torch.load(out / "ckpt.pt", weights_only=False)
+    if after["iter_num"] == 2:  # stopped before any save: the checkpoint it resumed from is untouched
+        assert all(torch.equal(before[k], after["model"][k]) for k in before)
+    # with always_save_checkpoint, ckpt.pt is whatever the last eval saw: the message must not call it good
+    assert f"{out / 'ckpt.pt'} (iter {after['iter_num']}" in msg
+    if after["iter_num"] != torch.load(out / "best.pt", weights_only=True)["iter_num"]:
+        assert "may already be diverging" in msg and str(out / "best.pt") in msg
+
+
+def test_non_finite_loss_names_best_pt_when_ckpt_pt_moved_on(tmp_path, data_dir):
+    """A finite but worse checkpoint replaced ckpt.pt (always_save_checkpoint): the stop points to best.pt."""
+    out = tmp_path / "out"
+    train(out, data_dir, "--max_iters=4", "--eval_interval=2", "--learning_rate=1e-2")
+    # val loss improved at 2 and 4: make ckpt.pt's iter 4 look like a worse one than best.pt's by a run at a
+    # higher rate that still ends finite, then diverge
+    train(out, data_dir, "--init_from=resume", "--max_iters=6", "--eval_interval=2", "--learning_rate=0.5",
+          "--warmup_iters=0", "--lr_decay_iters=0", "--min_lr=0.5")
+    ck, best = (torch.load(out / n, weights_only=True) for n in ("ckpt.pt", "best.pt"))
+    assert ck["iter_num"] == 6 and best["iter_num"] < 6  # 0.5 is far too high: the val loss went up
+    p = train(out, data_dir, "--init_from=resume", "--max_iters=20", "--eval_interval=1", "--learning_rate=1e30",
+              "--warmup_iters=0", "--grad_clip=0.0", check=False)
+    msg = one_sentence(p)
+    assert "may already be diverging" in msg and f"{out / 'best.pt'} (iter {best['iter_num']}" in msg, msg
 
 
 @pytest.mark.slow
@@ -204,10 +285,15 @@ def test_dispersion_in_training_lowers_condensation(tmp_path, data_dir):
 
 
 def test_baselines_run_in_the_trainer(tmp_path, data_dir):
-    out = tmp_path / "out"
+    out, plain = tmp_path / "out", tmp_path / "plain"
     train(out, data_dir, "--max_iters=4", "--eval_interval=4", "--noise_alpha=5.0", "--forget_every=2")
+    train(plain, data_dir, "--max_iters=4", "--eval_interval=4", "--forget_every=2")
+    # noise (m = 5 / sqrt(32 * 32) = 0.16, eight times the embedding's std) changes the first training loss on
+    # the same weights and batch, and nothing at eval (training mode only)
+    assert abs(step_losses(out)[1] - step_losses(plain)[1]) > 1e-3
+    assert [r["val_loss"] for r in records(out) if "val_loss" in r][0] == \
+        [r["val_loss"] for r in records(plain) if "val_loss" in r][0]
     ckpt = torch.load(out / "ckpt.pt", weights_only=False)
-    assert ckpt["config"]["noise_alpha"] == 5.0 and ckpt["config"]["forget_every"] == 2
     # forgetting at step 4 re-drew the embedding from N(0, 0.02) and zeroed its Adam moments
     wte = ckpt["model"]["transformer.wte.weight"]
     assert abs(wte.std().item() - 0.02) < 0.003
@@ -237,4 +323,219 @@ def test_init_from_local_hf_qwen3_needs_its_tokenizer(tmp_path, data_dir):
     train(out, str(qdata), f"--init_from={hf_dir}", "--max_iters=2", "--eval_interval=2")
     ckpt = torch.load(out / "ckpt.pt", weights_only=False)
     assert ckpt["model_args"]["model_type"] == "qwen3" and ckpt["config"]["model_type"] == "qwen3"
-    assert ckpt["model_args"]["n_kv_head"] == 2 and ckpt["config"]["tokenizer"] == hf_dir
+    assert ckpt["model_args"]["n_kv_head"] == 2 and ckpt["model_args"]["tokenizer"] == hf_dir
+
+
+# --- hardening: no lost work, safe loading, every bad input one sentence before training starts ---------------
+
+def test_help_lists_every_key_with_its_default_and_comment():
+    from test_configs import train_defaults
+    p = subprocess.run([sys.executable, "train.py", "--help"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert p.returncode == 0 and p.stdout.startswith("usage: python train.py")
+    source = open(os.path.join(ROOT, "train.py")).read()
+    defaults, _ = train_defaults()
+    for key in defaults:
+        line = next(line for line in source.splitlines() if line.startswith((f"{key} = ", f"{key}: ")))
+        assert line.strip() in p.stdout, line  # the key, its default and its comment, as train.py has them
+
+
+def test_max_iters_off_the_eval_grid_saves_the_last_step(tmp_path, data_dir):
+    out = tmp_path / "out"
+    train(out, data_dir, "--max_iters=5", "--eval_interval=4")
+    assert torch.load(out / "ckpt.pt", weights_only=True)["iter_num"] == 5
+    assert [r["iter"] for r in records(out) if "val_loss" in r] == [0, 4, 5]
+
+
+def test_a_new_run_refuses_an_out_dir_with_a_checkpoint(tmp_path, data_dir):
+    out = tmp_path / "out"
+    train(out, data_dir, "--max_iters=2", "--eval_interval=2")
+    before = torch.load(out / "ckpt.pt", weights_only=True)["model"]
+    msg = one_sentence(train(out, data_dir, "--max_iters=2", "--eval_interval=2", "--seed=5", check=False))
+    assert "already holds a checkpoint" in msg and "--init_from=resume" in msg and "--out_dir" in msg \
+        and "--overwrite=True" in msg
+    after = torch.load(out / "ckpt.pt", weights_only=True)["model"]
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    train(out, data_dir, "--max_iters=2", "--eval_interval=2", "--seed=5", "--overwrite=True")
+    after = torch.load(out / "ckpt.pt", weights_only=True)["model"]
+    assert not all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_second_trainer_in_the_same_out_dir_refuses_and_a_dead_ones_lock_does_not(tmp_path, data_dir):
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / "train.lock", "a+") as held:  # what a running trainer holds
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("otherhost 12345\n")
+        held.flush()
+        msg = one_sentence(train(out, data_dir, "--max_iters=2", "--eval_interval=2", check=False))
+        assert "Another train.py is running in" in msg and "otherhost 12345" in msg
+        assert not (out / "log.jsonl").exists()
+    # the holder ended (the OS drops the lock of a process that dies, however): the file alone stops nothing
+    train(out, data_dir, "--max_iters=2", "--eval_interval=2")
+
+
+def test_atomic_saves_use_unique_temp_files(tmp_path, monkeypatch):
+    temps = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (temps.append(src), real_replace(src, dst)))
+    path = str(tmp_path / "ckpt.pt")
+    save_checkpoint({"iter_num": 1}, path)
+    save_checkpoint({"iter_num": 2}, path)
+    assert len(set(temps)) == 2 and path + ".tmp" not in temps
+    assert all(os.path.dirname(t) == str(tmp_path) for t in temps)  # beside it: the rename stays atomic
+    assert os.listdir(tmp_path) == ["ckpt.pt"]
+
+
+def test_disk_full_during_save_keeps_the_old_checkpoint_and_is_one_sentence(tmp_path, data_dir, monkeypatch,
+                                                                           capsys):
+    out = tmp_path / "out"
+    train(out, data_dir, "--max_iters=2", "--eval_interval=2")
+    before = (out / "ckpt.pt").read_bytes()
+
+    def full(obj, f):
+        f.write(b"the first bytes")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", full)
+    msg, _ = train_here(monkeypatch, capsys, out, data_dir, "--init_from=resume", "--max_iters=4",
+                        "--eval_interval=2", "--probe_windows=0")
+    assert msg == (f"Could not write {out / 'ckpt.pt'} (No space left on device): the previous ckpt.pt is kept; "
+                   f"free disk space and continue with --init_from=resume.")
+    assert (out / "ckpt.pt").read_bytes() == before
+    assert sorted(os.listdir(out)) == ["best.pt", "ckpt.pt", "log.jsonl", "train.lock"]  # no temp file left
+
+
+class RunsACommand:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_and_runs_nothing(tmp_path, data_dir):
+    out = tmp_path / "out"
+    train(out, data_dir, "--max_iters=2", "--eval_interval=2")
+    ckpt = torch.load(out / "ckpt.pt", weights_only=True)
+    marker = tmp_path / "ran"
+    torch.save(dict(ckpt, extra=RunsACommand(marker)), out / "ckpt.pt")
+    msg = one_sentence(train(out, data_dir, "--init_from=resume", "--max_iters=4", check=False))
+    assert msg.startswith(f"Cannot resume: {out / 'ckpt.pt'} holds Python objects other than tensors") \
+        and "could run code when loaded, so it is refused" in msg
+    assert not marker.exists()
+    torch.load(out / "ckpt.pt", weights_only=False)  # the file really does run the command
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage", "directory"])
+def test_a_damaged_checkpoint_is_one_sentence_naming_the_intact_one(tmp_path, data_dir, damage):
+    out = tmp_path / "out"
+    train(out, data_dir, "--max_iters=2", "--eval_interval=2")
+    path = out / "ckpt.pt"
+    data = path.read_bytes()
+    if damage == "directory":
+        path.unlink()
+        path.mkdir()
+    else:
+        path.write_bytes({"truncated": data[:len(data) // 2], "empty": b"", "garbage": b"\x00\x01" * 999}[damage])
+    msg = one_sentence(train(out, data_dir, "--init_from=resume", "--max_iters=4", check=False))
+    assert msg.startswith(f"Cannot resume: {path}") and f"the intact {out / 'best.pt'} beside it" in msg, msg
+
+
+def test_resume_checks_the_datas_tokenizer_and_keeps_the_checkpoints(tmp_path, data_dir):
+    out = tmp_path / "out"
+    train(out, data_dir, "--max_iters=2", "--eval_interval=2")
+    other = tmp_path / "other"
+    shutil.copytree(data_dir, other)
+    (other / "meta.json").write_text(json.dumps({"dtype": "uint16", "tokenizer": "some/other-tokenizer",
+                                                 "vocab_size": VOCAB, "eot_token": 255}))
+    msg = one_sentence(train(out, str(other), "--init_from=resume", "--max_iters=4", check=False))
+    assert "trained on tokens of 'gpt2'" in msg and "'some/other-tokenizer'" in msg
+    assert torch.load(out / "ckpt.pt", weights_only=True)["model_args"]["tokenizer"] == "gpt2"
+
+
+def test_token_ids_beyond_the_vocabulary_name_the_file(tmp_path, data_dir):
+    bad = tmp_path / "bad"
+    shutil.copytree(data_dir, bad)
+    x = np.fromfile(bad / "train.bin", dtype=np.uint16)
+    x[::50] = 300  # 256 ids declared (and the model's vocabulary, 256 being a multiple of 64)
+    x.tofile(bad / "train.bin")
+    msg = one_sentence(train(tmp_path / "out", str(bad), "--max_iters=2", "--eval_interval=2", check=False))
+    assert msg == (f"{bad / 'train.bin'} holds token id 300, beyond the model's vocabulary of 256: prepare the "
+                   f"data with the model's tokenizer.")
+
+
+@pytest.mark.parametrize("args,said", [
+    (["--dispersion=angular"], "Unknown dispersion variant 'angular'"),
+    (["--dispersion=angular_spread", "--dispersion_loc=middle"], "dispersion_loc must be one of"),
+    (["--dispersion=angular_spread", "--dispersion_loc=[0, 1]"], "integers 1..2"),
+    (["--dispersion=angular_spread", "--dispersion_tau=0"], "must be positive"),
+    (["--dispersion=l2_repel", "--dispersion_eps=-1"], "must be positive"),
+    (["--dispersion=angular_spread", "--dispersion_clamp=1.5"], "clamp must lie in (0, 1)"),
+    (["--dispersion=orthogonalization", "--dispersion_margin=2"], "dispersion_margin"),
+    (["--batch_size=0"], "batch_size must be at least 1, not 0."),
+    (["--gradient_accumulation_steps=0"], "gradient_accumulation_steps must be at least 1"),
+    (["--eval_interval=0"], "eval_interval must be at least 1"),
+    (["--block_size=0"], "block_size must be at least 1"),
+    (["--n_embd=30", "--n_head=4"], "n_embd (30) must be divisible by n_head (4)."),
+    (["--compile=sometimes"], "'compile' expects None or a bool"),
+])
+def test_bad_settings_are_one_sentence_before_the_first_eval(tmp_path, data_dir, monkeypatch, capsys, args, said):
+    msg, out = train_here(monkeypatch, capsys, tmp_path / "out", data_dir, "--max_iters=2", *args)
+    assert msg is not None and said in msg and "Traceback" not in msg, msg
+    assert "step 0" not in out and not (tmp_path / "out" / "log.jsonl").exists()
+
+
+def test_compile_false_means_off(tmp_path, data_dir, monkeypatch, capsys):
+    """--compile=false was the string 'false', which is truthy: the run compiled."""
+    msg, _ = train_here(monkeypatch, capsys, tmp_path / "out", data_dir, "--max_iters=0", "--compile=false",
+                        "--probe_windows=0")
+    assert msg is None
+    assert records(tmp_path / "out")[0]["compile"] is False
+
+
+def test_a_list_of_blocks_reaches_the_loss(tmp_path, data_dir, monkeypatch, capsys):
+    """dispersion_loc=[2] applies the loss to block 2 only: a different logged term than 'all' (blocks 1, 2)."""
+    common = ["--max_iters=1", "--eval_interval=1", "--probe_windows=0", "--dispersion=angular_spread"]
+    assert train_here(monkeypatch, capsys, tmp_path / "a", data_dir, *common, "--dispersion_loc=[2]")[0] is None
+    assert train_here(monkeypatch, capsys, tmp_path / "b", data_dir, *common)[0] is None
+    a, b = ([r for r in records(tmp_path / x) if "disp" in r][0]["disp"] for x in ("a", "b"))
+    assert abs(a - b) > 1e-4
+    assert records(tmp_path / "a")[0]["config"]["dispersion_loc"] == [2]
+
+
+def test_dispersion_tau_l2_reaches_the_loss(tmp_path, data_dir):
+    """l2_repel's temperature is a config key that reaches disperse.py: log(mean exp(-d^2 / tau_l2)) changes."""
+    common = ["--max_iters=1", "--eval_interval=1", "--probe_windows=0", "--dispersion=l2_repel"]
+    train(tmp_path / "a", data_dir, *common, "--dispersion_tau_l2=1.0")
+    train(tmp_path / "b", data_dir, *common, "--dispersion_tau_l2=50.0")
+    a, b = ([r for r in records(tmp_path / x) if "disp" in r][0]["disp"] for x in ("a", "b"))
+    assert abs(a - b) > 1e-3, (a, b)
+
+
+def test_read_log_drops_what_a_resume_superseded(tmp_path):
+    lines = [{"iter": 0, "event": "start"}, {"iter": 0, "val_loss": 5.0}, {"iter": 1, "loss": 4.0},
+             {"iter": 2, "loss": 3.0}, {"iter": 2, "val_loss": 3.5}, {"iter": 3, "loss": 2.9},
+             {"iter": 2, "event": "start"}, {"iter": 2, "val_loss": 3.4}, {"iter": 3, "loss": 2.8}]
+    path = tmp_path / "log.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    kept = read_log(path)
+    assert kept == [lines[0], lines[1], lines[2], lines[3], lines[6], lines[7], lines[8]]
+
+
+@pytest.mark.slow  # wandb runs its own service process
+def test_wandb_logs_curves_heatmaps_and_summary_offline(tmp_path, data_dir):
+    pytest.importorskip("wandb")
+    out = tmp_path / "out"
+    env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="offline", WANDB_DIR=str(tmp_path), WANDB_SILENT="true")
+    cmd = [sys.executable, "train.py", f"--dataset={data_dir}", f"--out_dir={out}", *TINY, "--max_iters=2",
+           "--eval_interval=1", "--wandb_log=True", "--probe_windows=4"]
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    run = glob.glob(str(tmp_path / "wandb" / "offline-run-*"))[0]
+    images = glob.glob(os.path.join(run, "files", "media", "images", "*.png"))
+    assert len(images) == 3  # the heatmap at each eval: 0, 1, 2
+    data = open(glob.glob(os.path.join(run, "*.wandb"))[0], "rb").read()
+    for key in (b"mean_cos/layer_0", b"mean_cos/layer_2", b"last_mean", b"val_loss", b"best_val_loss",
+                b"final_val_loss", b"eval_interval"):  # per-layer curves, summary, config
+        assert key in data, key
