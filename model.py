@@ -149,7 +149,7 @@ class CausalSelfAttention(nn.Module):
         self.dropout = dropout
         self.resid_dropout = nn.Dropout(dropout)
 
-    def forward(self, x, rope=None, attn_mask=None):
+    def forward(self, x, rope=None, attn_mask=None, kv_cache=None):
         B, T, C = x.size()
         hd = self.head_dim
         q, k, v = self.c_attn(x).split([self.n_head * hd, self.n_kv_head * hd, self.n_kv_head * hd], dim=2)
@@ -167,6 +167,14 @@ class CausalSelfAttention(nn.Module):
         if attn_mask is not None:
             assert attn_mask.shape == (B, T, T) and attn_mask.dtype == torch.bool, attn_mask.shape
             attn_mask = attn_mask[:, None]
+        if kv_cache is not None:  # generation: this block's keys and values of the P earlier positions
+            assert attn_mask is None, "a KV cache works with the causal mask only"
+            if kv_cache:
+                k, v = torch.cat([kv_cache['k'], k], dim=2), torch.cat([kv_cache['v'], v], dim=2)
+            kv_cache['k'], kv_cache['v'] = k, v  # (B, n_kv_head, P + T, hd)
+            P = k.size(2) - T
+            if P > 0:  # query t sits at position P + t and sees keys 0 .. P + t: a causal mask shifted by P
+                attn_mask = torch.ones(T, P + T, dtype=torch.bool, device=x.device).tril(diagonal=P)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
                                            dropout_p=self.dropout if self.training else 0.0,
                                            is_causal=attn_mask is None, enable_gqa=self.n_kv_head != self.n_head)
@@ -201,8 +209,8 @@ class Block(nn.Module):
         super().__init__()
         self.ln_1, self.attn, self.ln_2, self.mlp = ln_1, attn, ln_2, mlp
 
-    def forward(self, x, rope=None, attn_mask=None):
-        x = x + self.attn(self.ln_1(x), rope, attn_mask)
+    def forward(self, x, rope=None, attn_mask=None, kv_cache=None):
+        x = x + self.attn(self.ln_1(x), rope, attn_mask, kv_cache)
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -249,18 +257,20 @@ class LanguageModel(nn.Module):
                 n -= self.transformer.wte.weight.numel()
         return n
 
-    def hidden_states(self, idx, pos=None, attn_mask=None):
+    def hidden_states(self, idx, pos=None, attn_mask=None, kv_cache=None):
         """The n_layer + 1 hidden states [B, T, C] in Hugging Face's convention (module docstring), without the
         LM head: measuring condensation needs no [B, T, vocab] logits. pos [B, T] (long) and attn_mask
-        [B, T, T] (bool, True = may attend) replace positions 0..T-1 and the causal mask (packed rows)."""
+        [B, T, T] (bool, True = may attend) replace positions 0..T-1 and the causal mask (packed rows).
+        kv_cache (generation): a list of one dict per block, empty at first, that keeps the keys and values of
+        the positions seen so far; idx then holds only the new tokens and pos their positions (see generate)."""
         B, T = idx.size()
         assert T <= self.config.block_size, \
             f"Cannot forward a sequence of length {T}: block_size is only {self.config.block_size}"
         assert pos is None or pos.shape == (B, T), f"pos must be [B, T] = {(B, T)}, not {tuple(pos.shape)}"
         x, rope = self.embed(idx, pos)
         hidden = [x]
-        for block in self.transformer.h:
-            x = block(x, rope, attn_mask)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, rope, attn_mask, None if kv_cache is None else kv_cache[i])
             hidden.append(x)
         hidden[-1] = self.transformer.ln_f(x)  # the last entry is taken after the final norm
         return hidden
@@ -316,17 +326,41 @@ class LanguageModel(nn.Module):
         return model
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
-        """Sample max_new_tokens tokens after idx (B, T), feeding each prediction back in."""
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None, vocab_size=None,
+                 use_cache=True):
+        """Sample max_new_tokens tokens after idx (B, T), feeding each prediction back in (nanoGPT's sampler).
+
+        With the KV cache each step runs only the newest token through the blocks: its keys and values join
+        those kept for the earlier positions (at position p = tokens so far: GPT's wpe[p], Qwen3's RoPE angle
+        p * theta^(-2j/d)), and the LM head runs on the last position only. Once the text is longer than
+        block_size the context is its last block_size tokens, as in nanoGPT; every position then shifts by one
+        per step, so those steps recompute the window without the cache.
+        temperature 0 is greedy (argmax); top_k keeps the k most likely tokens; vocab_size (the tokenizer's
+        vocabulary) never samples the unused rows of a padded LM head (50304 - 50257 = 47 for GPT-2's)."""
+        B, block_size = idx.size(0), self.config.block_size
+        kv_cache, new = None, idx  # new: the tokens whose keys and values are not cached yet
         for _ in range(max_new_tokens):
-            idx_cond = idx if idx.size(1) <= self.config.block_size else idx[:, -self.config.block_size:]
-            logits, _ = self(idx_cond)
-            logits = logits[:, -1, :] / temperature
-            if top_k is not None:
-                v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
-                logits[logits < v[:, [-1]]] = -float('Inf')
-            idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
+            if use_cache and idx.size(1) <= block_size:
+                if kv_cache is None:
+                    kv_cache = [{} for _ in self.transformer.h]
+                P = idx.size(1) - new.size(1)  # positions already in the cache
+                pos = torch.arange(P, idx.size(1), device=idx.device).expand(B, -1)
+                x = self.hidden_states(new, pos, kv_cache=kv_cache)[-1][:, -1]
+            else:
+                x = self.hidden_states(idx[:, -block_size:])[-1][:, -1]
+            logits = self.lm_head(x).float()  # (B, vocab): the last position only
+            if vocab_size is not None:
+                logits[:, vocab_size:] = -float('inf')
+            if temperature == 0:
+                idx_next = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                    logits[logits < v[:, [-1]]] = -float('inf')
+                idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1, generator=generator)
             idx = torch.cat((idx, idx_next), dim=1)
+            new = idx_next
         return idx
 
 
