@@ -1194,6 +1194,9 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["--lm_eval"]:  # the rest is lm-eval's own command line
         return lm_eval_main(argv[1:])
+    if argv[:1] == ["--export_hf"]:  # python eval.py --export_hf out/ckpt.pt DIR: a transformers directory
+        from model import export_hf
+        return export_hf(*argv[1:]) if len(argv) == 3 else sys.exit("Usage: python eval.py --export_hf CKPT DIR")
     args = build_parser().parse_args(argv)
     if args.compare and all(is_benchmarks_json(p) for p in args.compare):
         return print(compare_benchmarks(args.compare))
