@@ -585,7 +585,8 @@ def from_pretrained(name_or_path, dropout=0.0):
         if isinstance(m, CausalSelfAttention):
             m.dropout = dropout
     model.config.dropout = dropout
-    gpt2_tokens = hf_config.model_type == 'gpt2' or _has_gpt2_tokenizer(name_or_path)  # e.g. export_hf's Qwen3
+    # GPT-2's tokens: released GPT-2, or a directory with GPT-2's tokenizer (export_hf of a Qwen3 trained on them)
+    gpt2_tokens = hf_config.model_type == 'gpt2' or _has_gpt2_tokenizer(name_or_path)
     model.tokenizer_name = 'gpt2' if gpt2_tokens else name_or_path
     return model
 
@@ -692,7 +693,7 @@ def _hf_tokenizer(name, out_dir):
     try:
         return AutoTokenizer.from_pretrained(name)
     except Exception as e:
-        print(f"The tokenizer '{name}' is not available here (not a local directory, not in the Hugging Face cache): "
-              f"the model is exported without tokenizer files; copy them in with AutoTokenizer.from_pretrained("
+        print(f"The tokenizer '{name}' is not available here (not a local directory, not in the Hugging Face "
+              f"cache): the model is exported without tokenizer files; copy them in with AutoTokenizer.from_pretrained("
               f"'{name}').save_pretrained('{out_dir}') on a machine with internet. ({type(e).__name__})")
         return None
