@@ -79,6 +79,7 @@ def test_init_from_the_export_round_trips(tmp_path, name):
         torch.testing.assert_close(back(idx)[0], model(idx)[0], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow  # a train.py subprocess
 def test_train_py_continues_from_an_exported_qwen3(tmp_path):
     """A Qwen3 trained on GPT-2 tokens, exported, then mid-trained on GPT-2-token data with --init_from DIR."""
     _, out = export(tmp_path, "qwen3_untied")

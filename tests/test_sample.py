@@ -67,14 +67,20 @@ def test_start_from_file_and_errors(ckpt, capsys, tmp_path):
             sample.main(argv)
 
 
-def test_init_from_local_hf_dir_as_a_script(tmp_path):
-    """`python sample.py --init_from DIR`: released-style weights through transformers, run as a script."""
+def test_init_from_local_hf_dir(tmp_path, capsys):
+    """--init_from DIR: released-style weights through transformers, with GPT-2's tokenizer."""
     transformers = pytest.importorskip("transformers")
     cfg = transformers.GPT2Config(vocab_size=50257, n_positions=32, n_embd=16, n_layer=1, n_head=2)
     transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp_path / "hf")
+    out = run(capsys, "--init_from", str(tmp_path / "hf"), "--start", "Hello", "--num_samples", "2",
+              "--max_new_tokens", "5")
+    assert out.count(SEP) == 2 and out.startswith("Hello")
+
+
+@pytest.mark.slow  # a subprocess: 10-30 s on 2 busy cores
+def test_runs_as_a_script(ckpt):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    p = subprocess.run([sys.executable, "sample.py", "--init_from", str(tmp_path / "hf"), "--start", "Hello",
-                        "--num_samples", "2", "--max_new_tokens", "5"], capture_output=True, text=True, cwd=ROOT,
-                       env=env, timeout=120)
+    p = subprocess.run([sys.executable, "sample.py", "--ckpt", ckpt[0], "--start", "Hello", "--num_samples", "2",
+                        "--max_new_tokens", "5"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
     assert p.stdout.count(SEP) == 2 and p.stdout.startswith("Hello")
