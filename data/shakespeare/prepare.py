@@ -8,14 +8,23 @@ markup (#, **, _, escapes, trailing line-break spaces) goes. Three plays are hel
 About 1.53M GPT-2 tokens in all (1.41M train, 0.12M val).
 
   python data/shakespeare/prepare.py      ->  data/shakespeare/{train,val}.bin, meta.json
+  python -m data.shakespeare.prepare      (the same)
 """
 
-import importlib.util
 import os
-import re
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+if __name__ == "__main__" and not __package__:
+    # run as a file: re-run as `python -m data.shakespeare.prepare` with the repository root on PYTHONPATH, so that
+    # the package `data` imports; the arguments and the working directory stay as given
+    import subprocess
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+    sys.exit(subprocess.call([sys.executable, "-m", "data.shakespeare.prepare", *sys.argv[1:]], env=env))
+
+import importlib.util  # noqa: E402
+import re  # noqa: E402
+
 from data.tokens import write_tokens  # noqa: E402
 
 VAL_PLAYS = ("hamlet", "the-tempest", "twelfth-night")  # held out, a tragedy, a romance and a comedy
