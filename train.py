@@ -37,6 +37,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import configure
 from data.tokens import fixed_starts, get_batch, load_meta, load_split
+import fsdp
 from model import build_model, config_keys, from_pretrained, make_config, model_args_of, save_checkpoint
 
 # -----------------------------------------------------------------------------
@@ -110,6 +111,8 @@ device = 'auto'  # 'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1'
 dtype = 'auto'  # 'auto' (bfloat16 on CUDA where supported, else float16 with a GradScaler; float32 on CPU)
 compile = None  # None = on for CUDA, off elsewhere (a cold compile costs 30-55 s per process on a small CPU)
 backend = 'auto'  # DDP backend: nccl on CUDA, gloo on CPU
+parallelism = 'ddp'  # 'ddp' (a whole copy per process) or 'fsdp' (sharded: fsdp.py; needs torchrun)
+activation_checkpointing = False  # recompute each block in the backward: less memory, ~1/3 more compute
 peak_flops = 0.0  # for MFU; 0 = guess from the GPU name (A100 312e12, H100/H200 989e12)
 seed = 1337
 # -----------------------------------------------------------------------------
@@ -140,6 +143,8 @@ if ddp:
 else:
     ddp_rank, ddp_local_rank, ddp_world_size = 0, 0, 1
 master_process = ddp_rank == 0
+if parallelism not in ('ddp', 'fsdp') or (parallelism == 'fsdp' and not ddp):
+    raise SystemExit(f"parallelism must be 'ddp' or 'fsdp' (under torchrun, even for one process), not '{parallelism}'.")
 if gradient_accumulation_steps % ddp_world_size != 0:
     raise SystemExit(f"gradient_accumulation_steps ({gradient_accumulation_steps}) must be a multiple of the number "
                      f"of processes ({ddp_world_size}).")
@@ -197,13 +202,14 @@ init_origin = init_from  # 'scratch' or the released weights the run started fro
 args = {k: globals()[k] for k in config_keys(model_type) if k in globals()}  # the model keys of this config
 if init_from == 'scratch':
     vocab_size = math.ceil(meta['vocab_size'] / 64) * 64  # pad for fast matmuls: 50257 -> 50304
-    model = build_model(model_type, dict(args, vocab_size=vocab_size, block_size=block_size))
+    with fsdp.build_device(parallelism, ddp_rank, init_from):  # FSDP: rank 0 only; the others on 'meta'
+        model = build_model(model_type, dict(args, vocab_size=vocab_size, block_size=block_size))
     log0(f"initialising a new {model_type} model from scratch (vocab {vocab_size})")
 elif init_from == 'resume':
-    ckpt_path = os.path.join(out_dir, 'ckpt.pt')
+    ckpt_path = os.path.join(out_dir, fsdp.CKPT if parallelism == 'fsdp' else 'ckpt.pt')
     if not os.path.exists(ckpt_path):
         raise SystemExit(f"Cannot resume: there is no checkpoint at {ckpt_path}. Train with --init_from=scratch first.")
-    checkpoint = torch.load(ckpt_path, map_location='cpu', weights_only=False)
+    checkpoint = fsdp.read_meta(ckpt_path) if parallelism == 'fsdp' else torch.load(ckpt_path, map_location='cpu', weights_only=False)
     saved = checkpoint['model_args']
     init_origin = checkpoint.get('init_origin', 'scratch')
     if init_origin == 'scratch':  # the config shapes the model: it must be the checkpoint's
@@ -214,13 +220,15 @@ elif init_from == 'resume':
             raise SystemExit(f"The checkpoint in {out_dir} is a different model from this config (key: (checkpoint, "
                              f"config) {diff}); resume with the config it was trained with.")
     model_type = config['model_type'] = saved['model_type']
-    model = build_model(model_type, dict(saved, dropout=dropout))
-    model.load_state_dict({k.removeprefix('_orig_mod.'): v for k, v in checkpoint['model'].items()})
+    with fsdp.build_device(parallelism, ddp_rank, init_from):  # FSDP: weights come from the shards (fsdp.load)
+        model = build_model(model_type, dict(saved, dropout=dropout))
+    if parallelism == 'ddp':
+        model.load_state_dict({k.removeprefix('_orig_mod.'): v for k, v in checkpoint['model'].items()})
     iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
     log0(f"resuming from {ckpt_path} at iter {iter_num}")
 else:
     log0(f"initialising from released weights: {init_from}")
-    model = from_pretrained(init_from, dropout=dropout)
+    model = fsdp.from_pretrained(init_from, dropout, ddp_rank) if parallelism == 'fsdp' else from_pretrained(init_from, dropout=dropout)
     if model.tokenizer_name != meta['tokenizer']:
         raise SystemExit(f"{init_from} uses the tokenizer '{model.tokenizer_name}' but data/{dataset} was tokenised "
                          f"with '{meta['tokenizer']}': prepare the data with --tokenizer {model.tokenizer_name}.")
@@ -230,7 +238,10 @@ else:
 if block_size > model.config.block_size:
     raise SystemExit(f"block_size {block_size} is larger than the model's context {model.config.block_size}.")
 model_args = model_args_of(model)
-model.to(device)
+if parallelism == 'fsdp':  # shard every block, then the root; weights from rank 0 (or, on resume, the shards)
+    model = fsdp.shard(model, device, dtype, activation_checkpointing, compile, from_rank0=init_from != 'resume')
+else:
+    model.to(device)
 log0(f"number of parameters: {model.num_params() / 1e6:.2f}M (non-embedding)")
 
 # the paper's baselines hook into the model from outside, without changing its code
@@ -245,7 +256,10 @@ if noise_alpha > 0:
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 if checkpoint is not None:
-    optimizer.load_state_dict(checkpoint['optimizer'])
+    if parallelism == 'fsdp':
+        fsdp.load(ckpt_path, model, optimizer)
+    else:
+        optimizer.load_state_dict(checkpoint['optimizer'])
     rng = checkpoint.get('rng')
     if rng is not None and len(rng) == ddp_world_size:  # the same process layout: continue every stream exactly
         r = rng[ddp_rank]
@@ -259,10 +273,12 @@ if checkpoint is not None:
 checkpoint = None  # free memory
 
 raw_model = model
-if compile:
+if activation_checkpointing and parallelism == 'ddp':
+    fsdp.wrap_blocks(model, activation_checkpointing=True, compile=False)
+if compile and parallelism == 'ddp':  # FSDP compiles per block (fsdp.shard)
     log0("compiling the model... (takes a minute)")
     model = torch.compile(model)
-if ddp:
+if ddp and parallelism == 'ddp':
     model = DDP(model, device_ids=[ddp_local_rank] if device_type == 'cuda' else None)
 
 
@@ -383,22 +399,30 @@ while True:
         if ddp:
             rng = [None] * ddp_world_size
             dist.all_gather_object(rng, rng_states())
-        if master_process and (iter_num > 0 or init_from == 'resume') and not eval_only:
+        if (master_process or parallelism == 'fsdp') and (iter_num > 0 or init_from == 'resume') and not eval_only:
             improved = losses['val'] < best_val_loss
             best_val_loss = min(best_val_loss, losses['val'])
             if improved or always_save_checkpoint:
-                save_checkpoint(checkpoint_dict(rng), os.path.join(out_dir, 'ckpt.pt'))
-                log0(f"saved checkpoint to {out_dir}/ckpt.pt")
+                if parallelism == 'fsdp':  # every process writes its shards
+                    fsdp.save(checkpoint_dict(rng), model, optimizer, os.path.join(out_dir, fsdp.CKPT))
+                else:
+                    save_checkpoint(checkpoint_dict(rng), os.path.join(out_dir, 'ckpt.pt'))
+                log0(f"saved checkpoint to {out_dir}/{fsdp.CKPT if parallelism == 'fsdp' else 'ckpt.pt'}")
             if improved and save_best:
-                save_checkpoint(checkpoint_dict(rng), os.path.join(out_dir, 'best.pt'))
+                if parallelism == 'fsdp':
+                    fsdp.save(checkpoint_dict(rng), model, optimizer, os.path.join(out_dir, fsdp.BEST))
+                else:
+                    save_checkpoint(checkpoint_dict(rng), os.path.join(out_dir, 'best.pt'))
     if eval_only or iter_num >= max_iters:
         break
 
     # one optimizer step over grad_accum micro-batches
     ce_sum, disp_sum = 0.0, 0.0
     for micro_step in range(grad_accum):
-        if ddp:  # all-reduce the gradients only after the last micro-batch
+        if ddp and parallelism == 'ddp':  # all-reduce the gradients only after the last micro-batch
             model.require_backward_grad_sync = (micro_step == grad_accum - 1)
+        elif parallelism == 'fsdp':  # reduce-scatter only after the last (costs one unsharded gradient meanwhile)
+            model.set_requires_gradient_sync(micro_step == grad_accum - 1)
         loss, ce, disp = forward_loss(X, Y, train=True)
         loss = loss / grad_accum  # the accumulated gradient is the gradient of the mean loss
         # draw the next batch while the accelerator works on this one
