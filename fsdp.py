@@ -157,7 +157,7 @@ def load(path, model, optimizer):
     """Read a checkpoint written by save() into this process's shards (any number of processes, or none: a plain
     model); DCP reshards when the world size differs from the one that wrote it."""
     state = _state(model, optimizer)
-    dcp.load(state, checkpoint_id=os.path.realpath(path))
+    dcp.load(state, checkpoint_id=os.path.realpath(path), no_dist=not dist.is_initialized())
     set_model_state_dict(model, state['model'])
     set_optimizer_state_dict(model, optimizer, state['optimizer'])
 
