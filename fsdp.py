@@ -28,6 +28,7 @@ import argparse
 import functools
 import os
 import shutil
+import warnings
 from contextlib import nullcontext
 
 import torch
@@ -157,7 +158,9 @@ def load(path, model, optimizer):
     """Read a checkpoint written by save() into this process's shards (any number of processes, or none: a plain
     model); DCP reshards when the world size differs from the one that wrote it."""
     state = _state(model, optimizer)
-    dcp.load(state, checkpoint_id=os.path.realpath(path), no_dist=not dist.is_initialized())
+    with warnings.catch_warnings():  # one process without a process group is what consolidate() means
+        warnings.filterwarnings('ignore', message='torch.distributed is disabled')
+        dcp.load(state, checkpoint_id=os.path.realpath(path), no_dist=not dist.is_initialized())
     set_model_state_dict(model, state['model'])
     set_optimizer_state_dict(model, optimizer, state['optimizer'])
 

@@ -143,8 +143,10 @@ if ddp:
 else:
     ddp_rank, ddp_local_rank, ddp_world_size = 0, 0, 1
 master_process = ddp_rank == 0
-if parallelism not in ('ddp', 'fsdp') or (parallelism == 'fsdp' and not ddp):
-    raise SystemExit(f"parallelism must be 'ddp' or 'fsdp' (under torchrun, even for one process), not '{parallelism}'.")
+if parallelism not in ('ddp', 'fsdp'):
+    raise SystemExit(f"parallelism must be 'ddp' or 'fsdp', not '{parallelism}'.")
+if parallelism == 'fsdp' and not ddp:
+    raise SystemExit("parallelism='fsdp' runs under torchrun, even on one process: torchrun --nproc_per_node=1 train.py ...")
 if gradient_accumulation_steps % ddp_world_size != 0:
     raise SystemExit(f"gradient_accumulation_steps ({gradient_accumulation_steps}) must be a multiple of the number "
                      f"of processes ({ddp_world_size}).")
