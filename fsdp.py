@@ -4,6 +4,7 @@ and read sharded checkpoints with torch.distributed.checkpoint (DCP). train.py c
 
   torchrun --standalone --nproc_per_node=8 train.py config/train_qwen3_4b.py             # one node
   python fsdp.py --consolidate out/ckpt_dcp out/ckpt.pt   # a sharded checkpoint -> one file for eval.py / DDP
+  python fsdp.py --memory                                  # per-GPU memory of Qwen3 0.6B-8B, DDP vs FSDP
 
 Why: DDP keeps a whole copy of the model, its gradients and AdamW's two moments on every process, 16 bytes per
 parameter in fp32 (4 weight + 4 gradient + 8 moments); FSDP keeps 16 / N bytes per parameter on each of N
@@ -178,10 +179,45 @@ def consolidate(src, dst):
     save_checkpoint(dict(ckpt, model=model.state_dict(), optimizer=optimizer.state_dict()), dst)
 
 
+def memory_gb(n_params, n_layer, n_embd, vocab_size, tokens, world_size, fsdp, ac, accumulate):
+    """Estimated peak memory per GPU (GB) of bf16 training with fp32 master weights and AdamW:
+      state        16 N bytes (4 weight + 4 gradient + 8 AdamW moments), / world_size under FSDP
+      accumulated  4 N bytes under FSDP while micro-steps skip the reduce-scatter (FSDP2 keeps an unsharded fp32
+                   gradient until the last micro-step): only when a process runs more than one micro-batch
+      activations  34 C bytes per token per layer (Korthikanti et al. 2022, bf16, flash attention: no T^2 term);
+                   with activation checkpointing 2 C per token per layer (the block inputs) + one block's 34 C
+      logits       6 V bytes per token (bf16 logits + the fp32 softmax of the cross-entropy)
+    tokens: B x T of one micro-batch. An estimate, to choose B and AC; measure with torch.cuda.max_memory_allocated."""
+    state = 16 * n_params / (world_size if fsdp else 1)
+    acc = 4 * n_params if fsdp and accumulate else 0
+    act = (2 * n_layer + 34) * n_embd * tokens if ac else 34 * n_embd * n_layer * tokens
+    return (state + acc + act + 6 * vocab_size * tokens) / 1e9
+
+
+def memory_table(world_size=8):
+    """The README's table: Qwen3 0.6B-8B (GPT-2 vocabulary, T = 4096) with our configs' micro-batch sizes."""
+    from model import QWEN3_PRESETS, build_model
+    rows = ["| model | params | B x T | DDP | FSDP (8 GPUs) | FSDP + AC |", "|---|---|---|---|---|---|"]
+    for name, B in (('0.6B', 4), ('1.7B', 4), ('4B', 2), ('8B', 4)):
+        with torch.device('meta'):
+            m = build_model('qwen3', dict(QWEN3_PRESETS[f'Qwen/Qwen3-{name}'], vocab_size=50304, block_size=4096))
+        c, n = m.config, m.num_params(non_embedding=False)
+        gb = [memory_gb(n, c.n_layer, c.n_embd, c.vocab_size, B * 4096, world_size, f, ac, True)
+              for f, ac in ((False, False), (True, False), (True, True))]
+        rows.append(f"| Qwen3-{name} | {n / 1e9:.2f}B | {B} x 4096 | " + " | ".join(f"{g:.0f} GB" for g in gb) + " |")
+    return "\n".join(rows)
+
+
 if __name__ == '__main__':
-    p = argparse.ArgumentParser(description="Convert a sharded (DCP) checkpoint into a single-file ckpt.pt.")
-    p.add_argument('--consolidate', nargs=2, metavar=('SRC', 'DST'), required=True,
-                   help="e.g. out/ckpt_dcp out/ckpt.pt")
-    src, dst = p.parse_args().consolidate
-    consolidate(src, dst)
-    print(f"wrote {dst}")
+    p = argparse.ArgumentParser(description="Convert a sharded (DCP) checkpoint into a single-file ckpt.pt, or "
+                                            "print the per-GPU memory table.")
+    p.add_argument('--consolidate', nargs=2, metavar=('SRC', 'DST'), help="e.g. out/ckpt_dcp out/ckpt.pt")
+    p.add_argument('--memory', action='store_true', help="the README's per-GPU memory estimates")
+    a = p.parse_args()
+    if a.memory:
+        print(memory_table())
+    elif a.consolidate:
+        consolidate(*a.consolidate)
+        print(f"wrote {a.consolidate[1]}")
+    else:
+        p.print_help()

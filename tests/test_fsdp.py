@@ -227,3 +227,29 @@ def test_released_weights_load_into_a_sharded_model_from_rank0_only(tmp_path, ki
             num_key_value_heads=2, head_dim=8, max_position_embeddings=32, tie_word_embeddings=False))
     hf.save_pretrained(tmp_path / "hf")
     spawn(_pretrained_worker, str(tmp_path / "hf"))
+
+
+# -----------------------------------------------------------------------------
+# the pre-training sweep's configs: the authors' lr and batch, Chinchilla's 20 tokens per parameter
+
+@pytest.mark.parametrize("size,lr,seqs", [("1.7b", 2.5e-4, 256), ("4b", 2e-4, 1024), ("8b", 1.5e-4, 1024)])
+def test_sweep_configs(size, lr, seqs):
+    from configurator import configure
+    from test_configs import train_defaults
+    for variant in ("", "_dispersion"):
+        c = configure(train_defaults(), [os.path.join(ROOT, "config", f"train_qwen3_{size}{variant}.py")])
+        with torch.device("meta"):
+            m = build_model("qwen3", {k: c[k] for k in ("n_layer", "n_head", "n_kv_head", "head_dim", "n_embd",
+                                                         "n_inner", "rope_theta", "tie_embeddings", "block_size")}
+                            | {"vocab_size": 50304})
+        preset = {"1.7b": "Qwen/Qwen3-1.7B", "4b": "Qwen/Qwen3-4B", "8b": "Qwen/Qwen3-8B"}[size]
+        from model import QWEN3_PRESETS
+        assert all(getattr(m.config, k) == v for k, v in QWEN3_PRESETS[preset].items())
+        assert c["block_size"] == 4096 and c["batch_size"] * c["gradient_accumulation_steps"] == seqs
+        assert c["learning_rate"] == lr and c["min_lr"] == pytest.approx(0.1 * lr)
+        tokens = seqs * 4096 * c["max_iters"]
+        assert abs(tokens - 20 * m.num_params(non_embedding=False)) < seqs * 4096  # 20 N, to one step
+        assert c["warmup_iters"] == min(max(round(0.05 * c["max_iters"]), 100), 4000)
+        assert c["lr_decay_iters"] == c["max_iters"] and c["parallelism"] == "fsdp"
+        assert c["dispersion"] == ("angular_spread" if variant else None)
+        assert c["out_dir"] == f"out-qwen3-{size}{variant.replace('_', '-')}"

@@ -1,0 +1,10 @@
+# config/train_qwen3_4b.py plus the paper's dispersion loss: angular_spread on every block, lambda 0.1, tau 1,
+# clamp 0.25 (the paper's Qwen3 setting), 256 token positions per sequence and layer.
+#   torchrun --standalone --nproc_per_node=8 train.py config/train_qwen3_4b_dispersion.py
+import os
+exec(open(os.path.join(os.path.dirname(__file__), 'train_qwen3_4b.py')).read())
+exec(open(os.path.join(os.path.dirname(__file__), 'dispersion.py')).read())
+
+out_dir = 'out-qwen3-4b-dispersion'
+wandb_run_name = 'qwen3-4b-dispersion'
+dispersion_clamp = 0.25  # the paper's Qwen3 setting
