@@ -138,6 +138,7 @@ def load_run(folder, condensation_json):
     return {'val_loss': evals[-1]['val_loss'], 'iters': [r['iter'] for r in evals],
             'val_curve': [r['val_loss'] for r in evals], 'probe': [r['mean_cos'] for r in evals],
             'mean_cos': mean_cos, 'blocks_cos': sum(mean_cos[1:]) / (len(mean_cos) - 1),
+            'inner_cos': sum(mean_cos[1:-1]) / (len(mean_cos) - 2),  # block outputs without the final norm's
             'spearman': cond['spearman'], 'kendall': cond['kendall'], 'ms_per_iter': ms[len(ms) // 2]}
 
 
@@ -182,11 +183,13 @@ def report(runs_dir, out):
     ce = groups.get(('main', 'ce'))
     ce_loss = mean_std(r['val_loss'] for r in ce)[0] if ce else None
     ce_cos = mean_std(r['blocks_cos'] for r in ce)[0] if ce else None
+    ce_inner = mean_std(r['inner_cos'] for r in ce)[0] if ce else None
     ce_ms = mean_std(r['ms_per_iter'] for r in ce)[0] if ce else None
     lines = [f'# Results of `python experiments.py report --runs {runs_dir}`', '',
              'Val loss: the last eval (80 fixed windows of 128 tokens of the val split). Mean cosine: eval.py on '
              '100 val windows of 128 tokens; "blocks" is the mean over hidden states 1..n (every block output, '
-             'the last after the final norm), the ones the dispersion loss acts on. mean ± std over seeds.', '']
+             'the last after the final norm), the ones the dispersion loss acts on; "1..n-1" leaves out the last, '
+             'the final norm\'s output. mean ± std over seeds.', '']
 
     def table(experiment, title):
         rows = [(s, runs) for (e, s), runs in groups.items() if e == experiment or (experiment == 'variants' and
@@ -195,16 +198,18 @@ def report(runs_dir, out):
             return
         n = len(rows[0][1][0]['mean_cos']) - 1
         lines.extend([f'## {title}', '',
-                      '| setting | seeds | val loss | vs CE | blocks mean cos | vs CE | Spearman rho | Kendall tau | '
-                      'ms/step | vs CE | ' + ' | '.join(f'l={l}' for l in range(n + 1)) + ' |',
-                      '|---' * (10 + n + 1) + '|'])
+                      '| setting | seeds | val loss | vs CE | blocks mean cos | vs CE | 1..n-1 | vs CE | Spearman rho | '
+                      'Kendall tau | ms/step | vs CE | ' + ' | '.join(f'l={l}' for l in range(n + 1)) + ' |',
+                      '|---' * (12 + n + 1) + '|'])
         for setting, runs in rows:
             loss, cos = mean_std(r['val_loss'] for r in runs), mean_std(r['blocks_cos'] for r in runs)
+            inner = mean_std(r['inner_cos'] for r in runs)
             ms = mean_std(r['ms_per_iter'] for r in runs)
             rel = lambda x, ref: f'{100 * (x / ref - 1):+.1f}%' if ref else ''  # noqa: E731
             per_layer = np.mean([r['mean_cos'] for r in runs], axis=0)
             lines.append(f'| {setting} | {len(runs)} | {fmt(loss)} | {rel(loss[0], ce_loss)} | {fmt(cos)} | '
-                         f'{rel(cos[0], ce_cos)} | {fmt(mean_std(r["spearman"] for r in runs), 2)} | '
+                         f'{rel(cos[0], ce_cos)} | {fmt(inner)} | {rel(inner[0], ce_inner)} | '
+                         f'{fmt(mean_std(r["spearman"] for r in runs), 2)} | '
                          f'{fmt(mean_std(r["kendall"] for r in runs), 2)} | {ms[0]:.0f} | {rel(ms[0], ce_ms)} | '
                          + ' | '.join(f'{v:.3f}' for v in per_layer) + ' |')
         lines.append('')
@@ -219,7 +224,7 @@ def report(runs_dir, out):
         ax.set(xlabel='hidden state (0 = embeddings, n = after final norm)', ylabel='mean cosine similarity',
                title=f'{title}: per-layer mean cosine (band: seed min..max)')
         ax.title.set_fontsize(8)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc='upper left')
         fig.tight_layout()
         fig.savefig(path)
         plt.close(fig)
@@ -250,7 +255,7 @@ def report(runs_dir, out):
             axes[1].plot(layers, r['mean_cos'], marker='o', ms=3, label=f'{w}')
         axes[0].set(title='at initialisation', xlabel='hidden state', ylabel='mean cosine')
         axes[1].set(title='after 300 steps', xlabel='hidden state')
-        axes[1].legend(title='MLP width', fontsize=7)
+        axes[1].legend(title='MLP width', fontsize=7, loc='upper left')
         fig.tight_layout()
         fig.savefig(os.path.join(out, 'mlp_width.png'))
         plt.close(fig)
@@ -269,7 +274,7 @@ def report(runs_dir, out):
                 ax.plot(runs[0]['iters'], probe[:, l], color=colors[l], label=f'l={l}')
             ax.set(title=s, xlabel='step')
         axes[0][0].set_ylabel('mean cosine (probe)')
-        axes[0][-1].legend(fontsize=6)
+        axes[0][-1].legend(fontsize=6, loc='upper right')
         fig.tight_layout()
         fig.savefig(os.path.join(out, 'over_training.png'))
         plt.close(fig)
@@ -278,7 +283,7 @@ def report(runs_dir, out):
             curves = np.array([r['val_curve'] for r in groups[('main', s)]])
             ax.plot(groups[('main', s)][0]['iters'][1:], curves.mean(0)[1:], marker='o', ms=3, label=s)
         ax.set(xlabel='step', ylabel='val loss', title='val loss (mean over seeds)')
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc='upper left')
         fig.tight_layout()
         fig.savefig(os.path.join(out, 'val_loss.png'))
         plt.close(fig)

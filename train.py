@@ -42,6 +42,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+import fsdp
 from configurator import configure, key_types, print_help
 from data.tokens import fixed_starts, get_batch, load_meta, load_split
 from model import MODELS, build_model, from_pretrained, load_checkpoint, model_args_of, save_checkpoint
@@ -119,6 +120,8 @@ device = 'auto'  # 'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1'
 dtype = 'auto'  # 'auto' (bfloat16 on CUDA where supported, else float16 with a GradScaler; float32 on CPU)
 compile: bool | None = None  # None = on for CUDA, off elsewhere (a cold compile costs 30-55 s per process on a small CPU)
 backend = 'auto'  # DDP backend: nccl on CUDA, gloo on CPU
+parallelism = 'ddp'  # 'ddp' (a whole copy per process) or 'fsdp' (sharded: fsdp.py; needs torchrun)
+activation_checkpointing = False  # recompute each block in the backward: less memory, ~1/3 more compute
 peak_flops = 0.0  # for MFU; 0 = guess from the GPU name (A100 312e12, H100/H200 989e12)
 seed = 1337
 # -----------------------------------------------------------------------------
@@ -155,6 +158,10 @@ def config_error():
                 f"processes ({ddp_world_size}): use --gradient_accumulation_steps={fit}.")
     if model_type not in MODELS:
         return f"model_type must be one of {sorted(MODELS)}, not '{model_type}'."
+    if parallelism not in ('ddp', 'fsdp'):
+        return f"parallelism must be 'ddp' or 'fsdp', not '{parallelism}'."
+    if parallelism == 'fsdp' and not ddp:
+        return "parallelism='fsdp' runs under torchrun, even on one process: torchrun --nproc_per_node=1 train.py ..."
     if dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
         return f"dtype must be 'auto', 'float32', 'bfloat16' or 'float16', not '{dtype}'."
     if (model_type == 'gpt' or not head_dim) and n_embd % n_head != 0:
@@ -270,9 +277,17 @@ args = {f.name: config[f.name] for f in fields(MODELS[model_type][0]) if f.name 
 ckpt_path = os.path.join(out_dir, 'ckpt.pt')
 if init_from == 'scratch':
     padded = math.ceil(meta['vocab_size'] / 64) * 64  # pad for fast matmuls: 50257 -> 50304
-    model = build_model(dict(args, model_type=model_type, vocab_size=padded, block_size=block_size,
-                             tokenizer=meta['tokenizer']))
+    with fsdp.build_device(parallelism, ddp_rank, init_from):  # FSDP: rank 0 only; the others on 'meta'
+        model = build_model(dict(args, model_type=model_type, vocab_size=padded, block_size=block_size,
+                                 tokenizer=meta['tokenizer']))
     log0(f"initialising a new {model_type} model from scratch (vocab {padded})")
+elif init_from == 'resume' and parallelism == 'fsdp':  # the weights come from the shards (fsdp.load, below)
+    ckpt_path = os.path.join(out_dir, fsdp.CKPT)
+    checkpoint = fsdp.read_meta(ckpt_path)
+    with fsdp.build_device(parallelism, ddp_rank, init_from):
+        model = build_model(dict(checkpoint['model_args'], dropout=dropout))
+    iter_num, best_val_loss, best_iter = checkpoint['iter_num'], checkpoint['best_val_loss'], checkpoint.get('best_iter')
+    log0(f"resuming from {ckpt_path} at iter {iter_num}")
 elif init_from == 'resume':
     try:
         model, checkpoint = load_checkpoint(ckpt_path, 'cpu', dropout=dropout)
@@ -297,7 +312,8 @@ elif init_from == 'resume':
     log0(f"resuming from {ckpt_path} at iter {iter_num}")
 else:
     log0(f"initialising from released weights: {init_from}")
-    model = from_pretrained(init_from, dropout=dropout)
+    model = (fsdp.from_pretrained(init_from, dropout, ddp_rank) if parallelism == 'fsdp'
+             else from_pretrained(init_from, dropout=dropout))
     if model.config.tokenizer != meta['tokenizer']:
         raise SystemExit(f"{init_from} uses the tokenizer '{model.config.tokenizer}' but data/{dataset} was tokenised "
                          f"with '{meta['tokenizer']}': prepare the data with --tokenizer {model.config.tokenizer}.")
@@ -317,8 +333,6 @@ if dispersion is not None:
     except ValueError as e:
         raise SystemExit(str(e))
 model_args = model_args_of(model)
-model.to(device)
-model.train()
 n_total = sum(p.numel() for p in model.parameters())  # a tied LM head shares the token table: counted once
 n_embedding = sum(m.weight.numel() for name, m in model.transformer.items() if name in ('wte', 'wpe'))
 if not model.tied:
@@ -326,6 +340,11 @@ if not model.tied:
 log0(f"parameters: {n_total:,} total = {n_embedding:,} in the embedding tables (token"
      f"{', position' if 'wpe' in model.transformer else ''}{'' if model.tied else ', untied LM head'}) + "
      f"{n_total - n_embedding:,} in the blocks and final norm")
+if parallelism == 'fsdp':  # shard every block, then the root; weights from rank 0 (or, on resume, the shards)
+    model = fsdp.shard(model, device, dtype, activation_checkpointing, compile, from_rank0=init_from != 'resume')
+else:
+    model.to(device)
+model.train()
 
 # the paper's baselines hook into the model from outside, without changing its code
 if noise_alpha > 0 or forget_every > 0 or dispersion:
@@ -336,7 +355,10 @@ if noise_alpha > 0:
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 if checkpoint is not None:
-    optimizer.load_state_dict(checkpoint['optimizer'])
+    if parallelism == 'fsdp':
+        fsdp.load(ckpt_path, model, optimizer)
+    else:
+        optimizer.load_state_dict(checkpoint['optimizer'])
     rng = checkpoint.get('rng')
     if rng is not None and len(rng) == ddp_world_size:  # the same process layout: continue every stream exactly
         torch.set_rng_state(rng[ddp_rank]['torch'])
@@ -347,10 +369,12 @@ if checkpoint is not None:
 checkpoint = None  # free memory
 
 raw_model = model
-if compile:
+if activation_checkpointing and parallelism == 'ddp':
+    fsdp.wrap_blocks(model, activation_checkpointing=True, compile=False)
+if compile and parallelism == 'ddp':  # FSDP compiles per block (fsdp.shard)
     log0("compiling the model... (takes a minute)")
     model = torch.compile(model)
-if ddp:
+if ddp and parallelism == 'ddp':
     model = DDP(model, device_ids=[ddp_local_rank] if device_type == 'cuda' else None)
 
 
@@ -414,9 +438,15 @@ def checkpoint_dict(rng):
 
 
 def save(name, rng):
+    """name: 'ckpt.pt' or 'best.pt'; under FSDP every process writes its shards into fsdp.CKPT or fsdp.BEST."""
     path = os.path.join(out_dir, name)
+    if parallelism == 'fsdp':
+        path = os.path.join(out_dir, fsdp.CKPT if name == 'ckpt.pt' else fsdp.BEST)
     try:
-        save_checkpoint(checkpoint_dict(rng), path)
+        if parallelism == 'fsdp':
+            fsdp.save(checkpoint_dict(rng), model, optimizer, path)
+        else:
+            save_checkpoint(checkpoint_dict(rng), path)
     except OSError as e:
         raise SystemExit(f"Could not write {path} ({e.strerror or e}): the previous {name} is kept; free disk space "
                          f"and continue with --init_from=resume.")
@@ -511,7 +541,7 @@ while True:
         if ddp:
             rng = [None] * ddp_world_size
             dist.all_gather_object(rng, rng_states())
-        if master_process and (iter_num > 0 or init_from == 'resume') and not eval_only:
+        if (master_process or parallelism == 'fsdp') and (iter_num > 0 or init_from == 'resume') and not eval_only:
             improved = losses['val'] < best_val_loss
             if improved:
                 best_val_loss, best_iter = losses['val'], iter_num
@@ -526,8 +556,10 @@ while True:
     # one optimizer step over grad_accum micro-batches
     sums = torch.zeros(2, device=device)  # ce, dispersion term: summed over this process's micro-batches
     for micro_step in range(grad_accum):
-        if ddp:  # all-reduce the gradients only after the last micro-batch
+        if ddp and parallelism == 'ddp':  # all-reduce the gradients only after the last micro-batch
             model.require_backward_grad_sync = (micro_step == grad_accum - 1)
+        elif parallelism == 'fsdp':  # reduce-scatter only after the last (costs one unsharded gradient meanwhile)
+            model.set_requires_gradient_sync(micro_step == grad_accum - 1)
         loss, ce, disp = forward_loss(X, Y, train=True, disp_seed=disp_seed(iter_num, micro_step))
         loss = loss / grad_accum  # the accumulated gradient is the gradient of the mean loss
         # draw the next batch while the accelerator works on this one

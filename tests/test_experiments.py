@@ -43,7 +43,8 @@ def test_report_means_and_stds_over_seeds(tmp_path):
     ce_row = next(l for l in md.splitlines() if l.startswith('| ce |'))
     assert '| 2 | 5.100 ± 0.141 |' in ce_row and '| 0.350 ± 0.071 |' in ce_row
     disp_row = next(l for l in md.splitlines() if l.startswith('| disp1.0 |'))
-    assert '| 1 | 4.998 ± 0.000 | -2.0% | 0.100 ± 0.000 | -71.4% | 0.50 ± 0.00 |' in disp_row
+    # 1..n-1 leaves out the final norm's entry: CE (0.2 + 0.2) / 2 = 0.2, dispersion 0.1: -50%
+    assert '| 1 | 4.998 ± 0.000 | -2.0% | 0.100 ± 0.000 | -71.4% | 0.100 ± 0.000 | -50.0% | 0.50 ± 0.00 |' in disp_row
     assert '| 110 | +10.0% |' in disp_row
     assert 'python train.py config/research.py config/dispersion.py --dispersion_coeff=1.0 --seed=1' in md
     assert os.path.getsize(os.path.join(out, 'main_mean_cos.png')) > 10_000
