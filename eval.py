@@ -534,7 +534,7 @@ def main(argv=None):
         hub_offline()
         return lm_eval_adapter.cli(argv[1:])
     if argv[:1] == ["--export_hf"]:  # python eval.py --export_hf out/ckpt.pt DIR: a transformers directory
-        from model import export_hf
+        from export import export_hf
         return export_hf(*argv[1:]) if len(argv) == 3 else sys.exit("Usage: python eval.py --export_hf CKPT DIR")
     args = build_parser().parse_args(argv)
     if args.lm_eval is not None:

