@@ -1,5 +1,5 @@
 """
-The dispersion-loss family of arXiv 2602.00217 (paper.md section 3) and the paper's two baselines
+The dispersion-loss family of arXiv 2602.00217 (section 3) and the paper's two baselines
 (section 4: noisy embeddings, active forgetting).
 
 Embedding condensation: the hidden states of one sequence crowd into a narrow cone as depth grows.
@@ -56,7 +56,7 @@ import math
 import torch
 
 LOCS = ('all', 'last', 'early_half', 'late_half')
-L2_NORM_PENALTY = 0.1  # weight of mean(z^2) in l2_repel (paper.md section 3)
+L2_NORM_PENALTY = 0.1  # weight of mean(z^2) in l2_repel (section 3)
 FORGET_STD = 0.02      # active forgetting re-draws the token embedding from N(0, 0.02^2)
 CONSTANT_STD = 1e-8    # decorrelation: a token whose features have a smaller std is constant
 
@@ -215,7 +215,7 @@ def disperse(hidden, loc='all', **loss_kwargs):
 
 
 # -----------------------------------------------------------------------------
-# baselines (paper.md section 4)
+# baselines (the paper, section 4)
 
 def token_embedding(model):
     """The token embedding module (model.transformer.wte), through DDP (.module) and compile (._orig_mod)."""

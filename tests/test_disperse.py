@@ -1,5 +1,5 @@
 """Tests for disperse.py: every variant against hand computations (numpy loops over pairs, written from
-paper.md section 3, never calling disperse.py), numerics edge cases, subsampling, layer selection and the
+arXiv 2602.00217 section 3, never calling disperse.py), numerics edge cases, subsampling, layer selection and the
 two baselines (noisy embeddings, active forgetting).
 
 Run: python -m pytest -q tests/test_disperse.py
