@@ -96,22 +96,15 @@ def _model_input(context, continuation, max_length):
 
 
 def scored_logits(model, x, b_idx, t_idx, pos=None, attn_mask=None):
-    """[N, V] logits at the N (row, position) pairs of x [B, T]. Our models (hidden_states + lm_head) run
-    the LM head only there (no [B, T, V] tensor); any other model(idx) -> (logits [B, T, V], loss) is sliced.
-    pos / attn_mask: position ids and mask of packed rows, passed to hidden_states (our models only)."""
-    if hasattr(model, "hidden_states") and hasattr(model, "lm_head"):
-        packed = {} if pos is None else dict(pos=pos, attn_mask=attn_mask)
-        return model.lm_head(model.hidden_states(x, **packed)[-1][b_idx, t_idx])
-    assert pos is None, "only models with hidden_states(idx, pos, attn_mask) take packed rows"
-    logits, _ = model(x)
-    assert logits.shape[:2] == x.shape, "the model must return logits for every position"
-    return logits[b_idx, t_idx]
+    """[N, V] logits at the N (row, position) pairs of x [B, T]: model.hidden_states, then the LM head only
+    there (no [B, T, V] tensor). pos / attn_mask: position ids and mask of packed rows (see _can_pack)."""
+    packed = {} if pos is None else dict(pos=pos, attn_mask=attn_mask)
+    return model.lm_head(model.hidden_states(x, **packed)[-1][b_idx, t_idx])
 
 
 def _can_pack(model):
     """Whether model.hidden_states takes position ids and a mask (our GPT and Qwen3 do)."""
-    return (hasattr(model, "lm_head") and hasattr(model, "hidden_states")
-            and "attn_mask" in inspect.signature(model.hidden_states).parameters)
+    return "attn_mask" in inspect.signature(model.hidden_states).parameters
 
 
 def _rows(requests, units, max_length, pack):

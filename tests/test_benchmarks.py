@@ -56,13 +56,22 @@ LOGP = LOGITS.log_softmax(-1).tolist()
 
 
 class ScriptedModel(torch.nn.Module):
+    """The same next-character log-probs LOGP at every position, whatever the context. It has the interface the
+    scorer uses of our models: hidden_states(idx) (the last entry is what lm_head reads) and lm_head."""
+
     def __init__(self, block_size=100_000):
         super().__init__()
         self.logits = torch.nn.Parameter(LOGITS.clone())
         self.config = type("Config", (), {"block_size": block_size})()
 
+    def hidden_states(self, idx):
+        return [self.logits.expand(*idx.shape, -1)]
+
+    def lm_head(self, h):
+        return h
+
     def forward(self, idx, targets=None):
-        return self.logits.expand(*idx.shape, -1), None
+        return self.lm_head(self.hidden_states(idx)[-1]), None
 
 
 def hand_ll(text):
@@ -293,10 +302,10 @@ class ContextModel(ScriptedModel):
         super().__init__()
         self.logits.data = torch.randn(128, generator=torch.Generator().manual_seed(0))
 
-    def forward(self, idx, targets=None):
+    def hidden_states(self, idx):  # no packed rows: the cumulative sum would run across packed choices
         shift = idx.cumsum(-1) % 7  # [B, T], causal: position t sees tokens 0..t only
         cols = (torch.arange(128) - shift[..., None]) % 128
-        return self.logits[cols], None
+        return [self.logits[cols]]
 
 
 def test_context_model_depends_on_the_prompt():
