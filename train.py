@@ -162,6 +162,8 @@ def config_error():
         return f"parallelism must be 'ddp' or 'fsdp', not '{parallelism}'."
     if parallelism == 'fsdp' and not ddp:
         return "parallelism='fsdp' runs under torchrun, even on one process: torchrun --nproc_per_node=1 train.py ..."
+    if parallelism == 'fsdp' and forget_every > 0:  # it re-draws the whole token table in place: not a shard
+        return "Active forgetting (forget_every) is not supported with parallelism='fsdp' yet: use parallelism='ddp'."
     if dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
         return f"dtype must be 'auto', 'float32', 'bfloat16' or 'float16', not '{dtype}'."
     if (model_type == 'gpt' or not head_dim) and n_embd % n_head != 0:

@@ -479,6 +479,8 @@ def test_token_ids_beyond_the_vocabulary_name_the_file(tmp_path, data_dir):
     (["--block_size=0"], "block_size must be at least 1"),
     (["--n_embd=30", "--n_head=4"], "n_embd (30) must be divisible by n_head (4)."),
     (["--compile=sometimes"], "'compile' expects None or a bool"),
+    (["--parallelism=zero"], "parallelism must be 'ddp' or 'fsdp'"),
+    (["--parallelism=fsdp"], "runs under torchrun"),
 ])
 def test_bad_settings_are_one_sentence_before_the_first_eval(tmp_path, data_dir, monkeypatch, capsys, args, said):
     msg, out = train_here(monkeypatch, capsys, tmp_path / "out", data_dir, "--max_iters=2", *args)
