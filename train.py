@@ -42,6 +42,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+import disperse
 import fsdp
 from configurator import configure, key_types, print_help
 from data.tokens import fixed_starts, get_batch, load_meta, load_split
@@ -174,7 +175,6 @@ def config_error():
         if not config[key] >= 0:
             return f"{key} must be 0 or more, not {config[key]}."
     if dispersion is not None:
-        import disperse
         if isinstance(dispersion_loc, str) and dispersion_loc not in disperse.LOCS:
             return f"dispersion_loc must be one of {', '.join(disperse.LOCS)} or a list of block indices, not '{dispersion_loc}'."
         if not 0 < dispersion_margin <= 1:
@@ -329,7 +329,6 @@ if meta['vocab_size'] > vocab_size:
     raise SystemExit(f"{os.path.join(data_dir, 'meta.json')} declares {meta['vocab_size']} token ids, more than the "
                      f"model's vocabulary of {vocab_size}: prepare the data with the model's tokenizer.")
 if dispersion is not None:
-    import disperse
     try:
         disperse.select_layers(model.config.n_layer, dispersion_loc)
     except ValueError as e:
@@ -349,8 +348,6 @@ else:
 model.train()
 
 # the paper's baselines hook into the model from outside, without changing its code
-if noise_alpha > 0 or forget_every > 0 or dispersion:
-    import disperse
 if noise_alpha > 0:
     disperse.add_embedding_noise(model, noise_alpha)
 
