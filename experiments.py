@@ -70,14 +70,12 @@ def all_runs(runs_dir):
 
 
 def checkpoint_iter(folder):
-    """(iter_num, max_iters) of folder/ckpt.pt, or None when there is no readable checkpoint."""
-    import torch
-    path = os.path.join(folder, 'ckpt.pt')
-    if not os.path.exists(path):
-        return None
+    """(iter_num, max_iters) of folder/ckpt.pt, or None when there is no readable checkpoint (loaded as train.py
+    loads it: weights only, no code)."""
+    from model import read_checkpoint
     try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=False)
-    except Exception:
+        ckpt = read_checkpoint(os.path.join(folder, 'ckpt.pt'))
+    except (FileNotFoundError, ValueError):
         return None
     return ckpt['iter_num'], ckpt['config']['max_iters']
 

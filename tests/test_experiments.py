@@ -69,9 +69,9 @@ def test_run_skips_done_resumes_unfinished_and_starts_new(tmp_path, monkeypatch)
     os.chdir(tmp_path)
     write_run(f'{runs}/ce_s1', [9.0, 5.0], [0.1, 0.2])  # done: has its condensation measurement
     os.makedirs(f'{runs}/disp0.1_s1')
-    torch.save({'iter_num': 150, 'config': {'max_iters': 300}}, f'{runs}/disp0.1_s1/ckpt.pt')  # interrupted
+    torch.save({'model': {}, 'model_args': {}, 'iter_num': 150, 'config': {'max_iters': 300}}, f'{runs}/disp0.1_s1/ckpt.pt')  # interrupted
     os.makedirs(f'{runs}/disp1.0_s1')
-    torch.save({'iter_num': 300, 'config': {'max_iters': 300}}, f'{runs}/disp1.0_s1/ckpt.pt')  # trained only
+    torch.save({'model': {}, 'model_args': {}, 'iter_num': 300, 'config': {'max_iters': 300}}, f'{runs}/disp1.0_s1/ckpt.pt')  # trained only
     calls = []
     monkeypatch.setattr(experiments.subprocess, 'call', lambda cmd, **kw: calls.append(cmd[1:]) or 0)
     experiments.main(['run', '--runs', runs, '--jobs', '1'])
