@@ -53,12 +53,21 @@ EXPERIMENTS = {
                  ('decorrelation', DISPERSION + ['--dispersion=decorrelation']),
                  ('l2_repel', DISPERSION + ['--dispersion=l2_repel', f'--dispersion_tau_l2={L2_TAU}'])],
     'mlp': [(f'mlp{w}', [f'--n_inner={w}']) for w in (16, 64, 256, 1024)],
+    # CE only at four sizes, depth and width growing together with 32-wide heads as in GPT-2's family (6 x 192 is
+    # main's CE run): 12 L d^2 = 0.79M / 2.65M / 6.3M / 21.2M block parameters, 27x from the smallest to the
+    # largest. The largest comes first: it is the distillation teacher.
+    'size': [(f'size{l}x{d}', [f'--n_layer={l}', f'--n_head={d // 32}', f'--n_embd={d}'])
+             for l, d in ((12, 384), (4, 128), (8, 256))],
+    # 3x longer training (900 steps, warmup and decay stretched with it): does lambda 1.0's val-loss gain survive?
+    'longer': [(f'{name}_900', extra + ['--max_iters=900', '--lr_decay_iters=900', '--warmup_iters=90'])
+               for name, extra in (('ce', []), ('disp1.0', DISPERSION + ['--dispersion_coeff=1.0']))],
 }
-EXPERIMENT_SEEDS = {'main': SEEDS, 'variants': (1,), 'mlp': (1,)}
+EXPERIMENT_SEEDS = {'main': SEEDS, 'variants': (1,), 'mlp': (1,), 'size': SEEDS, 'longer': (1, 2)}
 
 
 def all_runs(runs_dir):
-    """[(experiment, setting, seed, run folder, train.py arguments)], seed-major so that partial sets are balanced."""
+    """[(experiment, setting, seed, run folder, train.py arguments)], seed-major so that partial sets are balanced
+    (every experiment's seed 1 before any seed 2)."""
     runs = []
     for experiment, settings in EXPERIMENTS.items():
         for seed in EXPERIMENT_SEEDS[experiment]:
@@ -66,7 +75,7 @@ def all_runs(runs_dir):
                 folder = os.path.join(runs_dir, f'{setting}_s{seed}')
                 runs.append((experiment, setting, seed, folder,
                              SHAPE + extra + [f'--seed={seed}', f'--out_dir={folder}']))
-    return runs
+    return sorted(runs, key=lambda r: r[2])  # stable: within a seed, the order of EXPERIMENTS
 
 
 def checkpoint_iter(folder):
@@ -298,17 +307,21 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('what', choices=['list', 'run', 'report'])
     p.add_argument('--runs', default='out-research', help='folder of the run folders (relative to this file\'s folder)')
-    p.add_argument('--only', default=None, help='comma list of experiments: ' + ', '.join(EXPERIMENTS))
+    p.add_argument('--only', default=None, help='comma list of experiments (' + ', '.join(EXPERIMENTS) +
+                   ') or settings (ce, size12x384, ...), or runs (ce_s1)')
     p.add_argument('--jobs', type=int, default=2, help='runs at a time')
     p.add_argument('--threads', type=int, default=1, help='CPU threads per run (OMP_NUM_THREADS)')
     p.add_argument('--out', default=None, help='report: where results.md and the figures go (default: RUNS)')
     a = p.parse_args(argv)
     os.chdir(ROOT)  # run folders and config paths are relative to the repository, as in the printed commands
+    every = all_runs(a.runs)
     only = a.only.split(',') if a.only else list(EXPERIMENTS)
-    unknown = [e for e in only if e not in EXPERIMENTS]
+    names = lambda r: (r[0], r[1], os.path.basename(r[3]))  # noqa: E731  experiment, setting, run folder name
+    unknown = [e for e in only if not any(e in names(r) for r in every)]
     if unknown:
-        raise SystemExit(f"--only: unknown experiment {unknown[0]!r}; choose from {', '.join(EXPERIMENTS)}.")
-    runs = [r for r in all_runs(a.runs) if r[0] in only]
+        raise SystemExit(f"--only: unknown experiment, setting or run {unknown[0]!r}; experiments are "
+                         f"{', '.join(EXPERIMENTS)} (`python experiments.py list` shows every run).")
+    runs = [r for r in every if any(e in names(r) for e in only)]
     if a.what == 'list':
         for run in runs:
             print(f'[{status(run[3])}] {command_line(run[4])}')
