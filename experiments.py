@@ -308,7 +308,8 @@ def main(argv=None):
     p.add_argument('what', choices=['list', 'run', 'report'])
     p.add_argument('--runs', default='out-research', help='folder of the run folders (relative to this file\'s folder)')
     p.add_argument('--only', default=None, help='comma list of experiments (' + ', '.join(EXPERIMENTS) +
-                   ') or settings (ce, size12x384, ...), or runs (ce_s1)')
+                   ') or settings (ce, size12x384, ...), or runs (ce_s1); '
+                   'runs go in the order named here')
     p.add_argument('--jobs', type=int, default=2, help='runs at a time')
     p.add_argument('--threads', type=int, default=1, help='CPU threads per run (OMP_NUM_THREADS)')
     p.add_argument('--out', default=None, help='report: where results.md and the figures go (default: RUNS)')
@@ -321,7 +322,9 @@ def main(argv=None):
     if unknown:
         raise SystemExit(f"--only: unknown experiment, setting or run {unknown[0]!r}; experiments are "
                          f"{', '.join(EXPERIMENTS)} (`python experiments.py list` shows every run).")
-    runs = [r for r in every if any(e in names(r) for e in only)]
+    # in the order --only names them (a run named twice goes where it is first named), else seed-major
+    rank = lambda r: min(i for i, e in enumerate(only) if e in names(r))  # noqa: E731
+    runs = sorted((r for r in every if any(e in names(r) for e in only)), key=rank)
     if a.what == 'list':
         for run in runs:
             print(f'[{status(run[3])}] {command_line(run[4])}')
