@@ -23,6 +23,7 @@ import torch
 import eval as ev
 from tasks import definitions as D
 from tasks import engine as E
+from data.tokenizer import write_gpt2_hf_tokenizer
 from tasks import lm_eval_adapter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -594,7 +595,7 @@ def harness(tmp_path_factory):
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
     root = tmp_path_factory.mktemp("harness")
-    model_dir = lm_eval_adapter.gpt2_tokenizer_dir(str(root / "tiny"))
+    model_dir = write_gpt2_hf_tokenizer(str(root / "tiny"))
     tiny_hf_gpt().save_pretrained(model_dir)
     tm = TaskManager(include_path=harness_task_dir(str(root / "tasks")), include_defaults=False)
     out = simple_evaluate(model="hf", model_args=f"pretrained={model_dir},dtype=float32", tasks=[
