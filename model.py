@@ -265,6 +265,12 @@ class LanguageModel(nn.Module):
                 n -= self.transformer.wte.weight.numel()
         return n
 
+    def embedding_params(self):
+        """Parameters in the lookup tables: the token (and GPT's position) embedding, and an untied LM head; the
+        rest of num_params(non_embedding=False) is the blocks and the final norm (train.py logs the split)."""
+        n = sum(self.transformer[k].weight.numel() for k in ('wte', 'wpe') if k in self.transformer)
+        return n if self.tied else n + self.lm_head.weight.numel()
+
     def hidden_states(self, idx, pos=None, attn_mask=None, kv_cache=None):
         """The n_layer + 1 hidden states [B, T, C] in Hugging Face's convention (module docstring), without the
         LM head: measuring condensation needs no [B, T, vocab] logits. pos [B, T] (long) and attn_mask

@@ -334,10 +334,7 @@ if dispersion is not None:
     except ValueError as e:
         raise SystemExit(str(e))
 model_args = model_args_of(model)
-n_total = sum(p.numel() for p in model.parameters())  # a tied LM head shares the token table: counted once
-n_embedding = sum(m.weight.numel() for name, m in model.transformer.items() if name in ('wte', 'wpe'))
-if not model.tied:
-    n_embedding += model.lm_head.weight.numel()
+n_total, n_embedding = model.num_params(non_embedding=False), model.embedding_params()  # tied: once
 log0(f"parameters: {n_total:,} total = {n_embedding:,} in the embedding tables (token"
      f"{', position' if 'wpe' in model.transformer else ''}{'' if model.tied else ', untied LM head'}) + "
      f"{n_total - n_embedding:,} in the blocks and final norm")
