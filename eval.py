@@ -33,6 +33,7 @@ import sys
 import numpy as np
 import torch
 
+from configurator import doc_section
 from data.tokenizer import get_tokenizer
 from data.tokens import get_batch, load_split
 from model import from_pretrained, load_checkpoint
@@ -335,7 +336,7 @@ def condensation_path(out, source, seq_len, num):
 # -----------------------------------------------------------------------------
 # command line
 
-MODES = __doc__[__doc__.index("Four modes"):__doc__.index("\nCondensation:")]
+MODES = doc_section(__doc__, "Four modes", "\nCondensation:")
 
 
 def build_parser():

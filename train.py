@@ -44,7 +44,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import disperse
 import fsdp
-from configurator import configure, key_types, print_help
+from configurator import configure, doc_section, key_types, print_help
 from data.tokens import fixed_starts, get_batch, load_meta, load_split
 from model import MODELS, build_model, from_pretrained, load_checkpoint, model_args_of, save_checkpoint
 from runlog import append_record
@@ -127,7 +127,7 @@ peak_flops = 0.0  # for MFU; 0 = guess from the GPU name (A100 312e12, H100/H200
 seed = 1337
 # -----------------------------------------------------------------------------
 if {'-h', '--help'} & set(sys.argv[1:]):
-    print_help(__file__, "usage: python train.py [config/FILE.py ...] [--key=value ...]\n" + __doc__.split('\n\n')[1])
+    print_help(__file__, "usage: python train.py [config/FILE.py ...] [--key=value ...]\n" + doc_section(__doc__, "  python", "\n\n"))
     sys.exit()
 config_keys = [k for k, v in globals().items()
                if not k.startswith('_') and isinstance(v, (int, float, bool, str, type(None), list, tuple))]
