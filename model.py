@@ -90,16 +90,17 @@ class Qwen3Config:
         self.n_inner = self.n_inner or 3 * self.n_embd
 
 
-# the released Qwen3 dense shapes (Hugging Face config.json of each); the config/train_qwen3_*.py sweep and
-# fsdp.memory_table() are checked against them
-QWEN3_PRESETS = {
+# the released Qwen3 dense shapes (Hugging Face config.json of each; head_dim 128 and rope_theta 1e6 in all). The
+# config/train_qwen3_*.py sweep takes its shapes from here (globals().update(QWEN3_PRESETS[...])) and
+# fsdp.memory_table() reads them: the one copy.
+QWEN3_PRESETS = {name: dict(shape, head_dim=128, rope_theta=1e6) for name, shape in {
     'Qwen/Qwen3-0.6B': dict(n_embd=1024, n_layer=28, n_head=16, n_kv_head=8, n_inner=3072, tie_embeddings=True),
     'Qwen/Qwen3-1.7B': dict(n_embd=2048, n_layer=28, n_head=16, n_kv_head=8, n_inner=6144, tie_embeddings=True),
     'Qwen/Qwen3-4B': dict(n_embd=2560, n_layer=36, n_head=32, n_kv_head=8, n_inner=9728, tie_embeddings=True),
     'Qwen/Qwen3-8B': dict(n_embd=4096, n_layer=36, n_head=32, n_kv_head=8, n_inner=12288, tie_embeddings=False),
     'Qwen/Qwen3-14B': dict(n_embd=5120, n_layer=40, n_head=40, n_kv_head=8, n_inner=17408, tie_embeddings=False),
     'Qwen/Qwen3-32B': dict(n_embd=5120, n_layer=64, n_head=64, n_kv_head=8, n_inner=25600, tie_embeddings=False),
-}
+}.items()}
 
 
 # -----------------------------------------------------------------------------
