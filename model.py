@@ -64,7 +64,8 @@ class GPTConfig:
     n_embd: int = 768
     n_inner: int = 0  # MLP width; 0 means 4 * n_embd (the paper's sweep varies it: 64 / 256 / 1024 / 4096)
     dropout: float = 0.0
-    bias: bool = True  # biases in Linears and LayerNorms, as GPT-2; False is a bit better and faster
+    bias: bool = True  # biases in Linears and LayerNorms: GPT-2's layout (released weights, from_hf); train.py's
+    # from-scratch default is False (nanoGPT's: a bit better and faster), and checkpoints store the value used
     tokenizer: str = 'gpt2'  # data/tokenizer.py name: what the token ids mean (eval.py encodes text with it)
 
 

@@ -77,7 +77,7 @@ n_head = 12
 n_embd = 768
 n_inner = 0  # MLP width; 0 = 4 * n_embd for GPT, 3 * n_embd for Qwen3
 dropout = 0.0  # 0 for pre-training, try 0.1+ for fine-tuning
-bias = False  # GPT only: biases in Linears and LayerNorms
+bias = False  # GPT only: biases in Linears and LayerNorms (GPTConfig's True is released GPT-2's layout)
 n_kv_head = 0  # Qwen3 only: K/V heads (0 = n_head)
 head_dim = 0  # Qwen3 only: 0 = n_embd // n_head
 rope_theta = 1e6  # Qwen3 only

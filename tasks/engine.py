@@ -400,7 +400,8 @@ def run_benchmarks(model, tokenizer, tasks="paper", limit=None, fewshot=None, se
                    batch_tokens=None, autocast=None, progress=True, log=print):
     """Score `model` on lm-eval tasks the way lm-eval does; callable from train.py every tasks_interval.
 
-    model(idx) -> (logits [B, T, V], loss) with model.config.block_size; tokenizer: encode(text) -> ids,
+    model: hidden_states(idx, pos=, attn_mask=) -> the hidden-state list, whose last entry goes through
+    lm_head (scored_logits), and config.block_size, as our GPT and Qwen3; tokenizer: encode(text) -> ids,
     eot_token. tasks: 'paper' | 'all' | 'a,b,...' or a list; limit: first N docs per task (per MMLU
     subject); fewshot: see resolve_fewshot; seed: the few-shot sampler's (lm-eval: 1234); data_dir: offline
     data; autocast: a context manager such as torch.autocast('cuda', torch.bfloat16); log: where the
