@@ -169,13 +169,13 @@ def lmeval_speed(shape, seeds=10, shots=1):
     from types import SimpleNamespace
     from lm_eval.models.huggingface import HFLM
     from transformers import GPT2Config, GPT2LMHeadModel
-    from data.tokenizer import get_tokenizer
+    from data.tokenizer import get_tokenizer, write_gpt2_hf_tokenizer
     from model import from_pretrained
     from tasks.engine import TASKS, doc_requests, prepare, resolve_fewshot
-    from tasks.lm_eval_adapter import gpt2_tokenizer_dir, register_lm_eval
+    from tasks.lm_eval_adapter import register_lm_eval
     fixtures = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'tests', 'fixtures', 'tasks')
     names = [n for n, t in TASKS.items() if os.path.isdir(os.path.join(fixtures, t.folder or n))]
-    model_dir = gpt2_tokenizer_dir(os.path.join(tempfile.mkdtemp(), shape))
+    model_dir = write_gpt2_hf_tokenizer(os.path.join(tempfile.mkdtemp(), shape))
     torch.manual_seed(0)
     hf = GPT2LMHeadModel(GPT2Config(n_positions=1024) if shape == '124m' else
                          GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=96, vocab_size=50257))

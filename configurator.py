@@ -24,7 +24,6 @@ existing ones.
 import ast
 import difflib
 import os
-import re
 import types
 
 _BOOLS = {"true": True, "false": False}
@@ -147,12 +146,19 @@ def configure(defaults, argv, kinds=None):
     return config
 
 
+def doc_section(text, start, end):
+    """The part of `text` (a docstring or a script's source) from the first `start` up to the next `end`: the one
+    way a script's --help is cut out of its own docstring or source, so that the help never drifts from them."""
+    i = text.index(start)
+    return text[i:text.index(end, i + len(start))]
+
+
 def print_help(script, usage):
     """`usage` and the defaults block of `script`: every `key = value  # comment` line and section comment between
     the two `# ----` rulers, read from the script itself, so the help never drifts from the defaults."""
-    lines = open(script).read().splitlines()
-    rulers = [i for i, line in enumerate(lines) if re.fullmatch(r"# -{20,}", line)]
+    ruler = "\n# " + "-" * 77 + "\n"
+    block = doc_section(open(script).read(), ruler, ruler)[len(ruler):]
     print(usage.strip() + "\n")
     print(f"Config keys and their defaults ({os.path.basename(script)}); set them in a config file or as --key=value:")
-    for line in lines[rulers[0] + 1:rulers[1]]:
+    for line in block.splitlines():
         print("  " + line if line.startswith("#") else "    " + line)

@@ -33,6 +33,7 @@ import sys
 import numpy as np
 import torch
 
+from configurator import doc_section
 from data.tokenizer import get_tokenizer
 from data.tokens import get_batch, load_split
 from model import from_pretrained, load_checkpoint
@@ -46,6 +47,9 @@ from tasks.engine import compare_results, hub_offline, load_json, results_table,
 NORM_FLOOR = 1e-3  # the paper's clamp of |z| (keeps all-zero vectors at cosine 0 instead of NaN)
 
 
+# Not the dispersion loss's cosine: that one divides by |z| + 1e-2 (disperse._cosines, the authors' training
+# code); this is the measurement's max(|z|, 1e-3) (arXiv 2602.00217 section 2; the authors'
+# key_observations/compute_embedding_cossim.py, `x / np.maximum(norm, eps)` with eps = 1e-3).
 def cosine_matrix(h):
     """[..., S, C] hidden states -> [..., S, S] float32 cosine matrix (norms clamped at 1e-3, clipped to [-1, 1])."""
     # float32 even inside the trainer's autocast (which would run the matmul in bf16: ~3 significant digits)
@@ -335,7 +339,7 @@ def condensation_path(out, source, seq_len, num):
 # -----------------------------------------------------------------------------
 # command line
 
-MODES = __doc__[__doc__.index("Four modes"):__doc__.index("\nCondensation:")]
+MODES = doc_section(__doc__, "Four modes", "\nCondensation:")
 
 
 def build_parser():

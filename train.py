@@ -44,7 +44,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import disperse
 import fsdp
-from configurator import configure, key_types, print_help
+from configurator import configure, doc_section, key_types, print_help
 from data.tokens import fixed_starts, get_batch, load_meta, load_split
 from model import MODELS, build_model, from_pretrained, load_checkpoint, model_args_of, save_checkpoint
 from runlog import append_record
@@ -77,7 +77,7 @@ n_head = 12
 n_embd = 768
 n_inner = 0  # MLP width; 0 = 4 * n_embd for GPT, 3 * n_embd for Qwen3
 dropout = 0.0  # 0 for pre-training, try 0.1+ for fine-tuning
-bias = False  # GPT only: biases in Linears and LayerNorms
+bias = False  # GPT only: biases in Linears and LayerNorms (GPTConfig's True is released GPT-2's layout)
 n_kv_head = 0  # Qwen3 only: K/V heads (0 = n_head)
 head_dim = 0  # Qwen3 only: 0 = n_embd // n_head
 rope_theta = 1e6  # Qwen3 only
@@ -127,7 +127,7 @@ peak_flops = 0.0  # for MFU; 0 = guess from the GPU name (A100 312e12, H100/H200
 seed = 1337
 # -----------------------------------------------------------------------------
 if {'-h', '--help'} & set(sys.argv[1:]):
-    print_help(__file__, "usage: python train.py [config/FILE.py ...] [--key=value ...]\n" + __doc__.split('\n\n')[1])
+    print_help(__file__, "usage: python train.py [config/FILE.py ...] [--key=value ...]\n" + doc_section(__doc__, "  python", "\n\n"))
     sys.exit()
 config_keys = [k for k, v in globals().items()
                if not k.startswith('_') and isinstance(v, (int, float, bool, str, type(None), list, tuple))]
@@ -334,10 +334,7 @@ if dispersion is not None:
     except ValueError as e:
         raise SystemExit(str(e))
 model_args = model_args_of(model)
-n_total = sum(p.numel() for p in model.parameters())  # a tied LM head shares the token table: counted once
-n_embedding = sum(m.weight.numel() for name, m in model.transformer.items() if name in ('wte', 'wpe'))
-if not model.tied:
-    n_embedding += model.lm_head.weight.numel()
+n_total, n_embedding = model.num_params(non_embedding=False), model.embedding_params()  # tied: once
 log0(f"parameters: {n_total:,} total = {n_embedding:,} in the embedding tables (token"
      f"{', position' if 'wpe' in model.transformer else ''}{'' if model.tied else ', untied LM head'}) + "
      f"{n_total - n_embedding:,} in the blocks and final norm")

@@ -5,6 +5,8 @@
 # 4 sequences * 4096 tokens * 16 micro-batches (2 per GPU on 8 GPUs) = 262,144 tokens per step;
 # 40,000 steps = 10.5B tokens. Shapes: 28 layers, 1024 wide, 16 query / 8 KV heads of 128, SwiGLU 3072,
 # tied embeddings; 0.44B parameters in the blocks + 51.5M in the 50304 x 1024 token table.
+import model  # a module, so not a config key (the configurator skips it)
+
 out_dir = 'out-qwen3-0.6b'
 wandb_log = True
 wandb_project = 'disperse-gpt'
@@ -12,14 +14,7 @@ wandb_run_name = 'qwen3-0.6b-ce'
 
 dataset = 'openwebtext'
 model_type = 'qwen3'
-n_layer = 28
-n_head = 16
-n_kv_head = 8
-head_dim = 128
-n_embd = 1024
-n_inner = 3072
-rope_theta = 1e6
-tie_embeddings = True
+globals().update(model.QWEN3_PRESETS['Qwen/Qwen3-0.6B'])  # n_layer .. tie_embeddings, from model.py
 
 batch_size = 4
 block_size = 4096

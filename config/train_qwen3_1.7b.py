@@ -9,6 +9,8 @@
 # 16,384 = 4.9 GB: ~46 GB (DDP would need 16 N = 24 GB for the state alone: ~61 GB). OpenWebText is ~9B
 # tokens: 30B tokens are ~3.4 epochs; prepare a larger corpus with data/prepare.py for a faithful run.
 # Time: model.flops_per_token(4096) x 30.2B tokens = 3.6e20 FLOPs: ~1.3 days on 8 H100s at 40% MFU.
+import model  # a module, so not a config key (the configurator skips it)
+
 out_dir = 'out-qwen3-1.7b'
 wandb_log = True
 wandb_project = 'disperse-gpt'
@@ -16,14 +18,7 @@ wandb_run_name = 'qwen3-1.7b-ce'
 
 dataset = 'openwebtext'
 model_type = 'qwen3'
-n_layer = 28
-n_head = 16
-n_kv_head = 8
-head_dim = 128
-n_embd = 2048
-n_inner = 6144
-rope_theta = 1e6
-tie_embeddings = True
+globals().update(model.QWEN3_PRESETS['Qwen/Qwen3-1.7B'])  # n_layer .. tie_embeddings, from model.py
 
 parallelism = 'fsdp'
 activation_checkpointing = False

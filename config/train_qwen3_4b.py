@@ -8,6 +8,8 @@
 # accumulating 4 N = 15 GB, activations 34 x 2560 x 36 layers x 8,192 tokens = 25.7 GB, logits 2.5 GB: ~51 GB.
 # DDP cannot hold it on an 80 GB GPU: 16 N = 60 GB of state before any activation (~88 GB).
 # Time: model.flops_per_token(4096) x 75.2B tokens = 2.2e21 FLOPs: ~1 day on 64 H100s at 40% MFU (8 on 8).
+import model  # a module, so not a config key (the configurator skips it)
+
 out_dir = 'out-qwen3-4b'
 wandb_log = True
 wandb_project = 'disperse-gpt'
@@ -15,14 +17,7 @@ wandb_run_name = 'qwen3-4b-ce'
 
 dataset = 'openwebtext'
 model_type = 'qwen3'
-n_layer = 36
-n_head = 32
-n_kv_head = 8
-head_dim = 128
-n_embd = 2560
-n_inner = 9728
-rope_theta = 1e6
-tie_embeddings = True
+globals().update(model.QWEN3_PRESETS['Qwen/Qwen3-4B'])  # n_layer .. tie_embeddings, from model.py
 
 parallelism = 'fsdp'
 activation_checkpointing = False

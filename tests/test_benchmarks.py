@@ -8,7 +8,6 @@ model: identical prompts, per-request log-likelihoods and metrics.
     python -m pytest -q tests/test_benchmarks.py
 """
 import glob
-import importlib.util
 import json
 import math
 import os
@@ -23,6 +22,7 @@ import torch
 import eval as ev
 from tasks import definitions as D
 from tasks import engine as E
+from data.tokenizer import write_gpt2_hf_tokenizer
 from tasks import lm_eval_adapter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -560,9 +560,7 @@ def test_bench_py_does_not_import_from_tests():
 
 # ---- lm-eval parity: the harness on the same fixtures with the same tiny model
 
-needs_lm_eval = pytest.mark.skipif(
-    importlib.util.find_spec("lm_eval") is None or importlib.util.find_spec("accelerate") is None,
-    reason="lm-eval (with accelerate, for its hf model) is not installed")
+# lm-eval and accelerate are test requirements (requirements-test.txt): without them these tests fail, never skip
 HARNESS_YAML = {"anli_r2": "anli/anli_r2.yaml", "lambada_openai": "lambada/lambada_openai.yaml",
                 "openbookqa": "openbookqa/openbookqa.yaml", "piqa": "piqa/piqa.yaml",
                 "truthfulqa_mc2": "truthfulqa/truthfulqa_mc2.yaml", "winogrande": "winogrande/default.yaml",
@@ -594,7 +592,7 @@ def harness(tmp_path_factory):
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
     root = tmp_path_factory.mktemp("harness")
-    model_dir = lm_eval_adapter.gpt2_tokenizer_dir(str(root / "tiny"))
+    model_dir = write_gpt2_hf_tokenizer(str(root / "tiny"))
     tiny_hf_gpt().save_pretrained(model_dir)
     tm = TaskManager(include_path=harness_task_dir(str(root / "tasks")), include_defaults=False)
     out = simple_evaluate(model="hf", model_args=f"pretrained={model_dir},dtype=float32", tasks=[
@@ -611,7 +609,6 @@ def our_side(model_dir):
     return model, get_tokenizer(model.config.tokenizer)
 
 
-@needs_lm_eval
 def test_same_requests_loglikelihoods_and_metrics_as_lm_eval(harness):
     out, model_dir, _ = harness
     model, tok = our_side(model_dir)
@@ -638,7 +635,6 @@ def test_same_requests_loglikelihoods_and_metrics_as_lm_eval(harness):
                     f"{name} {metric}"
 
 
-@needs_lm_eval
 def test_lm_eval_adapter_runs_harness_tasks_with_our_engine(harness):
     from lm_eval import simple_evaluate
     out, model_dir, tm = harness

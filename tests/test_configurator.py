@@ -103,3 +103,12 @@ def test_malformed_argument_and_missing_file():
         configure(DEFAULTS, ['--compile'])
     with pytest.raises(SystemExit, match="Config file not found"):
         configure(DEFAULTS, ['config/nope.py'])
+
+
+def test_doc_section_cuts_from_start_to_the_next_end():
+    from configurator import doc_section
+    doc = "title\n\n  python a.py\n  python b.py\n\nMore: x\n\nEnd"
+    assert doc_section(doc, "  python", "\n\n") == "  python a.py\n  python b.py"
+    assert doc_section(doc, "More", "\n\n") == "More: x"
+    with pytest.raises(ValueError):
+        doc_section(doc, "absent", "\n\n")

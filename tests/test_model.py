@@ -10,10 +10,8 @@ import torch
 from model import (GPT, GPTConfig, Qwen3, Qwen3Config, build_model, from_pretrained, load_checkpoint, model_args_of,
                    save_checkpoint)
 
-transformers = pytest.importorskip("transformers")
-
-
 def tiny_hf_gpt2(tmp_path, n_inner=None):
+    import transformers  # a requirement: missing, these tests fail (only they need it)
     cfg = transformers.GPT2Config(vocab_size=97, n_positions=32, n_embd=48, n_layer=3, n_head=4, n_inner=n_inner,
                                   resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     torch.manual_seed(0)
@@ -27,6 +25,7 @@ def tiny_hf_gpt2(tmp_path, n_inner=None):
 
 
 def tiny_hf_qwen3(tmp_path, tie):
+    import transformers
     # head_dim (12) != hidden / heads (48 / 8 = 6); 8 query heads over 2 KV heads = 4 per group
     cfg = transformers.Qwen3Config(vocab_size=101, hidden_size=48, intermediate_size=80, num_hidden_layers=3,
                                    num_attention_heads=8, num_key_value_heads=2, head_dim=12,
@@ -114,6 +113,11 @@ def test_init_statistics_and_tying():
     q = Qwen3(Qwen3Config(vocab_size=100, n_layer=2, n_head=4, n_kv_head=2, head_dim=8, n_embd=32, n_inner=64,
                           tie_embeddings=False))
     assert not q.tied and q.num_params() == sum(p.numel() for p in q.parameters()) - 100 * 32
+    # the lookup tables train.py logs apart from the blocks, by hand: GPT wte + wpe; untied Qwen3 wte + lm_head
+    assert model.embedding_params() == 1000 * 256 + 64 * 256
+    assert q.embedding_params() == 2 * 100 * 32
+    assert q.num_params(non_embedding=False) - q.embedding_params() == 2 * (2 * 32 + 32 * (32 + 2 * 16) + 32 * 32
+                                                                           + 2 * 8 + 3 * 32 * 64) + 32
 
 
 def test_optimizer_groups():

@@ -69,7 +69,7 @@ def test_start_from_file_and_errors(ckpt, capsys, tmp_path):
 
 def test_init_from_local_hf_dir(tmp_path, capsys):
     """--init_from DIR: released-style weights through transformers, with GPT-2's tokenizer."""
-    transformers = pytest.importorskip("transformers")
+    import transformers
     cfg = transformers.GPT2Config(vocab_size=50257, n_positions=32, n_embd=16, n_layer=1, n_head=2)
     transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp_path / "hf")
     out = run(capsys, "--init_from", str(tmp_path / "hf"), "--start", "Hello", "--num_samples", "2",
