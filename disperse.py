@@ -1,6 +1,6 @@
 """
-The dispersion-loss family of arXiv 2602.00217 (section 3) and the paper's two baselines
-(section 4: noisy embeddings, active forgetting).
+The dispersion-loss family of arXiv 2602.00217 (section 3), the paper's two baselines
+(section 4: noisy embeddings, active forgetting) and the knowledge-distillation term (distill_loss).
 
 Embedding condensation: the hidden states of one sequence crowd into a narrow cone as depth grows.
 The dispersion loss pushes the tokens of each sequence apart; training minimises
@@ -212,6 +212,43 @@ def disperse(hidden, loc='all', **loss_kwargs):
         raise ValueError(f"disperse needs the n+1 hidden states of an n-block model, got {len(hidden)}.")
     losses = [dispersion_loss(hidden[i], **loss_kwargs) for i in select_layers(len(hidden) - 1, loc)]
     return torch.stack(losses).mean()
+
+
+# -----------------------------------------------------------------------------
+# knowledge distillation (Hinton et al. 2015, arXiv 1503.02531): the issue-18 experiment "does a student take a
+# larger teacher's geometry, or only its predictions?" (the paper's abstract: condensation "is not reliably
+# mitigated by knowledge distillation")
+
+def distill_loss(student_logits, teacher_logits, temperature, vocab_size, targets=None):
+    """T^2 * KL(p_T || q_T), averaged over token positions as the cross-entropy is:
+        p_T = softmax(teacher_logits[..., :V] / T),  q_T = softmax(student_logits[..., :V] / T)
+        KL(p_T || q_T) = sum_v p_T(v) (log p_T(v) - log q_T(v))       (per position, over the V real tokens)
+    Forward KL, teacher first, as Hinton et al.: it is the cross-entropy of the student against the teacher's
+    soft targets minus the teacher's (constant) entropy, so its gradient is the soft-target one,
+    d/ds_v = T (q_T(v) - p_T(v)), and it is 0 with a zero gradient when the student equals the teacher. That
+    gradient shrinks as 1/T, hence the T^2 factor: the term's gradient stays on the scale of the CE's for any T.
+    V = vocab_size, the data tokenizer's real vocabulary: padded rows (50257 -> 50304) are sliced off both
+    sides, so neither model's unused logits enter the softmax. Positions whose target is -1 (the CE's
+    ignore_index) are left out of the mean; targets=None keeps every position. Computed in float32 (float64
+    stays float64) whatever the autocast dtype. student_logits, teacher_logits: [..., >= V]; targets: [...]."""
+    assert student_logits.shape[:-1] == teacher_logits.shape[:-1], (student_logits.shape, teacher_logits.shape)
+    if not temperature > 0:
+        raise ValueError(f"The distillation temperature must be > 0, got {temperature}.")
+    if min(student_logits.shape[-1], teacher_logits.shape[-1]) < vocab_size:
+        raise ValueError(f"Distillation over {vocab_size} tokens needs logits at least that wide, got "
+                         f"{student_logits.shape[-1]} (student) and {teacher_logits.shape[-1]} (teacher).")
+    dtype = torch.promote_types(student_logits.dtype, torch.float32)
+    with torch.autocast(student_logits.device.type, enabled=False):
+        log_q = torch.log_softmax(student_logits[..., :vocab_size].to(dtype) / temperature, dim=-1)
+        log_p = torch.log_softmax(teacher_logits[..., :vocab_size].to(dtype) / temperature, dim=-1)
+        kl = (log_p.exp() * (log_p - log_q)).sum(-1)  # [...], one KL per position
+        if targets is not None:
+            assert targets.shape == kl.shape, (targets.shape, kl.shape)
+            keep = targets != -1
+            kl = (kl * keep).sum() / keep.sum().clamp(min=1)
+        else:
+            kl = kl.mean()
+    return temperature ** 2 * kl
 
 
 # -----------------------------------------------------------------------------
