@@ -4,7 +4,8 @@ experiments.py: the CPU-scale reproduction of the paper's findings (arXiv 2602.0
   python experiments.py list                  # every run's train.py command line, and whether it is done
   python experiments.py run --jobs 2          # train what has no result yet (two at a time, one thread each),
                                               # resume what was interrupted, measure condensation at the end
-  python experiments.py run --only main       # one experiment: main, variants or mlp
+  python experiments.py run --only main       # one experiment (main, variants, mlp, size, longer, distill),
+                                              # setting (ce, distill_ce12x384) or run (ce_s1)
   python experiments.py report                # tables (results.md) and figures (PNG) from the run folders
 
 Every run is `python train.py config/research.py [config/dispersion.py] --key=value ... --seed=S --out_dir=...`
@@ -19,6 +20,10 @@ The experiments (README, "Results"):
   variants  orthogonalization, decorrelation, l2_repel at lambda 0.1 (angular_spread at 0.1 is in main). Seed 1.
   mlp       CE only with MLP width 16 / 64 / 256 / 1024 (the paper's Fig. 3 widths 64..4096 over d = 768, here
             over d = 192; 768 = 4 x 192 is main's CE run). Seed 1.
+  size      CE only at 12 x 384, 4 x 128, 8 x 256 (6 x 192 is main's CE run). Seeds 1, 2, 3.
+  longer    CE and lambda 1.0 for 900 steps (3x). Seeds 1, 2.
+  distill   the research shape distilled (T = 2, coefficient 1) from size12x384_s1 and from disp1.0_s1, seeds 1-3;
+            from size12x384_s1 with dispersion at lambda 1.0, seed 1. A run starts once its teacher has finished.
 """
 
 import argparse
@@ -42,6 +47,18 @@ NUM_SEQUENCES = 100  # val windows per condensation measurement, as the paper's 
 # keeps the distances on the order of one
 L2_TAU = 192.0
 
+# Distillation: T = 2 and coefficient 1. Hinton et al. (2015) find intermediate temperatures best when the student is
+# much smaller than its teacher (ours has 1/8 of the 12 x 384 teacher's block parameters): T = 2 halves the logit
+# gaps, so the teacher's ranking of the non-argmax tokens carries weight, without flattening its distribution. With
+# the T^2 factor the soft term's gradient is on the CE's scale, so coefficient 1 weighs the soft and the hard
+# targets equally, and the CE term is the baselines' unchanged. {runs} is the runs folder (all_runs fills it in).
+TEACHERS = {'ce12x384': 'size12x384_s1', 'disp1.0': 'disp1.0_s1'}  # setting name -> the teacher's run folder
+
+
+def distill_args(teacher):
+    return [f'--teacher={{runs}}/{teacher}/ckpt.pt', '--distill_coeff=1.0', '--distill_temperature=2.0']
+
+
 # experiment -> [(setting, extra train.py arguments)]; every setting runs with each of its seeds
 EXPERIMENTS = {
     'main': [('ce', []),
@@ -61,8 +78,15 @@ EXPERIMENTS = {
     # 3x longer training (900 steps, warmup and decay stretched with it): does lambda 1.0's val-loss gain survive?
     'longer': [(f'{name}_900', extra + ['--max_iters=900', '--lr_decay_iters=900', '--warmup_iters=90'])
                for name, extra in (('ce', []), ('disp1.0', DISPERSION + ['--dispersion_coeff=1.0']))],
+    # the research-shape student distilled (train.py's teacher) from two finished runs of this file: the largest
+    # CE model, and the research shape at lambda 1.0 (condensation low by construction); then distillation plus
+    # dispersion. The CE-only and dispersion-only students are main's ce and disp1.0. A run waits for its teacher.
+    'distill': [(f'distill_{name}', distill_args(teacher)) for name, teacher in TEACHERS.items()]
+               + [('distill_ce12x384_disp1.0', DISPERSION + ['--dispersion_coeff=1.0']
+                   + distill_args(TEACHERS['ce12x384']))],
 }
-EXPERIMENT_SEEDS = {'main': SEEDS, 'variants': (1,), 'mlp': (1,), 'size': SEEDS, 'longer': (1, 2)}
+EXPERIMENT_SEEDS = {'main': SEEDS, 'variants': (1,), 'mlp': (1,), 'size': SEEDS, 'longer': (1, 2), 'distill': SEEDS}
+SETTING_SEEDS = {'distill_ce12x384_disp1.0': (1,)}  # settings that run fewer seeds than their experiment
 
 
 def all_runs(runs_dir):
@@ -72,7 +96,10 @@ def all_runs(runs_dir):
     for experiment, settings in EXPERIMENTS.items():
         for seed in EXPERIMENT_SEEDS[experiment]:
             for setting, extra in settings:
+                if seed not in SETTING_SEEDS.get(setting, (seed,)):
+                    continue
                 folder = os.path.join(runs_dir, f'{setting}_s{seed}')
+                extra = [a.replace('{runs}', runs_dir) for a in extra]
                 runs.append((experiment, setting, seed, folder,
                              SHAPE + extra + [f'--seed={seed}', f'--out_dir={folder}']))
     return sorted(runs, key=lambda r: r[2])  # stable: within a seed, the order of EXPERIMENTS
@@ -102,6 +129,18 @@ def status(folder):
     if it is None:
         return 'new'
     return 'trained' if it[0] >= it[1] else f'at iter {it[0]}'
+
+
+def teacher_wait(args):
+    """None when the run has no teacher or its teacher's training is finished; else why the run must wait."""
+    path = next((a.split('=', 1)[1] for a in args if a.startswith('--teacher=')), None)
+    if path is None:
+        return None
+    it = checkpoint_iter(os.path.dirname(path))
+    if it is not None and it[0] >= it[1]:
+        return None
+    return (f"its teacher {path} {'does not exist yet' if it is None else f'is at iter {it[0]} of {it[1]}'}: it runs "
+            f"once the teacher has finished")
 
 
 def command_line(args):
@@ -324,19 +363,34 @@ def main(argv=None):
     runs = [r for r in every if any(e in names(r) for e in only)]
     if a.what == 'list':
         for run in runs:
-            print(f'[{status(run[3])}] {command_line(run[4])}')
+            state = status(run[3])
+            wait = teacher_wait(run[4]) if state == 'new' else None
+            print(f'[{state}{", waiting for its teacher" if wait else ""}] {command_line(run[4])}')
         return
     if a.what == 'report':
         return report(a.runs, a.out or a.runs)
     todo = [r for r in runs if status(r[3]) != 'done']
     print(f'{len(runs) - len(todo)} of {len(runs)} runs done; {len(todo)} to go, {a.jobs} at a time', flush=True)
     failed, start = [], time.time()
-    with ThreadPoolExecutor(a.jobs) as pool:
-        for folder, rc in pool.map(lambda r: execute(r, a.threads), todo):
-            print(f'{time.strftime("%H:%M:%S")} {"finished" if rc == 0 else f"FAILED ({rc})"}: {folder}', flush=True)
-            if rc != 0:
-                failed.append(folder)
-    print(f'{len(todo)} runs in {(time.time() - start) / 60:.1f} minutes', flush=True)
+    # two rounds: the runs whose teacher is unfinished go after the others (which may train it), then start only
+    # if it has finished by then; the rest are skipped, said, and run by a later `run`
+    first = [r for r in todo if not teacher_wait(r[4])]
+    skipped = []
+    for round_ in (first, [r for r in todo if r not in first]):
+        waits = {r[3]: teacher_wait(r[4]) for r in round_} if round_ is not first else {}
+        ready = [r for r in round_ if not waits.get(r[3])]
+        for r in round_:
+            if waits.get(r[3]):
+                skipped.append(r)
+                print(f'skipped {r[3]}: {waits[r[3]]} (run this command again then)', flush=True)
+        with ThreadPoolExecutor(a.jobs) as pool:
+            for folder, rc in pool.map(lambda r: execute(r, a.threads), ready):
+                print(f'{time.strftime("%H:%M:%S")} {"finished" if rc == 0 else f"FAILED ({rc})"}: {folder}',
+                      flush=True)
+                if rc != 0:
+                    failed.append(folder)
+    print(f'{len(todo) - len(skipped)} runs in {(time.time() - start) / 60:.1f} minutes'
+          + (f'; {len(skipped)} skipped for their teacher' if skipped else ''), flush=True)
     if failed:
         raise SystemExit(f"{len(failed)} runs failed; see train.out in {', '.join(failed)}.")
 

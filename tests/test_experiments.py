@@ -82,3 +82,32 @@ def test_run_skips_done_resumes_unfinished_and_starts_new(tmp_path, monkeypatch)
     assert '--init_from=resume' not in new and '--noise_alpha=1.0' in new
     measured = [c[c.index('--ckpt') + 1] for c in calls if c[0] == 'eval.py']
     assert measured == ['runs/disp0.1_s1/ckpt.pt', 'runs/disp1.0_s1/ckpt.pt', 'runs/noise_s1/ckpt.pt']
+
+
+def test_a_distillation_run_waits_for_its_teacher(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(experiments, 'ROOT', str(tmp_path))
+    monkeypatch.setattr(experiments, 'EXPERIMENT_SEEDS', dict(experiments.EXPERIMENT_SEEDS, size=(1,), distill=(1,)))
+    os.chdir(tmp_path)
+    calls = []
+
+    def fake_call(cmd, **kw):  # training the 12 x 384 teacher leaves its finished checkpoint
+        calls.append(cmd[1:])
+        out = next((a.split('=', 1)[1] for a in cmd if a.startswith('--out_dir=')), None)
+        if cmd[1] == 'train.py' and out.endswith('size12x384_s1'):
+            torch.save({'model': {}, 'model_args': {}, 'iter_num': 300, 'config': {'max_iters': 300}}, f'{out}/ckpt.pt')
+        return 0
+    monkeypatch.setattr(experiments.subprocess, 'call', fake_call)
+    # the dispersion teacher disp1.0_s1 is half trained and not selected: its student is skipped, and says why
+    os.makedirs('runs/disp1.0_s1')
+    torch.save({'model': {}, 'model_args': {}, 'iter_num': 150, 'config': {'max_iters': 300}}, 'runs/disp1.0_s1/ckpt.pt')
+    experiments.main(['list', '--runs', 'runs', '--only', 'distill_disp1.0'])
+    assert '[new, waiting for its teacher]' in capsys.readouterr().out
+    experiments.main(['run', '--runs', 'runs', '--jobs', '2', '--only', 'size12x384_s1,distill'])
+    trained = [next(a for a in c if a.startswith('--out_dir=')) for c in calls if c[0] == 'train.py']
+    # the teacher first (round 1), then its two students (round 2); the other teacher's student not at all
+    assert trained == ['--out_dir=runs/size12x384_s1', '--out_dir=runs/distill_ce12x384_s1',
+                       '--out_dir=runs/distill_ce12x384_disp1.0_s1']
+    student = next(c for c in calls if '--out_dir=runs/distill_ce12x384_disp1.0_s1' in c)
+    assert '--teacher=runs/size12x384_s1/ckpt.pt' in student and '--dispersion_coeff=1.0' in student
+    out = capsys.readouterr().out
+    assert 'skipped runs/distill_disp1.0_s1: its teacher runs/disp1.0_s1/ckpt.pt is at iter 150 of 300' in out
