@@ -305,3 +305,57 @@ def forget_embeddings(model, optimizer, generator=None):
             state['step'].zero_()
         else:
             state['step'] = 0
+
+
+# active forgetting as the authors run it (their GPT-2 baseline, after Chen et al. 2023, arXiv 2307.01163, and the
+# language-model-plasticity code it follows): the token embedding in optimizer groups of its own, with its own
+# learning-rate schedule (forget_lr); its re-draw is forget_embeddings, its pad row zero_row_
+FORGET_WARMUP = 0.08  # the embedding schedule's linear warmup, a fraction of the run
+
+
+def forget_lr(it, max_iters, every, peak, warmup=FORGET_WARMUP):
+    """The token embedding's learning rate at (0-based) step `it` of a run of T = max_iters steps that re-draws
+    the embedding every K = `every` steps, exactly as the authors' code computes it:
+        e = ((it + 1) * (T // K)) % T,  then  e = min(e, T - 1)           (the embedding's schedule index)
+        W = int(T * warmup)                                                (warmup steps; warmup = 0.08)
+        lr = peak * e / max(1, W)                       if e < W
+             peak * max(0, (T - e) / max(1, T - W))     otherwise          (linear warmup, linear decay to 0)
+    it + 1 because their scheduler indexes the completed optimizer steps (Hugging Face's LambdaLR). The curve over
+    T is replayed T // K times per run, fast-forwarded T // K times; it restarts at the resets only when K divides
+    T. With T // K == 1 (their 1526 steps with K = 1000; our 300 with K = 200) the index is it + 1: one curve over
+    the whole run, NOT restarted at the reset (the re-drawn embedding continues on the decaying part, here at
+    (300 - 201) / 276 = 0.36 of the peak), and the last step's index T % T = 0 gives lr 0. That is the authors'
+    formula, kept as is; K > T (T // K == 0) would hold the embedding at lr 0 all run: train.py refuses it."""
+    T = max_iters
+    if not 0 < every <= T:
+        raise ValueError(f"forget_lr needs 0 < every <= max_iters, got every={every}, max_iters={T}.")
+    e = min(((it + 1) * (T // every)) % T, T - 1)
+    W = int(T * warmup)
+    return peak * (e / max(1, W) if e < W else max(0.0, (T - e) / max(1, T - W)))
+
+
+def embedding_group(optimizer, model, name='embedding'):
+    """Move the token embedding weight (a tied LM head is the same tensor) out of its optimizer group into a group
+    of its own, named `name`, with its old group's other settings (weight decay: the authors keep it on the
+    embedding), so that train.py can give it forget_lr. Call before loading a checkpoint's optimizer state. An
+    untied LM head stays with the body, as in the authors' code (they re-draw the input embedding only)."""
+    w = token_embedding(model).weight
+    home = [g for g in optimizer.param_groups if any(p is w for p in g['params'])]
+    assert len(home) == 1, "the token embedding must be in exactly one optimizer group"
+    home[0]['params'] = [p for p in home[0]['params'] if p is not w]
+    optimizer.add_param_group({**{k: v for k, v in home[0].items() if k != 'params'}, 'params': [w], 'name': name})
+    optimizer.param_groups[:] = [g for g in optimizer.param_groups if g['params']]
+
+
+@torch.no_grad()
+def zero_row_(w, row):
+    """w[row] = 0 in place, for a plain tensor or an FSDP-sharded one (a DTensor: each process zeroes the row only
+    if it holds it, through a mask sharded as w)."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+    assert 0 <= row < w.shape[0], f"row {row} is outside a table of {w.shape[0]} rows"
+    if isinstance(w, DTensor):
+        keep = torch.ones(w.shape[0], 1, dtype=w.dtype, device=w.to_local().device)
+        keep[row] = 0
+        w.to_local().mul_(distribute_tensor(keep, w.device_mesh, w.placements, src_data_rank=None).to_local())
+    else:
+        w[row].zero_()

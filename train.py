@@ -97,6 +97,7 @@ dispersion_max_tokens = 256  # token positions sampled per sequence and layer; 0
 # the paper's baselines
 noise_alpha = 0.0  # noisy embeddings: U(-m, m), m = alpha / sqrt(L * d) added to token embeddings; 0 = off
 forget_every = 0  # active forgetting: re-initialise the token embedding every this many steps; 0 = off
+forget_lr = 0.0  # active forgetting: the embedding's own peak lr (disperse.forget_lr's schedule); 0 = learning_rate
 # knowledge distillation (disperse.distill_loss): loss += distill_coeff * T^2 * KL(teacher_T || student_T), training only
 teacher = ''  # a frozen teacher: a checkpoint of ours (path to its ckpt.pt) or a transformers directory / name
 distill_coeff = 0.0  # 0 = off
@@ -177,7 +178,7 @@ def config_error():
     if n_kv_head and n_head % n_kv_head != 0:
         return f"n_head ({n_head}) must be a multiple of n_kv_head ({n_kv_head})."
     for key in ('max_iters', 'noise_alpha', 'forget_every', 'probe_windows', 'dropout', 'dispersion_coeff',
-                'distill_coeff'):
+                'distill_coeff', 'forget_lr'):
         if not config[key] >= 0:
             return f"{key} must be 0 or more, not {config[key]}."
     if dispersion is not None:
@@ -189,6 +190,8 @@ def config_error():
             disperse.dispersion_loss(torch.randn(1, 4, 4), **{k: v for k, v in disp_kwargs.items() if k != 'loc'})
         except ValueError as e:
             return f"dispersion settings: {e}"
+    if forget_every > max_iters:  # the authors' schedule index (it + 1) * (T // K) % T would stay 0: lr 0
+        return f"forget_every ({forget_every}) must be at most max_iters ({max_iters}) for active forgetting's schedule."
     if distill_coeff > 0 and not teacher:
         return "distill_coeff > 0 needs a teacher: --teacher=out-X/ckpt.pt (a checkpoint of ours) or a transformers directory."
     if teacher and not distill_coeff > 0:
@@ -252,6 +255,23 @@ ctx = nullcontext() if dtype == 'float32' else torch.autocast(device_type=device
 # dispersion loss's token subsets are drawn per global micro-batch from (seed, iter, micro-batch index): the same
 # windows whatever the number of processes, different on every process, and a resumed run redraws them.
 torch.manual_seed(seed + ddp_rank)
+
+
+def forget_pad_row():
+    """The token row that active forgetting zeroes after each re-draw, as the authors' code: the tokenizer's pad
+    id, or (their script sets pad = eos when there is none, as for GPT-2) its end-of-text id: <|endoftext|> =
+    50256 for GPT-2, meta.json's eot_token. None when that row is outside the model's table."""
+    pad = None
+    if meta['tokenizer'] != 'gpt2':
+        try:
+            from transformers import AutoTokenizer
+            pad = AutoTokenizer.from_pretrained(meta['tokenizer']).pad_token_id
+        except Exception as e:
+            raise SystemExit(f"Active forgetting zeroes the pad row of {meta['tokenizer']}'s tokenizer, which could "
+                             f"not be loaded offline ({type(e).__name__}): save it with save_pretrained and "
+                             f"prepare the data with that directory.")
+    pad = meta.get('eot_token') if pad is None else pad
+    return pad if pad is not None and 0 <= pad < vocab_size else None
 
 
 def micro_batch_seed(it, micro_step):
@@ -401,6 +421,10 @@ if noise_alpha > 0:
 
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+forget_pad = None  # active forgetting: the token row zeroed at each re-draw (forget_pad_row), None = none
+if forget_every > 0:  # the token embedding in a group of its own, with its own schedule (disperse.forget_lr)
+    disperse.embedding_group(optimizer, model)
+    forget_pad = forget_pad_row()
 if checkpoint is not None:
     if parallelism == 'fsdp':
         fsdp.load(ckpt_path, model, optimizer)
@@ -560,8 +584,10 @@ local_iter_num = 0
 running_mfu = -1.0
 while True:
     lr = get_lr(iter_num) if decay_lr else learning_rate
+    # active forgetting: the embedding's own schedule, the authors' (disperse.forget_lr); the body keeps get_lr's
+    emb_lr = disperse.forget_lr(iter_num, max_iters, forget_every, forget_lr or learning_rate) if forget_every else lr
     for group in optimizer.param_groups:
-        group['lr'] = lr
+        group['lr'] = emb_lr if group.get('name') == 'embedding' else lr
 
     if iter_num % eval_interval == 0 or iter_num == max_iters or eval_only:  # max_iters: the last state is saved
         losses = estimate_loss()
@@ -643,6 +669,10 @@ while True:
     optimizer.zero_grad(set_to_none=True)
     if forget_every > 0 and (iter_num + 1) % forget_every == 0:
         disperse.forget_embeddings(raw_model, optimizer, torch.Generator().manual_seed(seed + iter_num))
+        if forget_pad is not None:
+            disperse.zero_row_(disperse.token_embedding(raw_model).weight, forget_pad)
+        log0(f"active forgetting: re-drew the token embedding after step {iter_num + 1}"
+             f"{f' (row {forget_pad} zero)' if forget_pad is not None else ''} and zeroed its AdamW state")
 
     t1 = time.time()
     dt, t0 = t1 - t0, t1
@@ -666,6 +696,8 @@ while True:
             record['disp'] = dispf
         if kdf is not None:
             record['distill'] = kdf
+        if forget_every > 0:
+            record['lr_embedding'] = emb_lr
         if running_mfu >= 0:
             record['mfu'] = running_mfu
         log_record(record)
