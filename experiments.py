@@ -11,8 +11,11 @@ experiments.py: the CPU-scale reproduction of the paper's findings (arXiv 2602.0
 Every run is `python train.py config/research.py [config/dispersion.py] --key=value ... --seed=S --out_dir=...`
 (the research shape: 6 layers x 192 on Shakespeare, 300 steps of 8 x 128 tokens), followed by
 `python eval.py --ckpt RUN/ckpt.pt --num_sequences 100 --seq_len 128 --out RUN/eval` (per-layer mean cosine on
-100 val windows). A run is done when RUN/eval/condensation_val_S128_N100.json exists; a run with a checkpoint short of
-max_iters continues with --init_from=resume, so a later session finishes what an earlier one could not.
+100 val windows) and `python eval.py --ckpt RUN/ckpt.pt --loss_data lee_news --out RUN/eval` (the loss on a second
+held-out corpus, modern English news: data/lee_news). A run is done when both RUN/eval/condensation_val_S128_N100.json
+and RUN/eval/loss_lee_news.json exist; a finished run that lacks one is measured, not retrained; a run with a
+checkpoint short of max_iters continues with --init_from=resume, so a later session finishes what an earlier one
+could not.
 
 The experiments (README, "Results"):
   main      CE only; CE + angular_spread at lambda 0.1 and 1.0; noisy embeddings (alpha 1); active forgetting
@@ -47,6 +50,9 @@ NUM_SEQUENCES = 100  # val windows per condensation measurement, as the paper's 
 # l2_repel on raw hidden states: exp(-|z_i - z_j|^2 / tau) underflows at tau = 1 (disperse.py); tau = F = 192
 # keeps the distances on the order of one
 L2_TAU = 192.0
+# the second held-out corpus, of another domain: modern English news (data/lee_news/prepare.py, from gensim's Lee
+# corpus), every run's loss on it by train.py's val-loss rule (eval.py --loss_data)
+LOSS_DATA = 'lee_news'
 
 # Distillation: T = 2 and coefficient 1. Hinton et al. (2015) find intermediate temperatures best when the student is
 # much smaller than its teacher (ours has 1/8 of the 12 x 384 teacher's block parameters): T = 2 halves the logit
@@ -119,14 +125,21 @@ def checkpoint_iter(folder):
     return ckpt['iter_num'], ckpt['config']['max_iters']
 
 
-def condensation_path(folder):
-    """Where eval_args(folder) makes eval.py write the run's condensation measurement."""
-    from eval import condensation_path as measurement_path
-    return measurement_path(os.path.join(folder, 'eval'), 'val', SEQ_LEN, NUM_SEQUENCES)
+def condensation_json(folder):
+    """The run's condensation measurement, where eval_args(folder) makes eval.py write it."""
+    from eval import condensation_path
+    return condensation_path(os.path.join(folder, 'eval'), 'val', SEQ_LEN, NUM_SEQUENCES)
+
+
+def generalization_json(folder):
+    """The run's loss on the second held-out corpus, where loss_args(folder) makes eval.py write it."""
+    from eval import loss_path
+    return loss_path(os.path.join(folder, 'eval'), LOSS_DATA)
 
 
 def status(folder):
-    if os.path.exists(condensation_path(folder)):
+    """'done' (trained and both measurements there), 'trained', 'at iter N' (to resume) or 'new'."""
+    if os.path.exists(condensation_json(folder)) and os.path.exists(generalization_json(folder)):
         return 'done'
     it = checkpoint_iter(folder)
     if it is None:
@@ -155,8 +168,13 @@ def eval_args(folder):
             '--out', os.path.join(folder, 'eval')]
 
 
+def loss_args(folder):
+    return ['--ckpt', os.path.join(folder, 'ckpt.pt'), '--loss_data', LOSS_DATA, '--out', os.path.join(folder, 'eval')]
+
+
 def execute(run, threads):
-    """Train (or resume) one run and measure its condensation; returns (folder, exit status)."""
+    """Train (or resume) one run and take the measurements it lacks (condensation, the loss on LOSS_DATA), each
+    alone: a finished folder is measured without retraining. Returns (folder, exit status)."""
     _, _, _, folder, args = run
     os.makedirs(folder, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -168,9 +186,13 @@ def execute(run, threads):
                                  stdout=log, stderr=subprocess.STDOUT)
             if rc != 0:
                 return folder, rc
-        rc = subprocess.call([sys.executable, 'eval.py'] + eval_args(folder), cwd=ROOT, env=env,
-                             stdout=log, stderr=subprocess.STDOUT)
-    return folder, rc
+        for path, args in ((condensation_json(folder), eval_args(folder)), (generalization_json(folder), loss_args(folder))):
+            if not os.path.exists(path):
+                rc = subprocess.call([sys.executable, 'eval.py'] + args, cwd=ROOT, env=env, stdout=log,
+                                     stderr=subprocess.STDOUT)
+                if rc != 0:
+                    return folder, rc
+    return folder, 0
 
 
 # -----------------------------------------------------------------------------
@@ -218,7 +240,7 @@ def report(runs_dir, out):
     known = {os.path.normpath(r[3]): r for r in all_runs(runs_dir)}
     for name in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []:
         folder = os.path.normpath(os.path.join(runs_dir, name))
-        cond = condensation_path(folder)
+        cond = condensation_json(folder)
         if not os.path.exists(cond):
             continue
         # a folder of this file's recipes, or any other run folder named SETTING_sSEED (or just SETTING)
@@ -373,6 +395,10 @@ def main(argv=None):
     if a.what == 'report':
         return report(a.runs, a.out or a.runs)
     todo = [r for r in runs if status(r[3]) != 'done']
+    if todo and not os.path.exists(os.path.join(ROOT, 'data', LOSS_DATA, 'val.bin')):
+        rc = subprocess.call([sys.executable, f'data/{LOSS_DATA}/prepare.py'], cwd=ROOT)
+        if rc != 0:
+            raise SystemExit(f"data/{LOSS_DATA}/prepare.py failed (exit {rc}): the runs need its val.bin to measure.")
     print(f'{len(runs) - len(todo)} of {len(runs)} runs done; {len(todo)} to go, {a.jobs} at a time', flush=True)
     failed, start = [], time.time()
     # two rounds: the runs whose teacher is unfinished go after the others (which may train it), then start only

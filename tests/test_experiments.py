@@ -12,8 +12,9 @@ import torch
 import experiments
 
 
-def write_run(folder, val_losses, mean_cos, ms=100.0, spearman=1.0, kendall=1.0, resumed_at=None):
-    """A finished run folder as train.py and eval.py leave it: log.jsonl and eval/condensation_val_S128_N100.json."""
+def write_run(folder, val_losses, mean_cos, ms=100.0, spearman=1.0, kendall=1.0, resumed_at=None, gen_loss=None):
+    """A finished run folder as train.py and eval.py leave it: log.jsonl, eval/condensation_val_S128_N100.json and,
+    given gen_loss, eval/loss_lee_news.json."""
     os.makedirs(os.path.join(folder, 'eval'), exist_ok=True)
     records = [{'iter': 0, 'event': 'start'}]
     for i, v in enumerate(val_losses):
@@ -26,8 +27,11 @@ def write_run(folder, val_losses, mean_cos, ms=100.0, spearman=1.0, kendall=1.0,
                    + [r for r in records if r['iter'] > resumed_at])
     with open(os.path.join(folder, 'log.jsonl'), 'w') as f:
         f.write('\n'.join(json.dumps(r) for r in records) + '\n')
-    with open(experiments.condensation_path(folder), 'w') as f:
+    with open(experiments.condensation_json(folder), 'w') as f:
         json.dump({'mean_cos': mean_cos, 'spearman': spearman, 'kendall': kendall}, f)
+    if gen_loss is not None:
+        with open(experiments.generalization_json(folder), 'w') as f:
+            json.dump({'loss': gen_loss}, f)
 
 
 def test_report_means_and_stds_over_seeds(tmp_path):
@@ -67,21 +71,25 @@ def test_run_skips_done_resumes_unfinished_and_starts_new(tmp_path, monkeypatch)
     monkeypatch.setattr(experiments, 'EXPERIMENTS', {'main': experiments.EXPERIMENTS['main'][:4]})
     monkeypatch.setattr(experiments, 'EXPERIMENT_SEEDS', {'main': (1,)})
     os.chdir(tmp_path)
-    write_run(f'{runs}/ce_s1', [9.0, 5.0], [0.1, 0.2])  # done: has its condensation measurement
+    write_run(f'{runs}/ce_s1', [9.0, 5.0], [0.1, 0.2], gen_loss=6.0)  # done: has both measurements
     os.makedirs(f'{runs}/disp0.1_s1')
     torch.save({'model': {}, 'model_args': {}, 'iter_num': 150, 'config': {'max_iters': 300}}, f'{runs}/disp0.1_s1/ckpt.pt')  # interrupted
     os.makedirs(f'{runs}/disp1.0_s1')
     torch.save({'model': {}, 'model_args': {}, 'iter_num': 300, 'config': {'max_iters': 300}}, f'{runs}/disp1.0_s1/ckpt.pt')  # trained only
+    write_run(f'{runs}/noise_s1', [9.0, 5.0], [0.1, 0.2])  # an older finished run: condensation, no loss on lee_news
+    torch.save({'model': {}, 'model_args': {}, 'iter_num': 300, 'config': {'max_iters': 300}}, f'{runs}/noise_s1/ckpt.pt')
     calls = []
     monkeypatch.setattr(experiments.subprocess, 'call', lambda cmd, **kw: calls.append(cmd[1:]) or 0)
     experiments.main(['run', '--runs', runs, '--jobs', '1'])
+    assert calls[0] == ['data/lee_news/prepare.py']  # the second corpus, once, before any run
     trained = [next(a for a in c if a.startswith('--out_dir=')) for c in calls if c[0] == 'train.py']
-    assert trained == ['--out_dir=runs/disp0.1_s1', '--out_dir=runs/noise_s1']  # not ce (done), not disp1.0
-    assert calls[0][-1] == '--init_from=resume'
-    new = next(c for c in calls if '--out_dir=runs/noise_s1' in c)
-    assert '--init_from=resume' not in new and '--noise_alpha=1.0' in new
-    measured = [c[c.index('--ckpt') + 1] for c in calls if c[0] == 'eval.py']
-    assert measured == ['runs/disp0.1_s1/ckpt.pt', 'runs/disp1.0_s1/ckpt.pt', 'runs/noise_s1/ckpt.pt']
+    assert trained == ['--out_dir=runs/disp0.1_s1']  # not ce (done), disp1.0 (trained), noise (trained, measured)
+    assert calls[1][-1] == '--init_from=resume'
+    condensation = [c[c.index('--ckpt') + 1] for c in calls if c[0] == 'eval.py' and '--loss_data' not in c]
+    assert condensation == ['runs/disp0.1_s1/ckpt.pt', 'runs/disp1.0_s1/ckpt.pt']  # noise_s1 has its own already
+    loss = [c[c.index('--ckpt') + 1] for c in calls if c[0] == 'eval.py' and '--loss_data' in c]
+    assert loss == ['runs/disp0.1_s1/ckpt.pt', 'runs/disp1.0_s1/ckpt.pt', 'runs/noise_s1/ckpt.pt']
+    assert all(c[c.index('--loss_data') + 1] == 'lee_news' for c in calls if '--loss_data' in c)
 
 
 def test_a_distillation_run_waits_for_its_teacher(tmp_path, monkeypatch, capsys):
