@@ -76,3 +76,30 @@ def test_train_redraws_after_every_kth_step_only_with_its_schedule(tmp_path, dat
 def test_forget_every_beyond_the_run_is_refused(tmp_path, data_dir):
     p = train(tmp_path / "o", data_dir, "--max_iters=4", "--forget_every=5", check=False)
     assert p.returncode == 1 and "at most max_iters" in p.stderr
+
+
+def _zero_row_worker(rank, out):
+    import fsdp
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=16, vocab_size=63, n_layer=1, n_head=2, n_embd=16))  # 63 rows: shards 32 + 31
+    full = model.transformer.wte.weight.detach().clone()
+    model = fsdp.shard(model, 'cpu', 'float32')
+    opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu')
+    disperse.embedding_group(opt, model)
+    w = disperse.token_embedding(model).weight
+    assert [g.get('name') for g in opt.param_groups].count('embedding') == 1
+    for row in (40, 3):  # one on each process's shard
+        disperse.zero_row_(w, row)
+    got = w.full_tensor()
+    if rank == 0:
+        torch.save({'got': got, 'full': full}, out)
+
+
+@pytest.mark.slow
+def test_zero_row_and_the_embedding_group_on_an_fsdp_sharded_table(tmp_path):
+    from test_fsdp import spawn
+    spawn(_zero_row_worker, str(tmp_path / "w.pt"))
+    r = torch.load(tmp_path / "w.pt")
+    want = r['full'].clone()
+    want[[3, 40]] = 0
+    torch.testing.assert_close(r['got'], want, rtol=0, atol=0)
