@@ -429,7 +429,11 @@ if checkpoint is not None:
     if parallelism == 'fsdp':
         fsdp.load(ckpt_path, model, optimizer)
     else:
-        optimizer.load_state_dict(checkpoint['optimizer'])
+        try:
+            optimizer.load_state_dict(checkpoint['optimizer'])
+        except ValueError as e:  # e.g. an active-forgetting run from before the embedding had a group of its own
+            raise SystemExit(f"The optimizer state in {ckpt_path} does not fit this run's parameter groups ({e}): "
+                             f"resume with the code and settings it was trained with, or start it anew.")
     rng = checkpoint.get('rng')
     if rng is not None and len(rng) == ddp_world_size:  # the same process layout: continue every stream exactly
         torch.set_rng_state(rng[ddp_rank]['torch'])

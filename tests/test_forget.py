@@ -103,3 +103,10 @@ def test_zero_row_and_the_embedding_group_on_an_fsdp_sharded_table(tmp_path):
     want = r['full'].clone()
     want[[3, 40]] = 0
     torch.testing.assert_close(r['got'], want, rtol=0, atol=0)
+
+
+def test_resuming_a_run_whose_optimizer_has_other_groups_is_one_sentence(tmp_path, data_dir):
+    out = tmp_path / "out"
+    train(out, data_dir, "--max_iters=2", "--eval_interval=2", "--probe_windows=0")  # two groups, no forgetting
+    p = train(out, data_dir, "--max_iters=4", "--eval_interval=2", "--init_from=resume", "--forget_every=2", check=False)
+    assert p.returncode == 1 and "does not fit this run's parameter groups" in p.stderr and "\n" not in p.stderr.strip()
