@@ -691,6 +691,7 @@ while True:
         extra = f", ce {lossf:.4f}" if dispf is not None or kdf is not None else ""
         extra += f", disp {dispf:.4f}" if dispf is not None else ""
         extra += f", distill {kdf:.4f}" if kdf is not None else ""
+        extra += f", embedding lr {emb_lr:.2e}" if forget_every > 0 else ""
         mfu_txt = f", mfu {running_mfu * 100:.2f}%" if running_mfu >= 0 else ""
         print(f"iter {iter_num}: loss {total:.4f}{extra}, lr {lr:.2e}, {tokens_per_iter / dt:,.0f} tok/s, "
               f"{dt * 1000:.0f} ms/iter{mfu_txt}", flush=True)
