@@ -159,3 +159,13 @@ def test_distillation_under_ddp_and_fsdp_equals_one_process(tmp_path, data_dir, 
     w1 = torch.load(one / "ckpt.pt", weights_only=False)["model"]
     assert_same_weights(w1, torch.load(ddp / "ckpt.pt", weights_only=False)["model"])
     assert_same_weights(w1, consolidated(sharded)["model"])
+
+
+def test_a_transformers_directory_can_teach(tmp_path, data_dir):
+    import transformers  # a requirement: no skip
+    cfg = transformers.GPT2Config(vocab_size=256, n_positions=64, n_embd=32, n_layer=2, n_head=2)
+    transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp_path / "hf")
+    out = tmp_path / "student"
+    train(out, data_dir, "--max_iters=2", "--eval_interval=2", "--probe_windows=0", f"--teacher={tmp_path / 'hf'}",
+          "--distill_coeff=1.0")
+    assert all(r["distill"] > 0 for r in records(out) if "loss" in r)
