@@ -169,3 +169,11 @@ def test_a_transformers_directory_can_teach(tmp_path, data_dir):
     train(out, data_dir, "--max_iters=2", "--eval_interval=2", "--probe_windows=0", f"--teacher={tmp_path / 'hf'}",
           "--distill_coeff=1.0")
     assert all(r["distill"] > 0 for r in records(out) if "loss" in r)
+
+
+def test_the_teachers_memory_is_in_the_estimate():
+    import fsdp
+    args = (1e9, 24, 2048, 50304, 4096, 8, True, False, True)
+    # a 1B-parameter teacher: 4 bytes each (fp32 copy, no gradient or moments) + 10 V bytes per token of logits
+    extra = fsdp.memory_gb(*args, teacher_params=1e9) - fsdp.memory_gb(*args)
+    assert extra == pytest.approx((4e9 + 10 * 50304 * 4096) / 1e9, rel=1e-12)  # 6.06 GB
