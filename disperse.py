@@ -1,6 +1,6 @@
 """
-The dispersion-loss family of arXiv 2602.00217 (section 3) and the paper's two baselines
-(section 4: noisy embeddings, active forgetting).
+The dispersion-loss family of arXiv 2602.00217 (section 3), the paper's two baselines
+(section 4: noisy embeddings, active forgetting) and the knowledge-distillation term (distill_loss).
 
 Embedding condensation: the hidden states of one sequence crowd into a narrow cone as depth grows.
 The dispersion loss pushes the tokens of each sequence apart; training minimises
@@ -219,6 +219,43 @@ def disperse(hidden, loc='all', **loss_kwargs):
 
 
 # -----------------------------------------------------------------------------
+# knowledge distillation (Hinton et al. 2015, arXiv 1503.02531): the issue-18 experiment "does a student take a
+# larger teacher's geometry, or only its predictions?" (the paper's abstract: condensation "is not reliably
+# mitigated by knowledge distillation")
+
+def distill_loss(student_logits, teacher_logits, temperature, vocab_size, targets=None):
+    """T^2 * KL(p_T || q_T), averaged over token positions as the cross-entropy is:
+        p_T = softmax(teacher_logits[..., :V] / T),  q_T = softmax(student_logits[..., :V] / T)
+        KL(p_T || q_T) = sum_v p_T(v) (log p_T(v) - log q_T(v))       (per position, over the V real tokens)
+    Forward KL, teacher first, as Hinton et al.: it is the cross-entropy of the student against the teacher's
+    soft targets minus the teacher's (constant) entropy, so its gradient is the soft-target one,
+    d/ds_v = T (q_T(v) - p_T(v)), and it is 0 with a zero gradient when the student equals the teacher. That
+    gradient shrinks as 1/T, hence the T^2 factor: the term's gradient stays on the scale of the CE's for any T.
+    V = vocab_size, the data tokenizer's real vocabulary: padded rows (50257 -> 50304) are sliced off both
+    sides, so neither model's unused logits enter the softmax. Positions whose target is -1 (the CE's
+    ignore_index) are left out of the mean; targets=None keeps every position. Computed in float32 (float64
+    stays float64) whatever the autocast dtype. student_logits, teacher_logits: [..., >= V]; targets: [...]."""
+    assert student_logits.shape[:-1] == teacher_logits.shape[:-1], (student_logits.shape, teacher_logits.shape)
+    if not temperature > 0:
+        raise ValueError(f"The distillation temperature must be > 0, got {temperature}.")
+    if min(student_logits.shape[-1], teacher_logits.shape[-1]) < vocab_size:
+        raise ValueError(f"Distillation over {vocab_size} tokens needs logits at least that wide, got "
+                         f"{student_logits.shape[-1]} (student) and {teacher_logits.shape[-1]} (teacher).")
+    dtype = torch.promote_types(student_logits.dtype, torch.float32)
+    with torch.autocast(student_logits.device.type, enabled=False):
+        log_q = torch.log_softmax(student_logits[..., :vocab_size].to(dtype) / temperature, dim=-1)
+        log_p = torch.log_softmax(teacher_logits[..., :vocab_size].to(dtype) / temperature, dim=-1)
+        kl = (log_p.exp() * (log_p - log_q)).sum(-1)  # [...], one KL per position
+        if targets is not None:
+            assert targets.shape == kl.shape, (targets.shape, kl.shape)
+            keep = targets != -1
+            kl = (kl * keep).sum() / keep.sum().clamp(min=1)
+        else:
+            kl = kl.mean()
+    return temperature ** 2 * kl
+
+
+# -----------------------------------------------------------------------------
 # baselines (the paper, section 4)
 
 def token_embedding(model):
@@ -272,3 +309,57 @@ def forget_embeddings(model, optimizer, generator=None):
             state['step'].zero_()
         else:
             state['step'] = 0
+
+
+# active forgetting as the authors run it (their GPT-2 baseline, after Chen et al. 2023, arXiv 2307.01163, and the
+# language-model-plasticity code it follows): the token embedding in optimizer groups of its own, with its own
+# learning-rate schedule (forget_lr); its re-draw is forget_embeddings, its pad row zero_row_
+FORGET_WARMUP = 0.08  # the embedding schedule's linear warmup, a fraction of the run
+
+
+def forget_lr(it, max_iters, every, peak, warmup=FORGET_WARMUP):
+    """The token embedding's learning rate at (0-based) step `it` of a run of T = max_iters steps that re-draws
+    the embedding every K = `every` steps, exactly as the authors' code computes it:
+        e = ((it + 1) * (T // K)) % T,  then  e = min(e, T - 1)           (the embedding's schedule index)
+        W = int(T * warmup)                                                (warmup steps; warmup = 0.08)
+        lr = peak * e / max(1, W)                       if e < W
+             peak * max(0, (T - e) / max(1, T - W))     otherwise          (linear warmup, linear decay to 0)
+    it + 1 because their scheduler indexes the completed optimizer steps (Hugging Face's LambdaLR). The curve over
+    T is replayed T // K times per run, fast-forwarded T // K times; it restarts at the resets only when K divides
+    T. With T // K == 1 (their 1526 steps with K = 1000; our 300 with K = 200) the index is it + 1: one curve over
+    the whole run, NOT restarted at the reset (the re-drawn embedding continues on the decaying part, here at
+    (300 - 201) / 276 = 0.36 of the peak), and the last step's index T % T = 0 gives lr 0. That is the authors'
+    formula, kept as is; K > T (T // K == 0) would hold the embedding at lr 0 all run: train.py refuses it."""
+    T = max_iters
+    if not 0 < every <= T:
+        raise ValueError(f"forget_lr needs 0 < every <= max_iters, got every={every}, max_iters={T}.")
+    e = min(((it + 1) * (T // every)) % T, T - 1)
+    W = int(T * warmup)
+    return peak * (e / max(1, W) if e < W else max(0.0, (T - e) / max(1, T - W)))
+
+
+def embedding_group(optimizer, model, name='embedding'):
+    """Move the token embedding weight (a tied LM head is the same tensor) out of its optimizer group into a group
+    of its own, named `name`, with its old group's other settings (weight decay: the authors keep it on the
+    embedding), so that train.py can give it forget_lr. Call before loading a checkpoint's optimizer state. An
+    untied LM head stays with the body, as in the authors' code (they re-draw the input embedding only)."""
+    w = token_embedding(model).weight
+    home = [g for g in optimizer.param_groups if any(p is w for p in g['params'])]
+    assert len(home) == 1, "the token embedding must be in exactly one optimizer group"
+    home[0]['params'] = [p for p in home[0]['params'] if p is not w]
+    optimizer.add_param_group({**{k: v for k, v in home[0].items() if k != 'params'}, 'params': [w], 'name': name})
+    optimizer.param_groups[:] = [g for g in optimizer.param_groups if g['params']]
+
+
+@torch.no_grad()
+def zero_row_(w, row):
+    """w[row] = 0 in place, for a plain tensor or an FSDP-sharded one (a DTensor: each process zeroes the row only
+    if it holds it, through a mask sharded as w)."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+    assert 0 <= row < w.shape[0], f"row {row} is outside a table of {w.shape[0]} rows"
+    if isinstance(w, DTensor):
+        keep = torch.ones(w.shape[0], 1, dtype=w.dtype, device=w.to_local().device)
+        keep[row] = 0
+        w.to_local().mul_(distribute_tensor(keep, w.device_mesh, w.placements, src_data_rank=None).to_local())
+    else:
+        w[row].zero_()

@@ -1,5 +1,5 @@
 """
-eval.py: measure a checkpoint (or a released GPT-2 / Qwen3 model). Four modes, one command line:
+eval.py: measure a checkpoint (or a released GPT-2 / Qwen3 model). Five modes, one command line:
 
   condensation (the default; arXiv 2602.00217 section 2): per-layer token cosine similarity
     python eval.py --ckpt out/ckpt.pt [--source val|wikitext|data/NAME|FILE.txt|FILE.jsonl] [--num_sequences 100]
@@ -12,6 +12,9 @@ eval.py: measure a checkpoint (or a released GPT-2 / Qwen3 model). Four modes, o
     python eval.py --compare a/eval/tasks.json b/eval/tasks.json
   lm_eval: any lm-eval task on our checkpoints, through lm-eval's own command line
     python eval.py --lm_eval run --model disperse-gpt --model_args ckpt=out/ckpt.pt --tasks hellaswag
+  loss on another token corpus (data/NAME), by train.py's val-loss rule: the checkpoint's eval_iters x batch_size
+  fixed windows of block_size tokens (data.tokens.fixed_starts), the mean token cross-entropy -> loss_NAME.json
+    python eval.py --ckpt out/ckpt.pt --loss_data lee_news
 
 Condensation: for every hidden state l = 0..n (HF convention: 0 = embedding output, n = after the final norm)
 and every sequence, the S x S cosine matrix
@@ -35,7 +38,7 @@ import torch
 
 from configurator import doc_section
 from data.tokenizer import get_tokenizer
-from data.tokens import get_batch, load_split
+from data.tokens import fixed_starts, get_batch, load_meta, load_split
 from model import from_pretrained, load_checkpoint
 from tasks import lm_eval_adapter
 from tasks.definitions import resolve_fewshot, resolve_tasks
@@ -339,7 +342,7 @@ def condensation_path(out, source, seq_len, num):
 # -----------------------------------------------------------------------------
 # command line
 
-MODES = doc_section(__doc__, "Four modes", "\nCondensation:")
+MODES = doc_section(__doc__, "Five modes", "\nCondensation:")
 
 
 def build_parser():
@@ -371,6 +374,9 @@ def build_parser():
                    "(default: 16384 on a GPU, 1024 on a CPU)")
     g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                    help="autocast dtype of the forward pass (log-softmax is always float32)")
+    g = p.add_argument_group("loss on another corpus")
+    g.add_argument("--loss_data", default=None, metavar="NAME", help="data/NAME (or a token data directory): "
+                   "the val loss there by train.py's rule (with --init_from: --num_sequences windows of --seq_len)")
     g = p.add_argument_group("compare and lm_eval")
     g.add_argument("--compare", nargs="+", metavar="JSON", help="plot condensation JSON files together, or print "
                    "one table of tasks.json files")
@@ -532,6 +538,61 @@ def compare_main(args):
     return fig
 
 
+# -----------------------------------------------------------------------------
+# loss on another corpus, by train.py's val-loss rule
+
+def loss_path(out, data):
+    """out/loss_<NAME>.json for the data directory data/NAME (or any data directory: its base name)."""
+    return os.path.join(out, f"loss_{os.path.basename(os.path.normpath(data))}.json")
+
+
+@torch.no_grad()
+def window_loss(model, data_dir, block_size, num_windows, batch_size=8, device="cpu", split="val", autocast=None):
+    """Mean cross-entropy over num_windows fixed windows of the split: the starts data.tokens.fixed_starts spreads
+    evenly, as train.py's estimate_loss (num_windows = eval_iters * batch_size), each window x = tokens[s:s+T],
+    y = tokens[s+1:s+T+1]; the mean over windows of each window's mean token loss (all windows have T tokens)."""
+    starts = fixed_starts(len(load_split(data_dir, split)), block_size, num_windows)
+    total, count = 0.0, 0
+    for i in range(0, len(starts), batch_size):
+        x, y = get_batch(data_dir, split, 0, block_size, device=device, starts=starts[i:i + batch_size],
+                         vocab_size=model.config.vocab_size)
+        with autocast or torch.autocast(device.split(":")[0], enabled=False):
+            _, loss = model(x, y)
+        total, count = total + loss.item() * len(x), count + len(x)
+    return total / count
+
+
+def loss_main(args):
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    data_dir = args.loss_data if os.path.isdir(args.loss_data) else os.path.join(DATA_ROOT, args.loss_data)
+    if not os.path.isdir(data_dir):
+        raise SystemExit(f"No token data at {data_dir}: prepare it first (python data/{args.loss_data}/prepare.py).")
+    model, ckpt, name, default_out = load_model(args, device)
+    meta = load_meta(data_dir)
+    if meta["tokenizer"] != model.config.tokenizer:
+        raise SystemExit(f"{data_dir} is tokenised with '{meta['tokenizer']}' but {name} reads tokens of "
+                         f"'{model.config.tokenizer}': prepare the data with --tokenizer {model.config.tokenizer}.")
+    config = (ckpt or {}).get("config") or {}
+    if config:  # the checkpoint's own rule: the windows its val loss was measured on, in number and length
+        block_size, num = config["block_size"], config["eval_iters"] * config["batch_size"]
+    else:
+        block_size, num = min(args.seq_len, model.config.block_size), args.num_sequences
+    dtype = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    autocast = torch.autocast(device.split(":")[0], dtype) if dtype else None
+    try:
+        loss = window_loss(model, data_dir, block_size, num, args.batch_size, device, autocast=autocast)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(str(e))
+    path = loss_path(args.out or default_out, data_dir)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    result = {"model": name, "data": data_dir, "split": "val", "loss": loss, "windows": num, "block_size": block_size,
+              "dtype": args.dtype}
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"loss of {name} on {num} windows of {block_size} tokens of {data_dir}: {loss:.4f}; wrote {path}")
+    return path
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["--lm_eval"]:  # the rest is lm-eval's own command line
@@ -548,6 +609,8 @@ def main(argv=None):
     hub_offline()  # found once, before any model or data load: offline, the hub libraries then fail at once
     if args.tasks:
         return tasks_main(args)
+    if args.loss_data:
+        return loss_main(args)
     return condensation_main(args)
 
 

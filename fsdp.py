@@ -177,7 +177,7 @@ def consolidate(src, dst):
     save_checkpoint(dict(ckpt, model=model.state_dict(), optimizer=optimizer.state_dict()), dst)
 
 
-def memory_gb(n_params, n_layer, n_embd, vocab_size, tokens, world_size, fsdp, ac, accumulate):
+def memory_gb(n_params, n_layer, n_embd, vocab_size, tokens, world_size, fsdp, ac, accumulate, teacher_params=0):
     """Estimated peak memory per GPU (GB) of bf16 training with fp32 master weights and AdamW:
       state        16 N bytes (4 weight + 4 gradient + 8 AdamW moments), / world_size under FSDP
       accumulated  4 N bytes under FSDP while micro-steps skip the reduce-scatter (FSDP2 keeps an unsharded fp32
@@ -185,11 +185,15 @@ def memory_gb(n_params, n_layer, n_embd, vocab_size, tokens, world_size, fsdp, a
       activations  34 C bytes per token per layer (Korthikanti et al. 2022, bf16, flash attention: no T^2 term);
                    with activation checkpointing 2 C per token per layer (the block inputs) + one block's 34 C
       logits       6 V bytes per token (bf16 logits + the fp32 softmax of the cross-entropy)
+      teacher      distillation (train.py's teacher): a whole fp32 copy on every process, DDP and FSDP alike,
+                   4 N_teacher bytes (no gradient, no optimizer state), + 10 V bytes per token (its bf16 logits and
+                   the fp32 log-softmaxes of teacher and student at T); its no_grad forward keeps no activations
     tokens: B x T of one micro-batch. An estimate, to choose B and AC; measure with torch.cuda.max_memory_allocated."""
     state = 16 * n_params / (world_size if fsdp else 1)
     acc = 4 * n_params if fsdp and accumulate else 0
     act = (2 * n_layer + 34) * n_embd * tokens if ac else 34 * n_embd * n_layer * tokens
-    return (state + acc + act + 6 * vocab_size * tokens) / 1e9
+    distill = 4 * teacher_params + 10 * vocab_size * tokens if teacher_params else 0
+    return (state + acc + act + 6 * vocab_size * tokens + distill) / 1e9
 
 
 def memory_table(world_size=8):

@@ -17,6 +17,7 @@ gradient_accumulation_steps is the global number of micro-batches: each of the w
 gradient_accumulation_steps / world_size of them, and DDP averages the gradients across processes on the
 last micro-step only. The loss is
   loss = CE + dispersion_coeff * L_disp(hidden states)          (L_disp only when dispersion is set)
+             + distill_coeff * T^2 * KL(teacher_T || student_T)    (only with a teacher: disperse.distill_loss)
 each micro-batch's loss divided by the number of micro-batches so the accumulated gradient is the mean's; the
 logged loss is that mean over all processes.
 
@@ -96,6 +97,11 @@ dispersion_max_tokens = 256  # token positions sampled per sequence and layer; 0
 # the paper's baselines
 noise_alpha = 0.0  # noisy embeddings: U(-m, m), m = alpha / sqrt(L * d) added to token embeddings; 0 = off
 forget_every = 0  # active forgetting: re-initialise the token embedding every this many steps; 0 = off
+forget_lr = 0.0  # active forgetting: the embedding's own peak lr (disperse.forget_lr's schedule); 0 = learning_rate
+# knowledge distillation (disperse.distill_loss): loss += distill_coeff * T^2 * KL(teacher_T || student_T), training only
+teacher = ''  # a frozen teacher: a checkpoint of ours (path to its ckpt.pt) or a transformers directory / name
+distill_coeff = 0.0  # 0 = off
+distill_temperature = 2.0  # T of the teacher's and the student's softmax
 # condensation probe at every eval (eval.py's measurement on a few fixed val windows)
 probe_windows = 8  # 0 = off
 # task accuracy during training (tasks/, lm-eval-style scoring), as the paper did during mid-training
@@ -171,7 +177,8 @@ def config_error():
         return f"n_embd ({n_embd}) must be divisible by n_head ({n_head})."
     if n_kv_head and n_head % n_kv_head != 0:
         return f"n_head ({n_head}) must be a multiple of n_kv_head ({n_kv_head})."
-    for key in ('max_iters', 'noise_alpha', 'forget_every', 'probe_windows', 'dropout', 'dispersion_coeff'):
+    for key in ('max_iters', 'noise_alpha', 'forget_every', 'probe_windows', 'dropout', 'dispersion_coeff',
+                'distill_coeff', 'forget_lr'):
         if not config[key] >= 0:
             return f"{key} must be 0 or more, not {config[key]}."
     if dispersion is not None:
@@ -183,6 +190,14 @@ def config_error():
             disperse.dispersion_loss(torch.randn(1, 4, 4), **{k: v for k, v in disp_kwargs.items() if k != 'loc'})
         except ValueError as e:
             return f"dispersion settings: {e}"
+    if forget_every > max_iters:  # the authors' schedule index (it + 1) * (T // K) % T would stay 0: lr 0
+        return f"forget_every ({forget_every}) must be at most max_iters ({max_iters}) for active forgetting's schedule."
+    if distill_coeff > 0 and not teacher:
+        return "distill_coeff > 0 needs a teacher: --teacher=out-X/ckpt.pt (a checkpoint of ours) or a transformers directory."
+    if teacher and not distill_coeff > 0:
+        return f"teacher is set ({teacher}) but distill_coeff is 0: set --distill_coeff (e.g. 1.0), or --teacher=''."
+    if not distill_temperature > 0:
+        return f"distill_temperature must be > 0, not {distill_temperature}."
     if init_from != 'resume' and not eval_only and not overwrite and os.path.exists(os.path.join(out_dir, 'ckpt.pt')):
         return (f"{out_dir} already holds a checkpoint (ckpt.pt): continue it with --init_from=resume, or start "
                 f"anew in another --out_dir (or --overwrite=True to replace it).")
@@ -240,6 +255,23 @@ ctx = nullcontext() if dtype == 'float32' else torch.autocast(device_type=device
 # dispersion loss's token subsets are drawn per global micro-batch from (seed, iter, micro-batch index): the same
 # windows whatever the number of processes, different on every process, and a resumed run redraws them.
 torch.manual_seed(seed + ddp_rank)
+
+
+def forget_pad_row():
+    """The token row that active forgetting zeroes after each re-draw, as the authors' code: the tokenizer's pad
+    id, or (their script sets pad = eos when there is none, as for GPT-2) its end-of-text id: <|endoftext|> =
+    50256 for GPT-2, meta.json's eot_token. None when that row is outside the model's table."""
+    pad = None
+    if meta['tokenizer'] != 'gpt2':
+        try:
+            from transformers import AutoTokenizer
+            pad = AutoTokenizer.from_pretrained(meta['tokenizer']).pad_token_id
+        except Exception as e:
+            raise SystemExit(f"Active forgetting zeroes the pad row of {meta['tokenizer']}'s tokenizer, which could "
+                             f"not be loaded offline ({type(e).__name__}): save it with save_pretrained and "
+                             f"prepare the data with that directory.")
+    pad = meta.get('eot_token') if pad is None else pad
+    return pad if pad is not None and 0 <= pad < vocab_size else None
 
 
 def micro_batch_seed(it, micro_step):
@@ -333,6 +365,42 @@ if dispersion is not None:
         disperse.select_layers(model.config.n_layer, dispersion_loc)
     except ValueError as e:
         raise SystemExit(str(e))
+
+
+def load_teacher():
+    """The distillation teacher, frozen: eval mode (no dropout), requires_grad False, never in the optimizer, run
+    under no_grad. Every process holds a whole copy on its device, under DDP and FSDP alike (not sharded: it has
+    no gradients or optimizer state to share, and a copy costs 4 bytes per teacher parameter in fp32; its memory
+    is in fsdp.memory_gb's teacher_params). Its tokens must be the data's, its vocabulary cover the data's."""
+    path = os.path.join(teacher, 'ckpt.pt') if os.path.isfile(os.path.join(teacher, 'ckpt.pt')) else teacher
+    if path.endswith('.pt') or os.path.isfile(path):
+        try:
+            t, _ = load_checkpoint(path, 'cpu')
+        except FileNotFoundError:
+            raise SystemExit(f"No teacher checkpoint at {path}: train the teacher first (or fix --teacher).")
+        except ValueError as e:
+            raise SystemExit(f"Cannot load the teacher: {e}")
+    elif os.path.isdir(os.path.join(teacher, fsdp.CKPT)):
+        raise SystemExit(f"The teacher {teacher} has a sharded checkpoint only: write one file with "
+                         f"python fsdp.py --consolidate {os.path.join(teacher, fsdp.CKPT)} {os.path.join(teacher, 'ckpt.pt')}.")
+    else:
+        t = from_pretrained(teacher)  # a transformers directory or hub name (one sentence if it cannot be read)
+    if t.config.tokenizer != meta['tokenizer']:
+        raise SystemExit(f"The teacher {teacher} uses the tokenizer '{t.config.tokenizer}' but data/{dataset} is "
+                         f"tokenised with '{meta['tokenizer']}': distil from a teacher trained on the same tokens.")
+    if t.config.vocab_size < meta['vocab_size']:
+        raise SystemExit(f"The teacher {teacher} has {t.config.vocab_size} logits, fewer than the data's "
+                         f"{meta['vocab_size']} token ids: it is not a model of this tokenizer.")
+    if t.config.block_size < block_size:
+        raise SystemExit(f"The teacher {teacher} has a context of {t.config.block_size}, shorter than block_size "
+                         f"{block_size}: train with --block_size={t.config.block_size} or a longer-context teacher.")
+    return t.to(device).eval().requires_grad_(False)
+
+
+teacher_model = load_teacher() if distill_coeff > 0 else None
+if teacher_model is not None:
+    log0(f"distilling from {teacher} ({sum(p.numel() for p in teacher_model.parameters()):,} parameters, frozen) "
+         f"at T = {distill_temperature}, coefficient {distill_coeff}, over the data's {meta['vocab_size']} tokens")
 model_args = model_args_of(model)
 n_total, n_embedding = model.num_params(non_embedding=False), model.embedding_params()  # tied: once
 log0(f"parameters: {n_total:,} total = {n_embedding:,} in the embedding tables (token"
@@ -350,11 +418,19 @@ if noise_alpha > 0:
 
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+forget_pad = None  # active forgetting: the token row zeroed at each re-draw (forget_pad_row), None = none
+if forget_every > 0:  # the token embedding in a group of its own, with its own schedule (disperse.forget_lr)
+    disperse.embedding_group(optimizer, model)
+    forget_pad = forget_pad_row()
 if checkpoint is not None:
     if parallelism == 'fsdp':
         fsdp.load(ckpt_path, model, optimizer)
     else:
-        optimizer.load_state_dict(checkpoint['optimizer'])
+        try:
+            optimizer.load_state_dict(checkpoint['optimizer'])
+        except ValueError as e:  # e.g. an active-forgetting run from before the embedding had a group of its own
+            raise SystemExit(f"The optimizer state in {ckpt_path} does not fit this run's parameter groups ({e}): "
+                             f"resume with the code and settings it was trained with, or start it anew.")
     rng = checkpoint.get('rng')
     if rng is not None and len(rng) == ddp_world_size:  # the same process layout: continue every stream exactly
         torch.set_rng_state(rng[ddp_rank]['torch'])
@@ -375,15 +451,24 @@ if ddp and parallelism == 'ddp':
 
 
 def forward_loss(X, Y, train, disp_seed=None):
-    """(total, ce, disp) for one micro-batch. The dispersion term exists in training only; its token subsets are
-    drawn with disp_seed. Hidden states are returned only when it is on (the forward computes them anyway)."""
+    """(total, ce, disp, distill) for one micro-batch. The dispersion and distillation terms exist in training only
+    (None otherwise); the dispersion's token subsets are drawn with disp_seed. Hidden states are returned only when
+    it is on (the forward computes them anyway). The distillation term compares the student's logits with the
+    frozen teacher's on the same windows, over the data's real vocabulary (disperse.distill_loss)."""
     with ctx:
+        disp = kd = None
         if train and dispersion:
-            _, ce, hidden = model(X, Y, return_hidden=True)
+            logits, ce, hidden = model(X, Y, return_hidden=True)
             disp = disperse.disperse(hidden, generator=torch.Generator().manual_seed(disp_seed), **disp_kwargs)
-            return ce + dispersion_coeff * disp, ce, disp
-        _, ce = model(X, Y)
-        return ce, ce, None
+        else:
+            logits, ce = model(X, Y)
+        total = ce if disp is None else ce + dispersion_coeff * disp
+        if train and teacher_model is not None:
+            with torch.no_grad():
+                teacher_logits, _ = teacher_model(X)
+            kd = disperse.distill_loss(logits, teacher_logits, distill_temperature, meta['vocab_size'], Y)
+            total = total + distill_coeff * kd
+        return total, ce, disp, kd
 
 
 @torch.no_grad()
@@ -401,7 +486,7 @@ def estimate_loss():
                                  vocab_size=vocab_size)
             except ValueError as e:
                 raise SystemExit(str(e))
-            _, loss, _ = forward_loss(X, Y, train=False)
+            _, loss, _, _ = forward_loss(X, Y, train=False)
             total += torch.tensor([loss.item() * len(X), len(X)], device=device, dtype=torch.float64)
         if ddp:
             dist.all_reduce(total)
@@ -500,8 +585,10 @@ local_iter_num = 0
 running_mfu = -1.0
 while True:
     lr = get_lr(iter_num) if decay_lr else learning_rate
+    # active forgetting: the embedding's own schedule, the authors' (disperse.forget_lr); the body keeps get_lr's
+    emb_lr = disperse.forget_lr(iter_num, max_iters, forget_every, forget_lr or learning_rate) if forget_every else lr
     for group in optimizer.param_groups:
-        group['lr'] = lr
+        group['lr'] = emb_lr if group.get('name') == 'embedding' else lr
 
     if iter_num % eval_interval == 0 or iter_num == max_iters or eval_only:  # max_iters: the last state is saved
         losses = estimate_loss()
@@ -550,13 +637,13 @@ while True:
         break
 
     # one optimizer step over grad_accum micro-batches
-    sums = torch.zeros(2, device=device)  # ce, dispersion term: summed over this process's micro-batches
+    sums = torch.zeros(3, device=device)  # ce, dispersion, distillation terms: summed over this process's micro-batches
     for micro_step in range(grad_accum):
         if ddp and parallelism == 'ddp':  # all-reduce the gradients only after the last micro-batch
             model.require_backward_grad_sync = (micro_step == grad_accum - 1)
         elif parallelism == 'fsdp':  # reduce-scatter only after the last (costs one unsharded gradient meanwhile)
             model.set_requires_gradient_sync(micro_step == grad_accum - 1)
-        loss, ce, disp = forward_loss(X, Y, train=True, disp_seed=disp_seed(iter_num, micro_step))
+        loss, ce, disp, kd = forward_loss(X, Y, train=True, disp_seed=disp_seed(iter_num, micro_step))
         loss = loss / grad_accum  # the accumulated gradient is the gradient of the mean loss
         # draw the next batch while the accelerator works on this one
         last = micro_step == grad_accum - 1
@@ -565,21 +652,28 @@ while True:
         sums[0] += ce.detach().float()
         if disp is not None:
             sums[1] += disp.detach().float()
+        if kd is not None:
+            sums[2] += kd.detach().float()
     if grad_clip != 0.0:
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     if ddp:  # the logged loss is the mean over every process's micro-batches (and all stop together on a NaN)
         dist.all_reduce(sums)
-    lossf, dispf = (sums / gradient_accumulation_steps).tolist()  # one host sync per step, needed for the NaN stop
+    lossf, dispf, kdf = (sums / gradient_accumulation_steps).tolist()  # one host sync per step, for the NaN stop
     dispf = dispf if dispersion else None
-    if not math.isfinite(lossf) or (dispf is not None and not math.isfinite(dispf)):
-        raise SystemExit(f"Non-finite loss at iter {iter_num} (ce {lossf}, dispersion {dispf}): stopping; "
+    kdf = kdf if teacher_model is not None else None
+    if not all(math.isfinite(v) for v in (lossf, dispf, kdf) if v is not None):
+        raise SystemExit(f"Non-finite loss at iter {iter_num} (ce {lossf}, dispersion {dispf}, distillation {kdf}): stopping; "
                          f"{checkpoints_note()}. Lower the learning rate or use bfloat16/float32.")
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
     if forget_every > 0 and (iter_num + 1) % forget_every == 0:
         disperse.forget_embeddings(raw_model, optimizer, torch.Generator().manual_seed(seed + iter_num))
+        if forget_pad is not None:
+            disperse.zero_row_(disperse.token_embedding(raw_model).weight, forget_pad)
+        log0(f"active forgetting: re-drew the token embedding after step {iter_num + 1}"
+             f"{f' (row {forget_pad} zero)' if forget_pad is not None else ''} and zeroed its AdamW state")
 
     t1 = time.time()
     dt, t0 = t1 - t0, t1
@@ -590,7 +684,11 @@ while True:
             mfu = raw_model.estimate_mfu(batch_size * grad_accum, dt, peak_flops)
             running_mfu = mfu if running_mfu == -1.0 else 0.9 * running_mfu + 0.1 * mfu
         total = lossf + (dispersion_coeff * dispf if dispf is not None else 0.0)
-        extra = f", ce {lossf:.4f}, disp {dispf:.4f}" if dispf is not None else ""
+        total += distill_coeff * kdf if kdf is not None else 0.0
+        extra = f", ce {lossf:.4f}" if dispf is not None or kdf is not None else ""
+        extra += f", disp {dispf:.4f}" if dispf is not None else ""
+        extra += f", distill {kdf:.4f}" if kdf is not None else ""
+        extra += f", embedding lr {emb_lr:.2e}" if forget_every > 0 else ""
         mfu_txt = f", mfu {running_mfu * 100:.2f}%" if running_mfu >= 0 else ""
         print(f"iter {iter_num}: loss {total:.4f}{extra}, lr {lr:.2e}, {tokens_per_iter / dt:,.0f} tok/s, "
               f"{dt * 1000:.0f} ms/iter{mfu_txt}", flush=True)
@@ -598,6 +696,10 @@ while True:
                   'ms_per_iter': dt * 1000}
         if dispf is not None:
             record['disp'] = dispf
+        if kdf is not None:
+            record['distill'] = kdf
+        if forget_every > 0:
+            record['lr_embedding'] = emb_lr
         if running_mfu >= 0:
             record['mfu'] = running_mfu
         log_record(record)

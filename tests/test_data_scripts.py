@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = ["data/prepare.py", "data/shakespeare/prepare.py", "data/openwebtext/prepare.py"]
+SCRIPTS = ["data/prepare.py", "data/shakespeare/prepare.py", "data/openwebtext/prepare.py", "data/lee_news/prepare.py"]
 
 
 def run(args, cwd):
