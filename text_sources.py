@@ -91,7 +91,7 @@ def load_rows(source, text_data=None):
     import datasets
     if text_data:
         folder = os.path.join(text_data, source)
-        if os.path.isfile(os.path.join(folder, "dataset_info.json")) or os.path.isfile(os.path.join(folder, "state.json")):
+        if any(os.path.isfile(os.path.join(folder, f)) for f in ("dataset_dict.json", "state.json")):
             ds = datasets.load_from_disk(folder)
             ds = ds["train"] if isinstance(ds, datasets.DatasetDict) else ds
         else:
