@@ -60,6 +60,12 @@ def test_diffusion_spectral_entropy_hand_values():
     expected = float(-(q * np.log2(q)).sum())
     x = 3.0 * torch.eye(n, 7)
     assert geo.diffusion_spectral_entropy(x) == pytest.approx(expected, rel=1e-9)
+    # unequal degrees: u1 = u2 = e1, u3 = e2. P = D^-1 G is row-stochastic (eigenvalue 1), rows 1 and 2 of G are
+    # equal (eigenvalue 0), so the third is trace(P) - 1 = 2 / (2 + b) + 1 / (1 + 2 b) - 1
+    lam = np.array([1.0, 2 / (2 + b) + 1 / (1 + 2 * b) - 1, 0.0])
+    q = lam / lam.sum() + np.finfo(float).eps
+    x = torch.tensor([[1.0, 0.0], [5.0, 0.0], [0.0, 2.0]])
+    assert geo.diffusion_spectral_entropy(x) == pytest.approx(float(-(q * np.log2(q)).sum()), rel=1e-9)
 
 
 def test_layerwise_means_through_the_measurement():
