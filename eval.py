@@ -536,6 +536,7 @@ def condensation_main(args):
     sidecar = path[:-len(".json")] + ".windows.npz"
     stats.update(source=description, source_name=source, model=name, seeds=[0, len(x) - 1],
                  code_version=code_version(), logits_layer=bool(args.include_logits_layer),
+                 n_params=sum(p.numel() for p in model.parameters()),
                  last_half_rule="max(1, (n_layers + 1) // 2) entries, as the authors' tables")
     if args.init_from:
         import hf_lm

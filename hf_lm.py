@@ -151,5 +151,5 @@ def provenance(model):
     hf = model.hf
     return {"model_class": type(hf).__name__, "model_type": hf.config.model_type,
             "model_revision": getattr(hf.config, "_commit_hash", None), "model_dtype": str(hf.dtype).split(".")[-1],
-            "n_params": sum(p.numel() for p in hf.parameters()), "transformers": transformers.__version__,
+            "transformers": transformers.__version__,
             "torch": torch.__version__}
