@@ -275,3 +275,23 @@ def test_bad_models_are_one_sentence_and_write_nothing(tmp_path, wiki, monkeypat
     with pytest.raises(SystemExit, match="returned no hidden states"):
         ev.main(["--init_from", str(tmp_path / "m"), "--seq_len", "16"] + common)
     assert not out.exists()
+
+
+def test_device_map_path_and_gguf_sentences(tmp_path, wiki, monkeypatch):
+    text_data, _ = wiki
+    hf = save_tiny("olmo2", tmp_path / "m")
+    args = ["--source", "wikitext103", "--text_data", text_data, "--num_sequences", "2", "--seq_len", "16"]
+    ev.main(["--init_from", str(tmp_path / "m"), "--device_map", "cpu", "--out", str(tmp_path / "a")] + args)
+    ev.main(["--init_from", str(tmp_path / "m"), "--device", "cpu", "--out", str(tmp_path / "b")] + args)
+    a, b = (json.loads((tmp_path / d / "condensation_wikitext103_S16_N2.json").read_text()) for d in "ab")
+    assert a["mean_cos"] == pytest.approx(b["mean_cos"], abs=1e-6)  # accelerate's placement: the same numbers
+    with pytest.raises(SystemExit, match="is not a file; give the path of a .gguf file"):
+        ev.main(["--init_from", str(tmp_path / "none.gguf"), "--out", str(tmp_path / "c")] + args)
+    (tmp_path / "x.gguf").write_bytes(b"GGUF")
+    import builtins
+    real_import = builtins.__import__
+    monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name))
+                        if name == "gguf" else real_import(name, *a, **k))
+    with pytest.raises(SystemExit, match="needs the package gguf"):
+        ev.main(["--init_from", str(tmp_path / "x.gguf"), "--out", str(tmp_path / "c")] + args)
+    assert not (tmp_path / "c").exists()

@@ -75,3 +75,18 @@ def test_plan_lists_every_model_of_both_figures(capsys):
         assert m in out
     line = [l for l in out.splitlines() if l.startswith("Qwen/Qwen2.5-72B ")][0].split()
     assert line[1:4] == ["72.70B", "145.4", "290.8"]  # 2 and 4 bytes per parameter
+
+
+def test_run_fig5_reuses_results_already_measured(tmp_path, monkeypatch):
+    import os
+    for i, (a, b) in enumerate(families.FIG5):
+        for m, curve in ((a, [0.1, 0.2, 0.3 + i / 10]), (b, [0.3, 0.2, 0.1])):
+            d = tmp_path / os.path.basename(m)
+            d.mkdir()
+            (d / "condensation_wikitext103_S512_N100.json").write_text(json.dumps(
+                {"mean_cos": curve, "spearman": ev.spearman(curve, [0, 1, 2]), "kendall": 0.0, "model": m,
+                 "n_params": 1e9}))
+    monkeypatch.setattr(ev, "main", lambda argv: pytest.fail(f"measured again: {argv}"))
+    families.main(["run", "fig5", "--out", str(tmp_path)])
+    md = (tmp_path / "paired.md").read_text()
+    assert (tmp_path / "paired.png").exists() and "DeepSeek-R1-Distill-Qwen-32B" in md and "Qwen2.5-Math-7B" in md
