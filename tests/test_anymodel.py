@@ -200,7 +200,8 @@ def wiki(tmp_path):
     return str(tmp_path / "text"), texts
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "olmo2", "gemma", "bloom", "gpt2"])
+@pytest.mark.parametrize("arch", ["llama", "bloom", "gpt2"] + [pytest.param(a, marks=pytest.mark.slow)
+                                                                 for a in ("qwen2", "qwen3", "olmo2", "gemma")])
 def test_any_architecture_matches_its_own_modules(tmp_path, wiki, arch):
     text_data, texts = wiki
     hf = save_tiny(arch, tmp_path / arch)
@@ -295,3 +296,50 @@ def test_device_map_path_and_gguf_sentences(tmp_path, wiki, monkeypatch):
     with pytest.raises(SystemExit, match="needs the package gguf"):
         ev.main(["--init_from", str(tmp_path / "x.gguf"), "--out", str(tmp_path / "c")] + args)
     assert not (tmp_path / "c").exists()
+
+
+def write_tiny_gguf(path):
+    """A 2-block Llama with GPT-2's tokenizer as a GGUF file (gguf's own writer; float32 tensors)."""
+    gguf = pytest.importorskip("gguf")
+    from model import _gpt2_files_dir
+    # GPT-2's 256 byte tokens and its first 500 merges (token 256 + k is merge k's result), plus an end token:
+    # a small vocabulary keeps transformers' conversion of the GGUF tokenizer quick
+    vocab = json.load(open(os.path.join(_gpt2_files_dir(), "encoder.json")))
+    tokens = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])][:756] + ["<|endoftext|>"]
+    merges = [l for l in open(os.path.join(_gpt2_files_dir(), "vocab.bpe"), encoding="utf-8").read().split("\n")[1:]
+              if l][:500]
+    d, n_layer, heads, kv_heads, ff = 16, 2, 2, 1, 32
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_context_length(64); w.add_embedding_length(d); w.add_block_count(n_layer); w.add_feed_forward_length(ff)
+    w.add_head_count(heads); w.add_head_count_kv(kv_heads); w.add_rope_freq_base(10000.0)
+    w.add_layer_norm_rms_eps(1e-6); w.add_vocab_size(len(tokens))
+    w.add_tokenizer_model("gpt2"); w.add_token_list(tokens); w.add_token_merges(merges)
+    w.add_token_types([1] * len(tokens)); w.add_bos_token_id(756); w.add_eos_token_id(756)
+    rng = np.random.default_rng(0)
+    t = lambda *s: (0.05 * rng.standard_normal(s)).astype(np.float32)
+    w.add_tensor("token_embd.weight", t(len(tokens), d))
+    for i in range(n_layer):
+        kv = d // heads * kv_heads
+        for name, shape in (("attn_norm", (d,)), ("attn_q", (d, d)), ("attn_k", (kv, d)), ("attn_v", (kv, d)),
+                            ("attn_output", (d, d)), ("ffn_norm", (d,)), ("ffn_gate", (ff, d)), ("ffn_up", (ff, d)),
+                            ("ffn_down", (d, ff))):
+            w.add_tensor(f"blk.{i}.{name}.weight", (1 + t(*shape)) if "norm" in name else t(*shape))
+    w.add_tensor("output_norm.weight", 1 + t(d))
+    w.add_tensor("output.weight", t(len(tokens), d))
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+
+
+@pytest.mark.slow  # transformers converts the GGUF tokenizer: ~10 s
+def test_a_gguf_file_matches_transformers_own_loading(tmp_path, wiki):
+    text_data, texts = wiki
+    write_tiny_gguf(tmp_path / "tiny.gguf")
+    ev.main(["--init_from", str(tmp_path / "tiny.gguf"), "--source", "wikitext103", "--text_data", text_data,
+             "--num_sequences", "2", "--seq_len", "20", "--out", str(tmp_path / "o"), "--device", "cpu"])
+    stats = json.loads((tmp_path / "o" / "condensation_wikitext103_S20_N2.json").read_text())
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="tiny.gguf").eval()
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file="tiny.gguf")
+    x = torch.tensor([tok(expected_text(texts, s)[0], truncation=True, max_length=20)["input_ids"] for s in range(2)])
+    np.testing.assert_array_equal(np.load(tmp_path / "o" / stats["windows_file"])["input_ids"], x.numpy())
+    hidden, _ = hooked_hidden_states(hf, x)
+    assert stats["model_type"] == "llama" and len(stats["mean_cos"]) == 3
+    assert stats["mean_cos"] == pytest.approx(mean_cos_float64(hidden), abs=1e-5)
