@@ -504,6 +504,12 @@ def condensation_main(args):
     if args.include_logits_layer and not args.init_from:
         raise SystemExit("--include_logits_layer is for --init_from models; export a checkpoint with "
                          "`python eval.py --export_hf CKPT DIR` and measure DIR.")
+    source = args.source or ("wikitext103" if args.init_from else "val")
+    if source in text_sources.SOURCES:  # a missing dataset is found before any weight is loaded
+        try:
+            text_sources.load_rows(source, args.text_data)
+        except ValueError as e:
+            raise SystemExit(str(e))
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.init_from:  # any causal LM, through transformers' own hidden states (hf_lm.py)
         import hf_lm
@@ -516,7 +522,6 @@ def condensation_main(args):
     if seq_len > model.config.block_size:
         print(f"seq_len {seq_len} is longer than the model's block_size; using {model.config.block_size}.")
         seq_len = model.config.block_size
-    source = args.source or ("val" if ckpt is not None else "wikitext103")
     path = condensation_path(args.out or default_out, source, seq_len, args.num_sequences)
     if args.include_logits_layer:  # another measurement (one more layer): another file
         path = path[:-len(".json")] + "_logits.json"

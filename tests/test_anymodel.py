@@ -179,7 +179,7 @@ def test_each_source_reads_its_schema_and_gives_the_authors_windows(tmp_path, so
 
 
 def test_missing_source_is_one_sentence_and_writes_nothing(tmp_path):
-    save_tiny("llama", tmp_path / "m")
+    # no model in m/: the data are looked for before any weight is loaded
     out = tmp_path / "o"
     with pytest.raises(SystemExit, match=r"could not be loaded from the local hub cache \(offline\).*--text_data"):
         ev.main(["--init_from", str(tmp_path / "m"), "--source", "imdb", "--num_sequences", "2", "--seq_len", "16",
