@@ -62,6 +62,25 @@ class HFHiddenStates(torch.nn.Module):
         return hidden
 
 
+class GPT2Tokens:
+    """GPT-2's tokenizer (data/tokenizer.py, offline) called the way HFHiddenStates calls a transformers one.
+    GPT-2's transformers tokenizer adds no special tokens, so the ids are the same."""
+
+    def __init__(self):
+        from data.tokenizer import get_tokenizer
+        self.tok = get_tokenizer("gpt2")
+
+    def __call__(self, text, truncation=False, max_length=None):
+        ids = self.tok.encode(text)
+        return {"input_ids": ids[:max_length] if truncation and max_length else ids}
+
+    def encode(self, text, add_special_tokens=False):
+        return self.tok.encode(text)
+
+    def __len__(self):
+        return self.tok.n_vocab
+
+
 def context_length(config):
     """The longest sequence the model's positions allow, or None when its config states none (ALiBi)."""
     for key in CONTEXT_KEYS:
@@ -128,10 +147,7 @@ def load(name_or_path, seq_len, dtype="float32", device="cpu", device_map=None, 
         if config.model_type != "gpt2":
             raise SystemExit(f"Could not load the tokenizer of '{name_or_path}' ({error or 'no tokenizer files'}); "
                              f"save it beside the model (AutoTokenizer ... save_pretrained).")
-        from model import _gpt2_files_dir  # a GPT-2 folder without tokenizer files: GPT-2's own, shipped offline
-        files = _gpt2_files_dir()
-        tokenizer = transformers.GPT2TokenizerFast(vocab=os.path.join(files, "encoder.json"),
-                                                   merges=os.path.join(files, "vocab.bpe"))
+        tokenizer = GPT2Tokens()  # a GPT-2 folder without tokenizer files: GPT-2's own, offline
     placement = {"device_map": device_map} if device_map else {}
     try:
         hf = transformers.AutoModelForCausalLM.from_pretrained(where, dtype=DTYPES[dtype],

