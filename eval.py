@@ -3,7 +3,8 @@ eval.py: measure a checkpoint (or a released GPT-2 / Qwen3 model). Four modes, o
 
   condensation (the default; arXiv 2602.00217 section 2): per-layer token cosine similarity
     python eval.py --ckpt out/ckpt.pt [--source val|wikitext|data/NAME|FILE.txt|FILE.jsonl] [--num_sequences 100]
-    python eval.py --init_from gpt2-xl --source wikitext --seq_len 512
+    python eval.py --init_from Qwen/Qwen2.5-0.5B --source wikitext103   # any transformers causal LM (hf_lm.py),
+                                                                       # the authors' text sampler (text_sources.py)
   tasks (the paper's benchmark table, scored as lm-evaluation-harness scores it; the engine is tasks/)
     python eval.py --ckpt out/ckpt.pt --tasks paper --limit 500          (--benchmarks is the same flag)
     torchrun --standalone --nproc_per_node=8 eval.py --init_from gpt2 --tasks paper --limit 500
@@ -390,7 +391,8 @@ def build_parser():
                                 description="Measure a checkpoint or a released GPT-2 / Qwen3 model. " + MODES)
     which = p.add_mutually_exclusive_group()
     which.add_argument("--ckpt", help="a checkpoint written by train.py, e.g. out/ckpt.pt")
-    which.add_argument("--init_from", help="released weights: gpt2..gpt2-xl, Qwen/Qwen3-0.6B.., or a local HF directory")
+    which.add_argument("--init_from", help="released weights: gpt2..gpt2-xl, Qwen/Qwen3-0.6B.., or a local HF directory; "
+                       "condensation: any transformers causal LM, or a .gguf file (hf_lm.py)")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--out", default=None, help="output directory (default: eval/ beside the checkpoint)")
