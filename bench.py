@@ -6,6 +6,7 @@ bench.py: speed measurements, side by side in one process (timings, not tests).
   python bench.py --what=dispersion        # step time with the dispersion loss vs cross-entropy only
   python bench.py --what=qwen3             # the small Qwen3-style quick-start model vs the GPT one
   python bench.py --what=condensation      # eval.py's condensation: time and peak memory for N = 10, 100, 300
+  python bench.py --what=hf_condensation   # eval.py --init_from's path: a SmolLM-135M-shaped transformers Llama
   python bench.py --what=lmeval            # task scoring (tasks/): ours (batched) vs lm-eval's hf model at batch 1
   python bench.py --device=cuda --dtype=bfloat16 --batch_size=16 --block_size=1024 --n_layer=12 --n_embd=768 --n_head=12
 
@@ -33,8 +34,9 @@ from disperse import disperse
 from model import GPT, GPTConfig, MODELS, build_model
 
 # -----------------------------------------------------------------------------
-what = 'all'  # 'all', 'reference', 'dispersion', 'qwen3', 'condensation', 'lmeval' (the last two: not in 'all')
+what = 'all'  # 'all', 'reference', 'dispersion', 'qwen3', 'condensation', 'hf_condensation', 'lmeval' (not in 'all': the last three)
 lmeval_shape = '124m'  # lmeval: '124m' (GPT-2 small shape, random weights, 1024 positions) or 'tiny' (2 x 32, 96)
+hf = False  # with num_sequences: the hf_condensation model instead of the GPT
 num_sequences = 0  # condensation: one measurement of N sequences in this process (bench.py runs it for N = 10, 100)
 seq_len = 512
 device = 'cpu'
@@ -151,12 +153,27 @@ def condensation_run():
     import resource
     from eval import condensation
     torch.manual_seed(seed)
-    model = GPT(GPTConfig(n_layer=6, n_head=6, n_embd=384, block_size=seq_len)).to(device).eval()
-    seqs = torch.randint(0, 50257, (num_sequences, seq_len))
+    model = smollm_135m() if hf else GPT(GPTConfig(n_layer=6, n_head=6, n_embd=384, block_size=seq_len)).to(device).eval()
+    seqs = torch.randint(0, 49152 if hf else 50257, (num_sequences, seq_len))
     t0 = time.perf_counter()
-    condensation(model, seqs, batch_size=8, device=device)
+    condensation(model, seqs, batch_size=batch_size if hf else 8, device=device)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # kB -> GiB on Linux
-    print(f"  N = {num_sequences:4d}, S = {seq_len}: {time.perf_counter() - t0:7.1f} s, peak memory {peak:.2f} GiB")
+    dt = time.perf_counter() - t0
+    print(f"  N = {num_sequences:4d}, S = {seq_len}: {dt:7.1f} s ({dt / num_sequences:.2f} s per sequence), "
+          f"peak memory {peak:.2f} GiB")
+
+
+def smollm_135m():
+    """A randomly initialised transformers Llama of SmolLM-135M's shape (30 layers, 576 wide, 9 heads over 3 KV
+    heads, MLP 1536, vocab 49152, tied: 134.5M parameters) behind hf_lm.py's interface, as --init_from runs it."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from hf_lm import HFHiddenStates
+    cfg = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                      num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048,
+                      tie_word_embeddings=True)
+    hf = LlamaForCausalLM(cfg).to(device).eval()
+    print(f"  {sum(p.numel() for p in hf.parameters()) / 1e6:.1f}M parameters, {torch.get_num_threads()} threads")
+    return HFHiddenStates(hf, None, "smollm-135m-shaped", 2048)
 
 
 
@@ -216,6 +233,13 @@ if __name__ == '__main__':
         for n in (10, 100, 300):
             subprocess.run([sys.executable, __file__, f'--num_sequences={n}', f'--seq_len={seq_len}',
                             f'--device={device}'], check=True)
+        sys.exit()
+    if what == 'hf_condensation':  # fresh processes: peak memory for two N shows it flat in N
+        import subprocess
+        print(f"condensation through transformers (hf_lm.py), SmolLM-135M shape, batch {batch_size}, {device}")
+        for n in (4, 8):
+            subprocess.run([sys.executable, __file__, f'--num_sequences={n}', f'--seq_len={seq_len}', '--hf=True',
+                            f'--device={device}', f'--batch_size={batch_size}'], check=True)
         sys.exit()
     if what == 'lmeval':
         lmeval_speed(lmeval_shape)

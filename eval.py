@@ -3,7 +3,8 @@ eval.py: measure a checkpoint (or a released GPT-2 / Qwen3 model). Five modes, o
 
   condensation (the default; arXiv 2602.00217 section 2): per-layer token cosine similarity
     python eval.py --ckpt out/ckpt.pt [--source val|wikitext|data/NAME|FILE.txt|FILE.jsonl] [--num_sequences 100]
-    python eval.py --init_from gpt2-xl --source wikitext --seq_len 512
+    python eval.py --init_from Qwen/Qwen2.5-0.5B --source wikitext103   # any transformers causal LM (hf_lm.py),
+                                                                       # the authors' text sampler (text_sources.py)
   tasks (the paper's benchmark table, scored as lm-evaluation-harness scores it; the engine is tasks/)
     python eval.py --ckpt out/ckpt.pt --tasks paper --limit 500          (--benchmarks is the same flag)
     torchrun --standalone --nproc_per_node=8 eval.py --init_from gpt2 --tasks paper --limit 500
@@ -36,6 +37,7 @@ import sys
 import numpy as np
 import torch
 
+import text_sources
 from configurator import doc_section
 from data.tokenizer import get_tokenizer
 from data.tokens import fixed_starts, get_batch, load_meta, load_split
@@ -98,9 +100,15 @@ def kendall(x, y):
     return float(np.sum(sx * sy) / denom) if denom > 0 else float("nan")
 
 
+def last_half(n_entries):
+    """The authors' "last half" (their cossim_family_tables.py): n = max(1, L // 2) of the L = n_layers + 1
+    entries (one more with the logits layer), i.e. max(1, (n_layers + 1) // 2); it can include layer 0."""
+    return max(1, n_entries // 2)
+
+
 def last_n_sizes(n_layers):
-    """The paper's last-n windows: n = 1..5 and n_layers // 2, never reaching back to the embedding output."""
-    return sorted({n for n in (1, 2, 3, 4, 5, n_layers // 2) if 1 <= n <= n_layers})
+    """The paper's last-n windows: n = 1..5 (never reaching back to the embedding output) and the last half."""
+    return sorted({n for n in (1, 2, 3, 4, 5) if n <= n_layers} | {last_half(n_layers + 1)})
 
 
 def _batches(sequences, batch_size):
@@ -111,8 +119,9 @@ def _batches(sequences, batch_size):
     return sequences
 
 
-def cosine_sums(model, sequences, batch_size=8, device=None, progress=False):
+def cosine_sums(model, sequences, batch_size=8, device=None, progress=False, on_layer=None):
     """Run the model over the sequences and sum the per-layer S x S cosine matrices -> ([L+1, S, S] sum, N).
+    on_layer(l, h, c), if given, sees each batch's layer-l hidden states h [B, S, C] and cosines c [B, S, S].
 
     Memory holds one batch's hidden states and the [L+1, S, S] running sum, whatever N is.
     """
@@ -143,7 +152,10 @@ def cosine_sums(model, sequences, batch_size=8, device=None, progress=False):
                     "every batch must give the same number of hidden states and sequence length"
                 for l, h in enumerate(hidden):
                     assert h.shape[:2] == x.shape, f"hidden[{l}] is {tuple(h.shape)}, expected [B, S, C]"
-                    sums[l] += cosine_matrix(h).sum(0)
+                    c = cosine_matrix(h)
+                    sums[l] += c.sum(0).to(sums.device)  # under a device_map, layers live on several GPUs
+                    if on_layer is not None:
+                        on_layer(l, h, c)
                 count += x.shape[0]
                 if bar is not None:
                     bar.update(x.shape[0])
@@ -168,6 +180,7 @@ def layer_stats(avg, bins=128):
         "spearman": spearman(mean_cos, idx) if finite else float("nan"),
         "kendall": kendall(mean_cos, idx) if finite else float("nan"),
         "last_n_mean": {str(n): float(np.mean(mean_cos[-n:])) for n in last_n_sizes(n_layers)},
+        "last_half_n": last_half(len(mean_cos)),  # the authors' rule: max(1, (n_layers + 1) // 2)
         "n_layers": n_layers,
     }
     if bins:
@@ -177,15 +190,22 @@ def layer_stats(avg, bins=128):
     return stats
 
 
-def condensation(model, sequences, batch_size=8, device=None, bins=128, progress=False):
+def condensation(model, sequences, batch_size=8, device=None, bins=128, progress=False, geometry=False):
     """Measure embedding condensation of `model` on `sequences` (LongTensor [N, S] or an iterable of batches).
 
-    Returns a dict: mean_cos (n+1 floats), spearman, kendall, last_n_mean {str(n): float}, n_layers,
-    hist (n+1 lists of `bins` densities over [-1, 1]), hist_edges, seq_len, num_sequences.
+    Returns a dict: mean_cos (n+1 floats), spearman, kendall, last_n_mean {str(n): float}, last_half_n,
+    n_layers, hist (n+1 lists of `bins` densities over [-1, 1]), hist_edges, seq_len, num_sequences, and with
+    geometry=True the per-layer means of geometry.py's metrics under "geometry".
     """
-    sums, count = cosine_sums(model, sequences, batch_size, device, progress)
+    geo = None
+    if geometry:
+        from geometry import Geometry
+        geo = Geometry()
+    sums, count = cosine_sums(model, sequences, batch_size, device, progress, geo.add if geo else None)
     stats = layer_stats(sums / count, bins)
     stats.update(seq_len=sums.shape[1], num_sequences=count)
+    if geo:
+        stats["geometry"] = geo.result(count)
     return stats
 
 
@@ -328,12 +348,40 @@ def plot_compare(runs, path):
 
 
 
+NAMED_SOURCES = ("val", "wikitext") + tuple(text_sources.SOURCES)  # the authors' four: text_sources.py
+
+
+def code_version():
+    """The git commit of this code ('+dirty' with uncommitted changes), or 'unknown' outside a git checkout."""
+    import subprocess
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if commit.returncode != 0:
+        return "unknown"
+    return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def write_windows(path, x, windows=None):
+    """The sidecar of a measurement: every window's token ids (int32 [N, S], row i = seed i) and, for the
+    authors' sources, the rows each text came from; returns the sha256 of the ids, which the JSON records."""
+    import hashlib
+    ids = x.numpy().astype(np.int32)
+    extra = {k: np.array([w[k] for w in windows]) for k in ("start_row", "end_row", "words")} if windows else {}
+    np.savez_compressed(path, input_ids=ids, seeds=np.arange(len(ids)), **extra)
+    return hashlib.sha256(ids.tobytes()).hexdigest()
+
+
 def condensation_path(out, source, seq_len, num):
     """The JSON file a condensation measurement writes (its figure: the same name ending in .png):
     out/condensation_<source>_S<seq_len>_N<num>.json. source: 'val', 'wikitext', a data directory or a file
     (its base name, extension dropped); seq_len: the length measured (after clipping to the block size).
     E.g. condensation_path('RUN/eval', 'val', 128, 100) = 'RUN/eval/condensation_val_S128_N100.json'."""
-    name = os.path.splitext(os.path.basename(os.path.normpath(source)))[0] if source not in ("val", "wikitext") \
+    name = os.path.splitext(os.path.basename(os.path.normpath(source)))[0] if source not in NAMED_SOURCES \
         else source
     name = re.sub(r"[^A-Za-z0-9.-]+", "-", name).strip("-") or "text"
     return os.path.join(out, f"condensation_{name}_S{seq_len}_N{num}.json")
@@ -350,14 +398,26 @@ def build_parser():
                                 description="Measure a checkpoint or a released GPT-2 / Qwen3 model. " + MODES)
     which = p.add_mutually_exclusive_group()
     which.add_argument("--ckpt", help="a checkpoint written by train.py, e.g. out/ckpt.pt")
-    which.add_argument("--init_from", help="released weights: gpt2..gpt2-xl, Qwen/Qwen3-0.6B.., or a local HF directory")
+    which.add_argument("--init_from", help="released weights: gpt2..gpt2-xl, Qwen/Qwen3-0.6B.., or a local HF directory; "
+                       "condensation: any transformers causal LM, or a .gguf file (hf_lm.py)")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--out", default=None, help="output directory (default: eval/ beside the checkpoint)")
     p.add_argument("--overwrite", action="store_true", help="replace a result file of another model or setting")
     g = p.add_argument_group("condensation (the default mode)")
-    g.add_argument("--source", default=None, help="val (default with --ckpt: the checkpoint's dataset), wikitext "
-                   "(default with --init_from), a token data directory (data/NAME), or a .txt / .jsonl file")
+    g.add_argument("--source", default=None, help="val (default with --ckpt: the checkpoint's dataset), "
+                   "wikitext103 (default with --init_from; the authors' sampler, as are pubmed_qa, imdb, squad: "
+                   "text_sources.py), wikitext (raw test split, word spans), data/NAME, or a .txt / .jsonl file")
+    g.add_argument("--text_data", default=None, help="offline copies of the authors' sources: DIR/<source>/ "
+                   "(python text_sources.py --download DIR)")
+    g.add_argument("--include_logits_layer", action="store_true", help="the logits as one more layer (authors' option)")
+    g.add_argument("--geometry", action="store_true", help="also rank, effective rank, singular-value entropy, "
+                   "von Neumann entropy, top-direction energy share, diffusion spectral entropy (geometry.py)")
+    g.add_argument("--load_dtype", default="float32", choices=["float32", "auto", "bfloat16", "float16"],
+                   help="--init_from: dtype of the weights (float32 as the authors; auto = the checkpoint's own)")
+    g.add_argument("--device_map", default=None, help="--init_from: accelerate's device_map (auto: spread the "
+                   "model over every GPU) instead of --device")
+    g.add_argument("--trust_remote_code", action="store_true", help="--init_from: run a model's own code (Qwen-1)")
     g.add_argument("--num_sequences", type=int, default=100)
     g.add_argument("--seq_len", type=int, default=512, help="clipped to the model's block_size; at least 2")
     g = p.add_argument_group("tasks (lm-eval tasks, scored as lm-eval scores them)")
@@ -407,21 +467,30 @@ def checkpoint_data_dir(ckpt):
     return os.path.join(DATA_ROOT, dataset)
 
 
-def condensation_sequences(source, num, model, ckpt, seq_len):
-    """The [num, seq_len] token sequences `source` names, and a short description of them for the JSON."""
+def condensation_sequences(source, num, model, ckpt, seq_len, text_data=None):
+    """The [num, seq_len] token sequences `source` names, a short description of them for the JSON, and for the
+    authors' sources the rows each window's text came from (else None)."""
     if source == "val" and ckpt is None:
-        raise SystemExit("--source val reads the checkpoint's dataset; with --init_from give --source wikitext, "
+        raise SystemExit("--source val reads the checkpoint's dataset; with --init_from give --source wikitext103, "
                          "a data directory (data/NAME) or a .txt / .jsonl file.")
     data_dir = checkpoint_data_dir(ckpt) if source == "val" else source
     try:
         if source == "val" or os.path.isdir(source):
-            return val_windows(data_dir, num, seq_len), f"val windows of {data_dir}"
-        encode = get_tokenizer(model.config.tokenizer).encode
+            return val_windows(data_dir, num, seq_len), f"val windows of {data_dir}", None
+        hf_tokenizer = getattr(model, "tokenizer", None)  # a transformers model (hf_lm.py) brings its own
+        if source in text_sources.SOURCES:  # the authors' call: tokenizer(text, truncation=True, max_length=S)
+            encode = (lambda t: model.encode(t, seq_len)) if hf_tokenizer is not None else \
+                (lambda t: get_tokenizer(model.config.tokenizer).encode(t)[:seq_len])
+            x, windows = text_sources.windows(source, num, seq_len, encode, text_data)
+            return x, text_sources.describe(source), windows
+        encode = (lambda t: hf_tokenizer.encode(t, add_special_tokens=False)) if hf_tokenizer is not None else \
+            get_tokenizer(model.config.tokenizer).encode
         if source == "wikitext":
-            return text_spans(wikitext_words(), num, seq_len, encode), "/".join(WIKITEXT)
+            return text_spans(wikitext_words(), num, seq_len, encode), "/".join(WIKITEXT), None
         if not os.path.isfile(source):
-            raise SystemExit(f"--source {source} is not val, wikitext, a data directory or a file.")
-        return text_spans(read_words(source), num, seq_len, encode), source
+            raise SystemExit(f"--source {source} is not val, {', '.join(NAMED_SOURCES[1:])}, a data directory or "
+                             f"a file.")
+        return text_spans(read_words(source), num, seq_len, encode), source, None
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(str(e))
 
@@ -433,36 +502,70 @@ def print_condensation(stats):
         print(f"{l:>5} {l / max(n, 1):>5.2f} {m:>9.4f}")
     last = "  ".join(f"last-{k} {v:.4f}" for k, v in stats["last_n_mean"].items())
     print(f"Spearman rho {_signed(stats['spearman'])}  Kendall tau {_signed(stats['kendall'])}  {last}")
+    half = stats["last_half_n"]
+    print(f"last half = the last {half} of {n + 1} entries: max(1, (n_layers + 1) // 2), the authors' rule "
+          f"(theirs in the tables; n_layers // 2 before): {stats['last_n_mean'][str(half)]:.4f}")
+    for k, v in stats.get("geometry", {}).items():
+        print(f"{k:>14}: " + " ".join(f"{x:.3g}" for x in v))
 
 
 def condensation_main(args):
     if args.seq_len < 2 or args.num_sequences < 1:  # before any model is loaded
         raise SystemExit(f"Condensation needs --seq_len >= 2 (the cosine matrix of one token is the constant 1) "
                          f"and --num_sequences >= 1; got {args.seq_len} and {args.num_sequences}.")
+    if args.include_logits_layer and not args.init_from:
+        raise SystemExit("--include_logits_layer is for --init_from models; export a checkpoint with "
+                         "`python eval.py --export_hf CKPT DIR` and measure DIR.")
+    source = args.source or ("wikitext103" if args.init_from else "val")
+    if source in text_sources.SOURCES:  # a missing dataset is found before any weight is loaded
+        try:
+            text_sources.load_rows(source, args.text_data)
+        except ValueError as e:
+            raise SystemExit(str(e))
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, ckpt, name, default_out = load_model(args, device)
+    if args.init_from:  # any causal LM, through transformers' own hidden states (hf_lm.py)
+        import hf_lm
+        model, ckpt, name = hf_lm.load(args.init_from, args.seq_len, args.load_dtype, device, args.device_map,
+                                       args.include_logits_layer, args.trust_remote_code), None, args.init_from
+        default_out = os.path.join("eval", os.path.basename(os.path.normpath(args.init_from)))
+    else:
+        model, ckpt, name, default_out = load_model(args, device)
     seq_len = args.seq_len
     if seq_len > model.config.block_size:
         print(f"seq_len {seq_len} is longer than the model's block_size; using {model.config.block_size}.")
         seq_len = model.config.block_size
-    source = args.source or ("val" if ckpt is not None else "wikitext")
     path = condensation_path(args.out or default_out, source, seq_len, args.num_sequences)
+    if args.include_logits_layer:  # another measurement (one more layer): another file
+        path = path[:-len(".json")] + "_logits.json"
     if os.path.exists(path) and not args.overwrite:  # the same setting of another model: never replaced silently
         old = load_json_or_exit(path)
         if old.get("model") != name:
             raise SystemExit(f"{path} holds the measurement of {old.get('model')}, not {name}; give another --out "
                              f"directory or --overwrite.")
-    x, description = condensation_sequences(source, args.num_sequences, model, ckpt, seq_len)
+    x, description, windows = condensation_sequences(source, args.num_sequences, model, ckpt, seq_len,
+                                                      args.text_data)
     print(f"condensation of {name}: {len(x)} sequences of {seq_len} tokens from {description}")
-    stats = condensation(model, x, args.batch_size, device, progress=True)
-    stats.update(source=description, model=name)
+    try:
+        stats = condensation(model, x, args.batch_size, device, progress=True, geometry=args.geometry)
+    except ValueError as e:  # e.g. a model that gives no hidden states: one sentence, nothing written
+        raise SystemExit(str(e))
+    # provenance: enough to recompute the numbers independently (the windows' ids are in the sidecar)
+    sidecar = path[:-len(".json")] + ".windows.npz"
+    stats.update(source=description, source_name=source, model=name, seeds=[0, len(x) - 1],
+                 code_version=code_version(), logits_layer=bool(args.include_logits_layer),
+                 n_params=sum(p.numel() for p in model.parameters()),
+                 last_half_rule="max(1, (n_layers + 1) // 2) entries, as the authors' tables")
+    if args.init_from:
+        import hf_lm
+        stats.update(hf_lm.provenance(model), load_dtype=args.load_dtype)
     print_condensation(stats)
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    stats.update(windows_file=os.path.basename(sidecar), windows_sha256=write_windows(sidecar, x, windows))
     with open(path, "w") as f:
         json.dump(_finite(stats), f, indent=1)
     png = path[:-len(".json")] + ".png"
     plot_condensation(stats, png, name if len(name) <= 48 else "..." + name[-45:])
-    print(f"wrote {path} and {os.path.basename(png)}")
+    print(f"wrote {path}, {os.path.basename(png)} and {os.path.basename(sidecar)} (the token ids of every window)")
     return path
 
 

@@ -310,7 +310,7 @@ def test_measurements_of_other_settings_never_replace_each_other(tmp_path, text_
                  "--out", str(out), "--device", "cpu"])
     written = sorted(p.name for p in out.iterdir())
     assert written == sorted(f"condensation_docs_S{S}_N{N}.{e}" for S, N in ((16, 3), (24, 3), (16, 2))
-                             for e in ("json", "png"))
+                             for e in ("json", "png", "windows.npz"))
     for S, N in ((16, 3), (24, 3), (16, 2)):
         stats = json.loads((out / f"condensation_docs_S{S}_N{N}.json").read_text())
         assert (stats["seq_len"], stats["num_sequences"]) == (S, N)
