@@ -442,3 +442,82 @@ def test_forget_embeddings_on_gpt_and_untied_qwen3():
         model(idx, idx)[1].backward()
         opt.step()
         assert torch.isfinite(w).all() and int(opt.state[w]['step']) == 1
+
+
+# -----------------------------------------------------------------------------
+# precision (float32 matmuls in IEEE float32 whatever the trainer allows) and host syncs
+
+class _Recorder(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records, for every aten op run inside: (op name, the float32 matmul precision at that moment, args)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append((func.__name__, torch.get_float32_matmul_precision(), args, kwargs or {}))
+        return func(*args, **(kwargs or {}))
+
+
+MATMULS = ('bmm', 'mm', 'matmul', 'baddbmm', 'addmm')
+
+
+@pytest.mark.parametrize("variant", ['angular_spread', 'decorrelation', 'l2_repel'])
+def test_cosine_matmuls_run_in_full_fp32_even_where_the_trainer_allows_tf32(variant):
+    """train.py allows TF32 on CUDA; 'medium' also lets this CPU (AVX512-BF16) run float32 matmuls through bf16.
+    The loss's Gram matmuls, forward and backward, and eval.py's cosine matrix must run at 'highest' anyway, and
+    give the numbers of a 'highest' run; the caller's setting must come back."""
+    from eval import cosine_matrix
+    z = torch.randn(3, 40, 64, generator=torch.Generator().manual_seed(0))
+    want = dispersion_loss(z, variant, tau_l2=128.0)
+    want_cos = cosine_matrix(z)
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision('medium')
+    try:
+        zg = z.clone().requires_grad_()
+        with _Recorder() as rec:
+            loss = dispersion_loss(zg, variant, tau_l2=128.0)
+            loss.backward()
+            cos = cosine_matrix(z)
+        assert torch.get_float32_matmul_precision() == 'medium'
+    finally:
+        torch.set_float32_matmul_precision(old)
+    mm = [p for name, p, _, _ in rec.ops if name.split('.')[0] in MATMULS]
+    assert len(mm) >= 3 and set(mm) == {'highest'}, mm  # forward, backward and eval's matmuls
+    assert torch.equal(loss.detach(), want) and torch.equal(cos, want_cos)
+
+
+def test_gram_gradient():
+    from disperse import gram
+    u = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(gram, (u,))
+
+
+def test_disperse_draws_each_layers_subset_as_one_call_per_layer_would():
+    """disperse() draws every layer's subset up front: the same positions as randperm(L)[:k] drawn layer after
+    layer from the generator (a hand reproduction), so the numbers are those of a loop of dispersion_loss calls."""
+    hidden = [torch.randn(2, 30, 8, generator=torch.Generator().manual_seed(i)) for i in range(5)]
+    got = disperse(hidden, loc='all', max_tokens=7, generator=torch.Generator().manual_seed(11))
+    g = torch.Generator().manual_seed(11)
+    subsets = [torch.randperm(30, generator=g)[:7] for _ in range(4)]
+    want = torch.stack([dispersion_loss(hidden[i][:, s], max_tokens=0) for i, s in zip(range(1, 5), subsets)]).mean()
+    assert torch.equal(got, want)
+    g = torch.Generator().manual_seed(11)  # and what four dispersion_loss calls with one generator give
+    assert torch.equal(got, torch.stack([dispersion_loss(hidden[i], max_tokens=7, generator=g)
+                                         for i in range(1, 5)]).mean())
+
+
+def test_no_host_round_trip_per_layer(monkeypatch):
+    """Hidden states on another device than the generator (here 'meta' standing in for CUDA): the subsets of all
+    layers reach that device in one copy per step, not one per layer, and nothing reads a tensor on the host.
+    (autocast knows no 'meta' device; the loss only switches it off, so a no-op context stands in.)"""
+    import contextlib
+    monkeypatch.setattr(torch, 'autocast', lambda **kw: contextlib.nullcontext())
+    hidden = [torch.randn(2, 300, 16, device='meta') for _ in range(7)]
+    with _Recorder() as rec:
+        disperse(hidden, loc='all', max_tokens=256, generator=torch.Generator().manual_seed(0))
+    crossings = [(name, args) for name, _, args, kw in rec.ops
+                 if name.split('.')[0] in ('_to_copy', 'copy_', '_copy_from')
+                 and {a.device.type for a in args if torch.is_tensor(a)} | {str(kw.get('device', 'x'))[:4]} >= {'cpu', 'meta'}]
+    reads = [name for name, _, _, _ in rec.ops if name.split('.')[0] in ('_local_scalar_dense', 'item', 'equal')]
+    assert len(crossings) == 1 and not reads, (crossings, reads)
