@@ -7,6 +7,7 @@ bench.py: speed measurements, side by side in one process (timings, not tests).
   python bench.py --what=qwen3             # the small Qwen3-style quick-start model vs the GPT one
   python bench.py --what=condensation      # eval.py's condensation: time and peak memory for N = 10, 100, 300
   python bench.py --what=lmeval            # task scoring (tasks/): ours (batched) vs lm-eval's hf model at batch 1
+  python bench.py --what=nanogpt --nanogpt=PATH   # our GPT vs nanoGPT's own model.py (a checkout at PATH), see below
   python bench.py --device=cuda --dtype=bfloat16 --batch_size=16 --block_size=1024 --n_layer=12 --n_embd=768 --n_head=12
 
 Each measurement times full training steps (forward, backward, AdamW step) on the same random batch: `warmup`
@@ -33,7 +34,9 @@ from disperse import disperse
 from model import GPT, GPTConfig, MODELS, build_model
 
 # -----------------------------------------------------------------------------
-what = 'all'  # 'all', 'reference', 'dispersion', 'qwen3', 'condensation', 'lmeval' (the last two: not in 'all')
+what = 'all'  # 'all', 'reference', 'dispersion', 'qwen3', 'condensation', 'lmeval', 'nanogpt' (the last three: not in 'all')
+nanogpt = ''  # nanogpt: path to a checkout of https://github.com/karpathy/nanoGPT (its model.py is imported from there)
+pairs = 20  # nanogpt: interleaved forward+backward pairs timed (after `warmup` untimed ones each)
 lmeval_shape = '124m'  # lmeval: '124m' (GPT-2 small shape, random weights, 1024 positions) or 'tiny' (2 x 32, 96)
 num_sequences = 0  # condensation: one measurement of N sequences in this process (bench.py runs it for N = 10, 100)
 seq_len = 512
@@ -206,6 +209,51 @@ def lmeval_speed(shape, seeds=10, shots=1):
     print(f"speed-up {ta / tb:.1f}x: {len(requests)} requests ({len(set(pairs))} distinct), {shots}-shot, "
           f"{shape} GPT-2, {torch.get_num_threads()} CPU threads, best of {rounds}")
 
+def nanogpt_speed(path):
+    """Our GPT vs nanoGPT's own model.py (imported from the checkout at `path`, not copied here), same shape, same
+    weights (our state dict loaded into theirs: the parameter names are nanoGPT's), same batch: forward (logits of
+    every position and the cross-entropy) + backward, no optimizer step. `pairs` interleaved pairs, each model's
+    median and the median of the per-pair ratios (a slow moment of a shared machine then hits both alike).
+    The models differ in one numeric: nanoGPT's MLP uses the exact (erf) GELU, ours GPT-2's tanh form."""
+    import importlib.util
+    file = os.path.join(path, 'model.py')
+    if not os.path.isfile(file):
+        raise SystemExit(f"--nanogpt={path!r} is not a nanoGPT checkout (no model.py there): "
+                         f"git clone https://github.com/karpathy/nanoGPT and pass its folder.")
+    spec = importlib.util.spec_from_file_location('nanogpt_model', file)
+    ng = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ng)
+    shape = dict(block_size=block_size, vocab_size=vocab_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
+                 dropout=0.0, bias=True)
+    torch.manual_seed(seed)
+    ours = GPT(GPTConfig(**shape)).to(device)
+    theirs = ng.GPT(ng.GPTConfig(**shape)).to(device)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randint(0, vocab_size, (batch_size, block_size), device=device)
+    y = torch.randint(0, vocab_size, (batch_size, block_size), device=device)
+
+    def fwd_bwd(model):
+        t0 = time.perf_counter()
+        with ctx:
+            loss = model(x, y)[1]
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        if device_type == 'cuda':
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    for _ in range(warmup):
+        fwd_bwd(ours), fwd_bwd(theirs)
+    times = [(fwd_bwd(ours), fwd_bwd(theirs)) for _ in range(pairs)]
+    a, b = statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)
+    ratio = statistics.median(t[0] / t[1] for t in times)
+    print(f"\nour GPT vs nanoGPT's model.py ({path}), {n_layer} x {n_embd}, {batch_size} x {block_size} tokens, "
+          f"vocab {vocab_size}, {device}, {dtype}, {torch.get_num_threads()} threads, forward + backward, "
+          f"medians of {pairs} interleaved pairs")
+    print(f"  nanoGPT model.py {b * 1000:8.1f} ms\n  model.GPT        {a * 1000:8.1f} ms\n"
+          f"  ours / nanoGPT: x{a / b:.3f} (medians), x{ratio:.3f} (median of the pairs' ratios)")
+
+
 if __name__ == '__main__':
     if num_sequences:
         condensation_run()
@@ -219,6 +267,9 @@ if __name__ == '__main__':
         sys.exit()
     if what == 'lmeval':
         lmeval_speed(lmeval_shape)
+        sys.exit()
+    if what == 'nanogpt':
+        nanogpt_speed(nanogpt or '.')
         sys.exit()
     torch.manual_seed(seed)
     x = torch.randint(0, vocab_size, (batch_size, block_size), device=device)
