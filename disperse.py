@@ -48,7 +48,8 @@ use logsumexp, so nothing takes log(0) or sqrt(0). Cost: O(B k^2 F) per layer, n
 the batch or pairs, no global state (DDP-safe; with generator=None subsampling draws from torch's global
 RNG, which each rank seeds itself). No host sync per layer: disperse() draws every layer's token subset before the
 first layer's loss (the same draws, in the same order, as one call per layer) and moves them to the device in one
-copy (non-blocking from pinned memory on CUDA), so a step's losses queue on the accelerator without waiting. Timing, angular_spread forward+backward, B=8, L=256, F=768, float32
+copy (non-blocking from pinned memory on CUDA), so a step's losses queue on the accelerator without waiting.
+Timing, angular_spread forward+backward, B=8, L=256, F=768, float32
 on a 2-core CPU: ~30-40 ms per layer (forward alone ~8 ms); every variant is within that range.
 
 Usage (train.py):
@@ -94,15 +95,30 @@ def subsample_tokens(z, max_tokens=256, generator=None):
 @contextmanager
 def full_fp32_matmuls():
     """float32 matmuls in IEEE float32 inside (no TF32 on CUDA, no bf16 passes on CPUs with AMX/AVX512-BF16),
-    whatever precision the caller allowed (train.py: allow_tf32 on CUDA); the caller's setting comes back after.
-    torch.set_float32_matmul_precision is the legacy API that train.py's allow_tf32 also uses (torch refuses to
-    read a mix of the legacy and the per-backend fp32_precision APIs)."""
-    old = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision('highest')
+    whatever precision the caller allowed; the caller's setting comes back after. torch has two APIs for it and
+    refuses to read a mix of them, so this uses the caller's: the legacy torch.set_float32_matmul_precision
+    (train.py's allow_tf32 = True is legacy too) or, once the caller has set the per-backend fp32_precision
+    (torch.backends.cuda.matmul / mkldnn.matmul), that one."""
+    try:
+        old = torch.get_float32_matmul_precision()  # RuntimeError after a per-backend setting
+    except RuntimeError:
+        old = None
+    if old is not None:
+        torch.set_float32_matmul_precision('highest')
+        try:
+            yield
+        finally:
+            torch.set_float32_matmul_precision(old)
+        return
+    backends = (torch.backends.cuda.matmul, torch.backends.mkldnn.matmul)
+    saved = [b.fp32_precision for b in backends]
+    for b in backends:
+        b.fp32_precision = 'ieee'
     try:
         yield
     finally:
-        torch.set_float32_matmul_precision(old)
+        for b, p in zip(backends, saved):
+            b.fp32_precision = p
 
 
 class _Gram(torch.autograd.Function):
