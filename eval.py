@@ -34,9 +34,9 @@ import numpy as np
 import torch
 
 from data.tokenizer import get_tokenizer
-from disperse import gram
 from data.tokens import get_batch, load_split
 from model import from_pretrained, load_checkpoint
+from disperse import gram  # the Gram matrix in IEEE float32 (TF32 off), shared with the loss
 from tasks import lm_eval_adapter
 from tasks.definitions import resolve_fewshot, resolve_tasks
 from tasks.engine import compare_results, hub_offline, load_json, results_table, run_benchmarks, write_results
