@@ -7,7 +7,9 @@ bench.py: speed measurements, side by side in one process (timings, not tests).
   python bench.py --what=qwen3             # the small Qwen3-style quick-start model vs the GPT one
   python bench.py --what=condensation      # eval.py's condensation: time and peak memory for N = 10, 100, 300
   python bench.py --what=lmeval            # task scoring (tasks/): ours (batched) vs lm-eval's hf model at batch 1
-  python bench.py --what=nanogpt --nanogpt=PATH   # our GPT vs nanoGPT's own model.py (a checkout at PATH), see below
+  python bench.py --what=nanogpt --nanogpt=PATH   # our GPT vs nanoGPT's own model.py (a checkout at PATH): e.g.
+      OMP_NUM_THREADS=1 python bench.py --what=nanogpt --nanogpt=../nanoGPT --n_layer=6 --n_head=6 --n_embd=384 \
+          --block_size=256 --batch_size=8 --vocab_size=50304
   python bench.py --what=gpu                # one GPU, one Markdown table (gpu_table; CPU smoke: --device=cpu --tiny=True)
   python bench.py --device=cuda --dtype=bfloat16 --batch_size=16 --block_size=1024 --n_layer=12 --n_embd=768 --n_head=12
 
@@ -217,6 +219,7 @@ def lmeval_speed(shape, seeds=10, shots=1, device='cpu', quiet=False):
     ta, tb = best.values()
     print(f"speed-up {ta / tb:.1f}x: {len(requests)} requests ({len(set(pairs))} distinct), {shots}-shot, "
           f"{shape} GPT-2, {torch.get_num_threads()} CPU threads, best of {rounds}")
+
 
 def nanogpt_speed(path):
     """Our GPT vs nanoGPT's own model.py (imported from the checkout at `path`, not copied here), same shape, same
