@@ -39,8 +39,8 @@ embedding output, never used; hidden[i] = output of block i, the last after the 
 Numerics: the pairwise part runs in float32 (float64 stays float64) with autocast off, and its Gram matrix
 u u^T (forward and backward) runs in IEEE float32 even where the trainer allows TF32 or bf16 for float32
 matmuls (train.py sets allow_tf32 on CUDA: a 10-bit mantissa, cosines off by ~1e-3, which arccos near 1 and
-exp(-D / tau) would amplify): gram() sets torch.set_float32_matmul_precision('highest') around its matmuls and
-restores the caller's setting (full_fp32_matmuls). The
+exp(-D / tau) would amplify): gram() runs its matmuls at torch's 'highest' float32 precision (full_fp32_matmuls,
+through whichever of torch's two precision APIs the caller used) and restores the caller's setting. The
 straight-through clamp evaluates arccos and its gradient at the clamped value, never at +-1, so the
 diagonal (c_ii ~ 1) and collapsed tokens give finite gradients. Squared distances come from a
 per-sequence centred Gram matrix (translation invariance; avoids cancellation for large norms), log-means

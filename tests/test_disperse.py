@@ -543,3 +543,13 @@ def test_no_host_round_trip_per_layer(monkeypatch):
                  if name.split('.')[0] in ('_to_copy', 'copy_', '_copy_from') and devices(args, kw) >= {'cpu', 'meta'}]
     reads = [name for name, _, _, _ in rec.ops if name.split('.')[0] in ('_local_scalar_dense', 'item', 'equal')]
     assert len(crossings) == 1 and not reads, (crossings, reads)
+
+
+def test_bf16_hidden_states_are_measured_in_float32():
+    """FSDP's bf16 parameters give bf16 hidden states: the loss and eval.py's cosines cast them to float32 first,
+    so they equal the float32 computation on the same (bf16-rounded) values."""
+    from eval import cosine_matrix
+    z = torch.randn(2, 24, 32, generator=torch.Generator().manual_seed(0)).bfloat16()
+    assert torch.equal(dispersion_loss(z), dispersion_loss(z.float()))
+    cos = cosine_matrix(z)
+    assert cos.dtype == torch.float32 and torch.equal(cos, cosine_matrix(z.float()))
