@@ -225,7 +225,8 @@ def nanogpt_speed(path):
     """Our GPT vs nanoGPT's own model.py (imported from the checkout at `path`, not copied here), same shape, same
     weights (our state dict loaded into theirs: the parameter names are nanoGPT's), same batch: forward (logits of
     every position and the cross-entropy) + backward, no optimizer step. `pairs` interleaved pairs, each model's
-    median and the median of the per-pair ratios (a slow moment of a shared machine then hits both alike).
+    median and the median of the per-pair ratios (a slow moment of a shared machine then hits both alike); the two
+    take turns going first.
     The models differ in one numeric: nanoGPT's MLP uses the exact (erf) GELU, ours GPT-2's tanh form."""
     import importlib.util
     file = os.path.join(path, 'model.py')
@@ -256,7 +257,11 @@ def nanogpt_speed(path):
 
     for _ in range(warmup):
         fwd_bwd(ours), fwd_bwd(theirs)
-    times = [(fwd_bwd(ours), fwd_bwd(theirs)) for _ in range(pairs)]
+    times = []
+    for i in range(pairs):  # each goes first in every other pair (no order effect from caches or the allocator)
+        first, second = (ours, theirs) if i % 2 == 0 else (theirs, ours)
+        t_first, t_second = fwd_bwd(first), fwd_bwd(second)
+        times.append((t_first, t_second) if i % 2 == 0 else (t_second, t_first))
     a, b = statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)
     ratio = statistics.median(t[0] / t[1] for t in times)
     print(f"\nour GPT vs nanoGPT's model.py ({path}), {n_layer} x {n_embd}, {batch_size} x {block_size} tokens, "
