@@ -38,9 +38,7 @@ from disperse import disperse
 from model import GPT, GPTConfig, MODELS, build_model
 
 # -----------------------------------------------------------------------------
-what = 'all'  # 'all', 'reference', 'dispersion', 'qwen3', 'condensation', then, not in 'all': 'lmeval', 'nanogpt', 'gpu'
-nanogpt = ''  # nanogpt: path to a checkout of https://github.com/karpathy/nanoGPT (its model.py is imported from there)
-pairs = 20  # nanogpt: interleaved forward+backward pairs timed (after `warmup` untimed ones each)
+what = 'all'  # 'all', 'reference', 'dispersion', 'qwen3', 'condensation', 'lmeval' (the last two: not in 'all')
 lmeval_shape = '124m'  # lmeval: '124m' (GPT-2 small shape, random weights, 1024 positions) or 'tiny' (2 x 32, 96)
 num_sequences = 0  # condensation: one measurement of N sequences in this process (bench.py runs it for N = 10, 100)
 seq_len = 512
@@ -48,6 +46,8 @@ device = 'auto'  # 'auto' = cuda if available, else cpu
 dtype = 'float32'  # what=gpu always measures bfloat16
 tiny = False  # what=gpu: every part at toy size (the CPU smoke test of the GPU command: --device=cpu --tiny=True)
 compile = True  # what=gpu: torch.compile the models as train.py does on CUDA
+nanogpt = ''  # what=nanogpt (not in 'all', nor is 'gpu'): a checkout of https://github.com/karpathy/nanoGPT
+pairs = 20  # nanogpt: interleaved forward+backward pairs timed (after `warmup` untimed ones each)
 batch_size = 8
 block_size = 128
 n_layer = 4
