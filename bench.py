@@ -382,7 +382,7 @@ def gpt2_rows(recompiles):
         opt.zero_grad(set_to_none=True)
         peak = peak_flops_of(name, 'bfloat16')
         mfu = raw.estimate_mfu(B, sec[label], peak) if peak else None
-        what = f"GPT-2 {raw.num_params() / 1e6:.0f}M, {B} x {T}, bf16{', compiled' if compile else ''}, {label}"
+        what = f"GPT-2 {raw.num_params() / 1e6:.3g}M, {B} x {T}, bf16{', compiled' if compile else ''}, {label}"
         rows.append((what, f"{B * T / sec[label]:,.0f} tok/s, {sec[label] * 1e3:.1f} ms/step, "
                            f"MFU {'n/a' if mfu is None else f'{mfu * 100:.1f}%'}, peak memory "
                            f"{'n/a' if mem is None else f'{mem:.1f} GB'}, "
