@@ -8,6 +8,10 @@ bench.py: speed measurements, side by side in one process (timings, not tests).
   python bench.py --what=condensation      # eval.py's condensation: time and peak memory for N = 10, 100, 300
   python bench.py --what=hf_condensation   # eval.py --init_from's path: a SmolLM-135M-shaped transformers Llama
   python bench.py --what=lmeval            # task scoring (tasks/): ours (batched) vs lm-eval's hf model at batch 1
+  python bench.py --what=nanogpt --nanogpt=PATH   # our GPT vs nanoGPT's own model.py (a checkout at PATH): e.g.
+      OMP_NUM_THREADS=1 python bench.py --what=nanogpt --nanogpt=../nanoGPT --n_layer=6 --n_head=6 --n_embd=384 \
+          --block_size=256 --batch_size=8 --vocab_size=50304
+  python bench.py --what=gpu                # one GPU, one Markdown table (gpu_table; CPU smoke: --device=cpu --tiny=True)
   python bench.py --device=cuda --dtype=bfloat16 --batch_size=16 --block_size=1024 --n_layer=12 --n_embd=768 --n_head=12
 
 Each measurement times full training steps (forward, backward, AdamW step) on the same random batch: `warmup`
@@ -17,6 +21,7 @@ A step costs about 6 * N * tokens FLOPs: for the quick start, N = 7.2M (6.4M of 
 head) and 1,024 tokens, so 6 * 7.2M * 1024 = 44 GFLOP per step.
 """
 
+import logging
 import math
 import os
 import statistics
@@ -39,8 +44,12 @@ lmeval_shape = '124m'  # lmeval: '124m' (GPT-2 small shape, random weights, 1024
 hf = False  # with num_sequences: the hf_condensation model instead of the GPT
 num_sequences = 0  # condensation: one measurement of N sequences in this process (bench.py runs it for N = 10, 100)
 seq_len = 512
-device = 'cpu'
-dtype = 'float32'
+device = 'auto'  # 'auto' = cuda if available, else cpu
+dtype = 'float32'  # what=gpu always measures bfloat16
+tiny = False  # what=gpu: every part at toy size (the CPU smoke test of the GPU command: --device=cpu --tiny=True)
+compile = True  # what=gpu: torch.compile the models as train.py does on CUDA
+nanogpt = ''  # what=nanogpt (not in 'all', nor is 'gpu'): a checkout of https://github.com/karpathy/nanoGPT
+pairs = 20  # nanogpt: interleaved forward+backward pairs timed (after `warmup` untimed ones each)
 batch_size = 8
 block_size = 128
 n_layer = 4
@@ -54,6 +63,8 @@ seed = 1337
 # -----------------------------------------------------------------------------
 globals().update(configure({k: v for k, v in globals().items() if not k.startswith('_') and
                             isinstance(v, (int, float, str))}, sys.argv[1:]))
+if device == 'auto':
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
 device_type = 'cuda' if device.startswith('cuda') else 'cpu'
 ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
 ctx = nullcontext() if dtype == 'float32' else torch.autocast(device_type=device_type, dtype=ptdtype)
@@ -177,11 +188,12 @@ def smollm_135m():
 
 
 
-def lmeval_speed(shape, seeds=10, shots=1):
+def lmeval_speed(shape, seeds=10, shots=1, device='cpu', quiet=False):
     """Log-likelihood phase only, same requests both ways: lm-eval's hf model at batch size 1 (the paper's
     setting; it keeps its one-token-continuation cache) vs our adapter (tasks/engine.py's batched engine, default
     batch). Requests: every document of the test fixtures (tests/fixtures/tasks, hand-written in each dataset's
-    schema) with `shots`-shot prompts drawn with `seeds` sampler seeds. Runs alternate, best of `rounds`."""
+    schema) with `shots`-shot prompts drawn with `seeds` sampler seeds. Runs alternate, best of `rounds`.
+    Returns (lm-eval's seconds, ours, number of requests)."""
     import tempfile
     from types import SimpleNamespace
     from lm_eval.models.huggingface import HFLM
@@ -206,9 +218,9 @@ def lmeval_speed(shape, seeds=10, shots=1):
                 pairs += doc_requests(task, doc, prefix)
     requests = [SimpleNamespace(args=p) for p in pairs]
     model = from_pretrained(model_dir).eval()
-    lms = {'lm-eval hf, batch size 1': HFLM(pretrained=model_dir, batch_size=1, device='cpu', dtype='float32'),
+    lms = {'lm-eval hf, batch size 1': HFLM(pretrained=model_dir, batch_size=1, device=device, dtype='float32'),
            'ours, batched': register_lm_eval()(model=model, tokenizer=get_tokenizer(model.config.tokenizer),
-                                               device='cpu')}
+                                               device=device)}
     best, results = {}, {}
     for _ in range(rounds):
         for label, lm in lms.items():
@@ -217,11 +229,269 @@ def lmeval_speed(shape, seeds=10, shots=1):
             best[label] = min(best.get(label, float('inf')), time.perf_counter() - t0)
     a, b = results.values()
     assert all(abs(x[0] - y[0]) < 1e-3 and x[1] == y[1] for x, y in zip(a, b)), 'the two disagree'
+    if quiet:
+        return (*best.values(), len(requests))
     for label, t in best.items():
         print(f"  {label:<26} {t:7.2f} s")
     ta, tb = best.values()
     print(f"speed-up {ta / tb:.1f}x: {len(requests)} requests ({len(set(pairs))} distinct), {shots}-shot, "
           f"{shape} GPT-2, {torch.get_num_threads()} CPU threads, best of {rounds}")
+
+
+def nanogpt_speed(path):
+    """Our GPT vs nanoGPT's own model.py (imported from the checkout at `path`, not copied here), same shape, same
+    weights (our state dict loaded into theirs: the parameter names are nanoGPT's), same batch: forward (logits of
+    every position and the cross-entropy) + backward, no optimizer step. `pairs` interleaved pairs, each model's
+    median and the median of the per-pair ratios (a slow moment of a shared machine then hits both alike); the two
+    take turns going first.
+    The models differ in one numeric: nanoGPT's MLP uses the exact (erf) GELU, ours GPT-2's tanh form."""
+    import importlib.util
+    file = os.path.join(path, 'model.py')
+    if not os.path.isfile(file):
+        raise SystemExit(f"--nanogpt={path!r} is not a nanoGPT checkout (no model.py there): "
+                         f"git clone https://github.com/karpathy/nanoGPT and pass its folder.")
+    spec = importlib.util.spec_from_file_location('nanogpt_model', file)
+    ng = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ng)
+    shape = dict(block_size=block_size, vocab_size=vocab_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
+                 dropout=0.0, bias=True)
+    torch.manual_seed(seed)
+    ours = GPT(GPTConfig(**shape)).to(device)
+    theirs = ng.GPT(ng.GPTConfig(**shape)).to(device)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randint(0, vocab_size, (batch_size, block_size), device=device)
+    y = torch.randint(0, vocab_size, (batch_size, block_size), device=device)
+
+    def fwd_bwd(model):
+        t0 = time.perf_counter()
+        with ctx:
+            loss = model(x, y)[1]
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        if device_type == 'cuda':
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    for _ in range(warmup):
+        fwd_bwd(ours), fwd_bwd(theirs)
+    times = []
+    for i in range(pairs):  # each goes first in every other pair (no order effect from caches or the allocator)
+        first, second = (ours, theirs) if i % 2 == 0 else (theirs, ours)
+        t_first, t_second = fwd_bwd(first), fwd_bwd(second)
+        times.append((t_first, t_second) if i % 2 == 0 else (t_second, t_first))
+    a, b = statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)
+    ratio = statistics.median(t[0] / t[1] for t in times)
+    print(f"\nour GPT vs nanoGPT's model.py ({path}), {n_layer} x {n_embd}, {batch_size} x {block_size} tokens, "
+          f"vocab {vocab_size}, {device}, {dtype}, {torch.get_num_threads()} threads, forward + backward, "
+          f"medians of {pairs} interleaved pairs")
+    print(f"  nanoGPT model.py {b * 1000:8.1f} ms\n  model.GPT        {a * 1000:8.1f} ms\n"
+          f"  ours / nanoGPT: x{a / b:.3f} (medians), x{ratio:.3f} (median of the pairs' ratios)")
+
+
+# -----------------------------------------------------------------------------
+# what=gpu: the one command that measures a GPU
+
+def peak_flops_of(name, dtype):
+    """Dense peak FLOP/s of the device called name in dtype ('bfloat16', ...), or None where unknown."""
+    try:  # TODO(merge): the one peak-FLOPs table of issue 17.6 (hardware.py, branch recipes); drop the fallback
+        from hardware import peak_flops
+        return peak_flops(name, dtype)
+    except ImportError:
+        return 989e12 if ('H100' in name or 'H200' in name) else 312e12 if 'A100' in name else None
+
+
+class RecompileCounter(logging.Handler):
+    """Counts dynamo's "Recompiling function" records (TORCH_LOGS=recompiles, switched on by the constructor)."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+        torch._logging.set_logs(recompiles=True)
+        logging.getLogger('torch._dynamo').addHandler(self)
+
+    def emit(self, record):
+        self.count += 'Recompiling function' in record.getMessage()
+
+
+def memory_now():
+    """Peak accelerator memory since the last reset in GB (1e9 bytes, as fsdp.memory_gb), None on the CPU."""
+    return torch.cuda.max_memory_allocated() / 1e9 if device_type == 'cuda' else None
+
+
+def reset_memory():
+    if device_type == 'cuda':
+        import gc
+        gc.collect()  # the previous measurement's model and optimizer
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def syncs_during(fn):
+    """(fn(), host syncs it caused): torch.cuda.set_sync_debug_mode('warn') warns once per synchronising call.
+    None on the CPU, which has nothing to synchronise with."""
+    if device_type != 'cuda':
+        return fn(), None
+    import warnings
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        torch.cuda.set_sync_debug_mode('warn')
+        try:
+            out = fn()
+        finally:
+            torch.cuda.set_sync_debug_mode('default')
+    return out, sum('synchroniz' in str(w.message) for w in caught)
+
+
+def timed(step, n):
+    """Median seconds of n calls of step() (each synchronised on CUDA)."""
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        step()
+        if device_type == 'cuda':
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def gpt2_rows(recompiles):
+    """GPT-2 124M (tiny: 2 x 64), bf16 autocast, compiled as train.py compiles it, AdamW (fused on CUDA): tokens/s,
+    MFU, peak memory; then the same with train.py's dispersion term (0.1 x angular_spread on all blocks, 256
+    tokens): its overhead and the host syncs of one step's loss and backward."""
+    cfg = GPTConfig(n_layer=2, n_head=2, n_embd=64, block_size=64, vocab_size=512) if tiny else GPTConfig()
+    B, T = (2, cfg.block_size) if tiny else (16, 1024)
+    torch.manual_seed(seed)
+    raw = GPT(cfg).to(device)
+    model = torch.compile(raw) if compile else raw
+    opt = raw.configure_optimizers(0.1, 6e-4, (0.9, 0.95), device_type)
+    x, y = (torch.randint(0, cfg.vocab_size, (B, T), device=device) for _ in range(2))
+    amp = torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+    gen = torch.Generator().manual_seed(0)  # train.py's: a CPU generator for the token subsets
+    max_tokens = 16 if tiny else 256  # fewer than T: the subsampling (and its one copy to the device) runs
+
+    def loss_ce():
+        with amp:
+            return model(x, y)[1]
+
+    def loss_disp():
+        with amp:
+            _, ce, hidden = model(x, y, return_hidden=True)
+            return ce + 0.1 * disperse(hidden, loc='all', variant='angular_spread', max_tokens=max_tokens,
+                                       generator=gen)
+
+    def step(loss_fn):
+        loss_fn().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    rows, sec = [], {}
+    name = torch.cuda.get_device_name() if device_type == 'cuda' else 'cpu'
+    for label, fn in (('CE', loss_ce), ('CE + dispersion', loss_disp)):
+        before = recompiles.count
+        reset_memory()
+        for _ in range(warmup):  # the compile happens here
+            step(fn)
+        sec[label] = timed(lambda: step(fn), steps)
+        mem = memory_now()
+        _, syncs = syncs_during(lambda: fn().backward())
+        opt.zero_grad(set_to_none=True)
+        peak = peak_flops_of(name, 'bfloat16')
+        mfu = raw.estimate_mfu(B, sec[label], peak) if peak else None
+        what = f"GPT-2 {raw.num_params() / 1e6:.3g}M, {B} x {T}, bf16{', compiled' if compile else ''}, {label}"
+        rows.append((what, f"{B * T / sec[label]:,.0f} tok/s, {sec[label] * 1e3:.1f} ms/step, "
+                           f"MFU {'n/a' if mfu is None else f'{mfu * 100:.1f}%'}, peak memory "
+                           f"{'n/a' if mem is None else f'{mem:.1f} GB'}, "
+                           f"{'n/a' if syncs is None else syncs} host syncs in loss + backward, "
+                           f"{recompiles.count - before} recompiles"))
+    rows.append(("dispersion loss overhead (step time)", f"{sec['CE + dispersion'] / sec['CE'] - 1:+.1%}"))
+    return rows
+
+
+def fsdp_rows(recompiles):
+    """One FSDP process (world size 1; fsdp.shard as train.py calls it: per-block compile, the recipe's activation
+    checkpointing, bf16 parameters) of the largest config/train_qwen3_*.py shape whose fsdp.memory_gb estimate
+    fits in 90% of this GPU (tiny: a 2 x 64 Qwen3), its micro-batch B x T: step time and predicted vs measured
+    peak memory. Weights are drawn in place on the device (N(0, 0.02), norms 1): no CPU copy of the model."""
+    import torch.distributed as dist
+    import fsdp
+    here = os.path.dirname(os.path.abspath(__file__))
+    total = torch.cuda.get_device_properties(device).total_memory / 1e9 if device_type == 'cuda' else None
+    chosen = None
+    for size in ('8b', '4b', '1.7b', '0.6b'):
+        path = os.path.join(here, 'config', f'train_qwen3_{size}.py')
+        ns = read_file(path)
+        keys = model_keys(path)
+        args = dict({f.name: keys[f.name] for f in fields(MODELS['qwen3'][0]) if f.name in keys}, model_type='qwen3',
+                    vocab_size=50304, block_size=ns['block_size'], tie_embeddings=ns.get('tie_embeddings', True))
+        B, T, ac = ns['batch_size'], ns['block_size'], ns.get('activation_checkpointing', False)
+        if tiny:
+            args.update(n_layer=2, n_head=2, n_kv_head=1, head_dim=16, n_embd=64, n_inner=128, vocab_size=512,
+                        block_size=64)
+            B, T = 2, 64
+        with torch.device('meta'):
+            model = build_model(args)
+        c = model.config
+        predicted = fsdp.memory_gb(model.num_params(non_embedding=False), c.n_layer, c.n_embd, c.vocab_size, B * T,
+                                   world_size=1, fsdp=True, ac=ac, accumulate=False)
+        if tiny or total is None or predicted < 0.9 * total:
+            chosen = (size, model, B, T, ac, predicted)
+            break
+    if chosen is None:
+        return [("FSDP step, Qwen3 recipes", f"none fits in {total:.0f} GB")]
+    size, model, B, T, ac, predicted = chosen
+    started = not dist.is_initialized()
+    if started:
+        os.environ.setdefault('MASTER_ADDR', '127.0.0.1')
+        os.environ.setdefault('MASTER_PORT', str(29500 + os.getpid() % 1000))
+        dist.init_process_group('nccl' if device_type == 'cuda' else 'gloo', rank=0, world_size=1)
+    try:
+        before = recompiles.count
+        reset_memory()
+        model = fsdp.shard(model, device, 'bfloat16', ac, compile, from_rank0=False)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(1.0) if p.dim() == 1 else p.normal_(0.0, 0.02)
+        opt = model.configure_optimizers(0.1, 2e-4, (0.9, 0.95), device_type)
+        x, y = (torch.randint(0, model.config.vocab_size, (B, T), device=device) for _ in range(2))
+
+        def step():
+            model(x, y)[1].backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        for _ in range(2):
+            step()
+        sec = timed(step, 3)
+        mem = memory_now()
+    finally:
+        if started:
+            dist.destroy_process_group()
+    shape = f"tiny Qwen3 (2 x 64), the {size.upper()} recipe's settings" if tiny else f"Qwen3-{size.upper()} recipe"
+    label = f"FSDP step, 1 process, {shape}, {B} x {T}" + \
+            f"{', AC' if ac else ''}, bf16{', compiled per block' if compile else ''}"
+    return [(label, f"{sec * 1e3:.0f} ms/step, {B * T / sec:,.0f} tok/s, memory predicted {predicted:.1f} GB / "
+                    f"measured {'n/a' if mem is None else f'{mem:.1f} GB'}, {recompiles.count - before} recompiles")]
+
+
+def gpu_table():
+    """Every GPU figure the README wants, as one Markdown table: GPT-2 124M training speed, MFU and memory, the
+    dispersion loss's overhead and host syncs, recompiles, task scoring vs lm-eval's hf model (same requests),
+    one FSDP step of the largest Qwen3 recipe that fits with fsdp.memory_gb's prediction beside the measurement."""
+    t0 = time.perf_counter()
+    name = torch.cuda.get_device_name() if device_type == 'cuda' else f'cpu ({torch.get_num_threads()} threads)'
+    recompiles = RecompileCounter()
+    rows = gpt2_rows(recompiles)
+    hf_s, ours_s, n = lmeval_speed('tiny' if tiny else '124m', seeds=1 if tiny else 10, device=device, quiet=True)
+    rows.append((f"task scoring, {n} requests, {'tiny' if tiny else '124M'} GPT-2, fp32",
+                 f"lm-eval hf (batch 1) {hf_s:.2f} s, ours (batched) {ours_s:.2f} s: {hf_s / ours_s:.1f}x"))
+    rows += fsdp_rows(recompiles)
+    print(f"\n{name}, torch {torch.__version__}{', tiny shapes' if tiny else ''}, "
+          f"{time.perf_counter() - t0:.0f} s in all\n")
+    print("| what | figure |\n|---|---|")
+    for what_, figure in rows:
+        print(f"| {what_} | {figure} |")
 
 if __name__ == '__main__':
     if num_sequences:
@@ -243,6 +513,12 @@ if __name__ == '__main__':
         sys.exit()
     if what == 'lmeval':
         lmeval_speed(lmeval_shape)
+        sys.exit()
+    if what == 'nanogpt':
+        nanogpt_speed(nanogpt or '.')
+        sys.exit()
+    if what == 'gpu':
+        gpu_table()
         sys.exit()
     torch.manual_seed(seed)
     x = torch.randint(0, vocab_size, (batch_size, block_size), device=device)

@@ -36,13 +36,20 @@ Where (disperse): hidden is the model's list of n+1 hidden states (Hugging Face 
 embedding output, never used; hidden[i] = output of block i, the last after the final norm). loc 'all'
 = mean over 1..n; 'last' = n; 'early_half' = 1..n//2; 'late_half' = n//2+1..n; or a list of indices.
 
-Numerics: the pairwise part runs in float32 (float64 stays float64) with autocast off. The
+Numerics: the pairwise part runs in float32 (float64 stays float64) with autocast off, and its Gram matrix
+u u^T (forward and backward) runs in IEEE float32 even where the trainer allows TF32 or bf16 for float32
+matmuls (train.py sets allow_tf32 on CUDA: a 10-bit mantissa, cosines off by ~1e-3, which arccos near 1 and
+exp(-D / tau) would amplify): gram() runs its matmuls at torch's 'highest' float32 precision (full_fp32_matmuls,
+through whichever of torch's two precision APIs the caller used) and restores the caller's setting. The
 straight-through clamp evaluates arccos and its gradient at the clamped value, never at +-1, so the
 diagonal (c_ii ~ 1) and collapsed tokens give finite gradients. Squared distances come from a
 per-sequence centred Gram matrix (translation invariance; avoids cancellation for large norms), log-means
 use logsumexp, so nothing takes log(0) or sqrt(0). Cost: O(B k^2 F) per layer, no Python loops over
 the batch or pairs, no global state (DDP-safe; with generator=None subsampling draws from torch's global
-RNG, which each rank seeds itself). Timing, angular_spread forward+backward, B=8, L=256, F=768, float32
+RNG, which each rank seeds itself). No host sync per layer: disperse() draws every layer's token subset before the
+first layer's loss (the same draws, in the same order, as one call per layer) and moves them to the device in one
+copy (non-blocking from pinned memory on CUDA), so a step's losses queue on the accelerator without waiting.
+Timing, angular_spread forward+backward, B=8, L=256, F=768, float32
 on a 2-core CPU: ~30-40 ms per layer (forward alone ~8 ms); every variant is within that range.
 
 Usage (train.py):
@@ -52,6 +59,7 @@ Usage (train.py):
 Tests: python -m pytest -q tests/test_disperse.py
 """
 import math
+from contextlib import contextmanager
 
 import torch
 
@@ -64,14 +72,75 @@ CONSTANT_STD = 1e-8    # decorrelation: a token whose features have a smaller st
 # -----------------------------------------------------------------------------
 # pairwise building blocks, z [B, k, F] in float32 or float64
 
+def draw_subsets(L, max_tokens, n, device, generator=None):
+    """n random sets of max_tokens positions out of L -> LongTensor [n, max_tokens] on `device`, or None when
+    nothing is dropped (max_tokens 0 or >= L). Set j is randperm(L)[:max_tokens], the j-th draw from `generator`
+    (on its own device; None = torch's global RNG on `device`). One copy to `device` for all n: from pinned memory
+    and non-blocking on CUDA, so no host sync (a plain CPU -> CUDA copy of pageable memory waits for the GPU)."""
+    if max_tokens == 0 or L <= max_tokens:
+        return None
+    where = generator.device if generator is not None else torch.device(device)
+    idx = torch.stack([torch.randperm(L, generator=generator, device=where)[:max_tokens] for _ in range(n)])
+    if idx.device.type == 'cpu' and torch.device(device).type == 'cuda':
+        idx = idx.pin_memory()
+    return idx.to(device, non_blocking=True)
+
+
 def subsample_tokens(z, max_tokens=256, generator=None):
     """z [B, L, F] -> z[:, S] for one random set S of max_tokens positions shared by the batch."""
-    L = z.shape[1]
-    if max_tokens == 0 or L <= max_tokens:
-        return z
-    device = generator.device if generator is not None else z.device
-    idx = torch.randperm(L, generator=generator, device=device)[:max_tokens]
-    return z[:, idx.to(z.device)]
+    idx = draw_subsets(z.shape[1], max_tokens, 1, z.device, generator)
+    return z if idx is None else z[:, idx[0]]
+
+
+@contextmanager
+def full_fp32_matmuls():
+    """float32 matmuls in IEEE float32 inside (no TF32 on CUDA, no bf16 passes on CPUs with AMX/AVX512-BF16),
+    whatever precision the caller allowed; the caller's setting comes back after. torch has two APIs for it and
+    refuses to read a mix of them, so this uses the caller's: the legacy torch.set_float32_matmul_precision
+    (train.py's allow_tf32 = True is legacy too) or, once the caller has set the per-backend fp32_precision
+    (torch.backends.cuda.matmul / mkldnn.matmul), that one."""
+    try:
+        old = torch.get_float32_matmul_precision()  # RuntimeError after a per-backend setting
+    except RuntimeError:
+        old = None
+    if old is not None:
+        torch.set_float32_matmul_precision('highest')
+        try:
+            yield
+        finally:
+            torch.set_float32_matmul_precision(old)
+        return
+    backends = (torch.backends.cuda.matmul, torch.backends.mkldnn.matmul)
+    saved = [b.fp32_precision for b in backends]
+    for b in backends:
+        b.fp32_precision = 'ieee'
+    try:
+        yield
+    finally:
+        for b, p in zip(backends, saved):
+            b.fp32_precision = p
+
+
+class _Gram(torch.autograd.Function):
+    """G = u u^T [..., k, k] for u [..., k, F]; the backward dL/du = (dG + dG^T) u. Both under full_fp32_matmuls:
+    autograd would run the backward's matmuls later, outside any context the forward entered."""
+
+    @staticmethod
+    def forward(ctx, u):
+        ctx.save_for_backward(u)
+        with full_fp32_matmuls():
+            return u @ u.transpose(-1, -2)
+
+    @staticmethod
+    def backward(ctx, g):
+        u, = ctx.saved_tensors
+        with full_fp32_matmuls():
+            return (g + g.transpose(-1, -2)) @ u
+
+
+def gram(u):
+    """u u^T over the last two dimensions, in IEEE float32 (or float64) forward and backward (full_fp32_matmuls)."""
+    return _Gram.apply(u)
 
 
 def _offdiag(k, device):
@@ -86,7 +155,7 @@ def _offdiag(k, device):
 def _cosines(z, eps):
     """c_ij = <u_i, u_j> with u = z / (|z| + eps); |z| = 0 gives u = 0 (vector_norm's grad at 0 is 0)."""
     u = z / (torch.linalg.vector_norm(z, dim=-1, keepdim=True) + eps)
-    return u @ u.transpose(1, 2)
+    return gram(u)
 
 
 def _angular_distances(z, clamp, eps):
@@ -102,7 +171,7 @@ def _sq_distances(z):
     numbers: large shared offsets cancel before the subtraction). Exact zeros on the diagonal."""
     x = z - z.mean(dim=1, keepdim=True)
     sq = (x * x).sum(-1)
-    d = (sq[:, :, None] + sq[:, None, :] - 2 * (x @ x.transpose(1, 2))).clamp_min(0)
+    d = (sq[:, :, None] + sq[:, None, :] - 2 * gram(x)).clamp_min(0)
     return d.masked_fill(~_offdiag(z.shape[1], z.device), 0.0)
 
 
@@ -136,7 +205,7 @@ def _decorrelation(z, **_):
     x = z - z.mean(dim=-1, keepdim=True)
     std = torch.linalg.vector_norm(x, dim=-1, keepdim=True) / math.sqrt(F - 1)  # no sqrt(0) gradient
     x = x / torch.where(std < CONSTANT_STD, torch.ones_like(std), std)  # only a constant token is guarded
-    return _mean_pairs((x @ x.transpose(1, 2) / (F - 1)).square())
+    return _mean_pairs((gram(x) / (F - 1)).square())
 
 
 def _l2_repel(z, tau_l2, eps, **_):
@@ -211,10 +280,19 @@ def select_layers(n_layer, loc='all'):
 def disperse(hidden, loc='all', **loss_kwargs):
     """Mean of dispersion_loss(hidden[i], **loss_kwargs) over the blocks i that `loc` selects.
     hidden: list of n+1 tensors [B, L, F] (hidden[0] = embedding output). Each layer draws its own
-    token subset."""
+    token subset: all drawn first, in layer order, and copied to the device at once (draw_subsets), so the
+    layers' losses do not wait for the host one by one."""
     if len(hidden) < 2:
         raise ValueError(f"disperse needs the n+1 hidden states of an n-block model, got {len(hidden)}.")
-    losses = [dispersion_loss(hidden[i], **loss_kwargs) for i in select_layers(len(hidden) - 1, loc)]
+    layers = select_layers(len(hidden) - 1, loc)
+    max_tokens = loss_kwargs.pop('max_tokens', 256)
+    generator = loss_kwargs.pop('generator', None)
+    z = hidden[layers[0]]
+    if max_tokens != 0 and max_tokens < 2:  # the loss's own check, before any draw
+        raise ValueError(f"max_tokens must be 0 (no subsampling) or at least 2, got {max_tokens}.")
+    idx = draw_subsets(z.shape[1], max_tokens, len(layers), z.device, generator) if z.dim() == 3 else None
+    losses = [dispersion_loss(hidden[i] if idx is None else hidden[i][:, idx[j]], max_tokens=0, **loss_kwargs)
+              for j, i in enumerate(layers)]
     return torch.stack(losses).mean()
 
 

@@ -19,7 +19,7 @@ eval.py: measure a checkpoint (or a released GPT-2 / Qwen3 model). Five modes, o
 
 Condensation: for every hidden state l = 0..n (HF convention: 0 = embedding output, n = after the final norm)
 and every sequence, the S x S cosine matrix
-    C_ij = <z_i, z_j> / (max(|z_i|, 1e-3) max(|z_j|, 1e-3))       (float32, clipped to [-1, 1])
+    C_ij = <z_i, z_j> / (max(|z_i|, 1e-3) max(|z_j|, 1e-3))       (IEEE float32 even under TF32, clipped to [-1, 1])
 is summed over the N sequences and divided by N; every statistic reads this averaged matrix:
     mu_l = mean of all S*S entries (diagonal included),  hist_l = 128-bin density over [-1, 1],
     rho = Spearman(mu_0..mu_n, 0..n),  tau = Kendall tau-b(...),  last_n = mean(mu_{n-k+1..n}).
@@ -42,6 +42,7 @@ from configurator import doc_section
 from data.tokenizer import get_tokenizer
 from data.tokens import fixed_starts, get_batch, load_meta, load_split
 from model import from_pretrained, load_checkpoint
+from disperse import gram  # the Gram matrix in IEEE float32 (TF32 off), shared with the loss
 from tasks import lm_eval_adapter
 from tasks.definitions import resolve_fewshot, resolve_tasks
 from tasks.engine import compare_results, hub_offline, load_json, results_table, run_benchmarks, write_results
@@ -57,12 +58,13 @@ NORM_FLOOR = 1e-3  # the paper's clamp of |z| (keeps all-zero vectors at cosine 
 # key_observations/compute_embedding_cossim.py, `x / np.maximum(norm, eps)` with eps = 1e-3).
 def cosine_matrix(h):
     """[..., S, C] hidden states -> [..., S, S] float32 cosine matrix (norms clamped at 1e-3, clipped to [-1, 1])."""
-    # float32 even inside the trainer's autocast (which would run the matmul in bf16: ~3 significant digits)
+    # float32 even inside the trainer's autocast (which would run the matmul in bf16: ~3 significant digits), and
+    # IEEE float32 where the trainer allows TF32 (disperse.gram sets the 'highest' matmul precision around it)
     with torch.autocast(device_type=h.device.type, enabled=False):
         h = h.float()
         # max(|z_i|, eps) max(|z_j|, eps) factorises, so each row is divided by its own clamped norm once
         u = h / h.norm(dim=-1, keepdim=True).clamp_min(NORM_FLOOR)
-        return (u @ u.transpose(-1, -2)).clamp_(-1.0, 1.0)
+        return gram(u).clamp_(-1.0, 1.0)
 
 
 def average_ranks(x):

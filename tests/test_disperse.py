@@ -442,3 +442,114 @@ def test_forget_embeddings_on_gpt_and_untied_qwen3():
         model(idx, idx)[1].backward()
         opt.step()
         assert torch.isfinite(w).all() and int(opt.state[w]['step']) == 1
+
+
+# -----------------------------------------------------------------------------
+# precision (float32 matmuls in IEEE float32 whatever the trainer allows) and host syncs
+
+def _precision():
+    """The float32 matmul precision in force on the CPU and CUDA backends ('ieee' = full float32), readable
+    whichever API set it."""
+    return torch.backends.mkldnn.matmul.fp32_precision, torch.backends.cuda.matmul.fp32_precision
+
+
+class _Recorder(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records, for every aten op run inside: (op name, the float32 matmul precision at that moment, args)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append((func.__name__, _precision(), args, kwargs or {}))
+        return func(*args, **(kwargs or {}))
+
+
+MATMULS = ('bmm', 'mm', 'matmul', 'baddbmm', 'addmm')
+
+
+def _allow_low_precision(api):
+    """What a trainer may set: TF32 on CUDA and bf16 passes on the CPU (AVX512-BF16 / AMX) for float32 matmuls,
+    through the legacy API ('medium') or the per-backend one. Returns the function that undoes it."""
+    if api == 'legacy':
+        old = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision('medium')
+        return lambda: torch.set_float32_matmul_precision(old)
+    backends = (torch.backends.mkldnn.matmul, torch.backends.cuda.matmul)
+    saved = [b.fp32_precision for b in backends]
+    backends[0].fp32_precision, backends[1].fp32_precision = 'bf16', 'tf32'
+    return lambda: [setattr(b, 'fp32_precision', p) for b, p in zip(backends, saved)]
+
+
+@pytest.mark.parametrize("api", ['legacy', 'per-backend'])
+@pytest.mark.parametrize("variant", ['angular_spread', 'decorrelation', 'l2_repel'])
+def test_cosine_matmuls_run_in_full_fp32_even_where_the_trainer_allows_tf32(variant, api):
+    """train.py allows TF32 on CUDA; this CPU (AVX512-BF16) can run float32 matmuls through bf16 when allowed.
+    The loss's Gram matmuls, forward and backward, and eval.py's cosine matrix must run in IEEE float32 anyway,
+    and give the numbers of such a run; the caller's setting must come back."""
+    from eval import cosine_matrix
+    z = torch.randn(3, 40, 64, generator=torch.Generator().manual_seed(0))
+    want = dispersion_loss(z, variant, tau_l2=128.0)
+    want_cos = cosine_matrix(z)
+    undo = _allow_low_precision(api)
+    try:
+        allowed = _precision()
+        zg = z.clone().requires_grad_()
+        with _Recorder() as rec:
+            loss = dispersion_loss(zg, variant, tau_l2=128.0)
+            loss.backward()
+            cos = cosine_matrix(z)
+        assert _precision() == allowed
+    finally:
+        undo()
+    mm = [p for name, p, _, _ in rec.ops if name.split('.')[0] in MATMULS]
+    assert len(mm) >= 3 and set(mm) == {('ieee', 'ieee')}, mm  # forward, backward and eval's matmuls
+    assert torch.equal(loss.detach(), want) and torch.equal(cos, want_cos)
+    assert torch.get_float32_matmul_precision() == 'highest'  # the test left the process as it found it
+
+
+def test_gram_gradient():
+    from disperse import gram
+    u = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(gram, (u,))
+
+
+def test_disperse_draws_each_layers_subset_as_one_call_per_layer_would():
+    """disperse() draws every layer's subset up front: the same positions as randperm(L)[:k] drawn layer after
+    layer from the generator (a hand reproduction), so the numbers are those of a loop of dispersion_loss calls."""
+    hidden = [torch.randn(2, 30, 8, generator=torch.Generator().manual_seed(i)) for i in range(5)]
+    got = disperse(hidden, loc='all', max_tokens=7, generator=torch.Generator().manual_seed(11))
+    g = torch.Generator().manual_seed(11)
+    subsets = [torch.randperm(30, generator=g)[:7] for _ in range(4)]
+    want = torch.stack([dispersion_loss(hidden[i][:, s], max_tokens=0) for i, s in zip(range(1, 5), subsets)]).mean()
+    assert torch.equal(got, want)
+    g = torch.Generator().manual_seed(11)  # and what four dispersion_loss calls with one generator give
+    assert torch.equal(got, torch.stack([dispersion_loss(hidden[i], max_tokens=7, generator=g)
+                                         for i in range(1, 5)]).mean())
+
+
+def test_no_host_round_trip_per_layer(monkeypatch):
+    """Hidden states on another device than the generator (here 'meta' standing in for CUDA): the subsets of all
+    layers reach that device in one copy per step, not one per layer, and nothing reads a tensor on the host.
+    (autocast knows no 'meta' device; the loss only switches it off, so a no-op context stands in.)"""
+    import contextlib
+    monkeypatch.setattr(torch, 'autocast', lambda **kw: contextlib.nullcontext())
+    hidden = [torch.randn(2, 300, 16, device='meta') for _ in range(7)]
+    with _Recorder() as rec:
+        disperse(hidden, loc='all', max_tokens=256, generator=torch.Generator().manual_seed(0))
+    def devices(args, kw):
+        return {a.device.type for a in args if torch.is_tensor(a)} | {str(kw.get('device', ''))[:4]}
+    crossings = [(name, args) for name, _, args, kw in rec.ops
+                 if name.split('.')[0] in ('_to_copy', 'copy_', '_copy_from') and devices(args, kw) >= {'cpu', 'meta'}]
+    reads = [name for name, _, _, _ in rec.ops if name.split('.')[0] in ('_local_scalar_dense', 'item', 'equal')]
+    assert len(crossings) == 1 and not reads, (crossings, reads)
+
+
+def test_bf16_hidden_states_are_measured_in_float32():
+    """FSDP's bf16 parameters give bf16 hidden states: the loss and eval.py's cosines cast them to float32 first,
+    so they equal the float32 computation on the same (bf16-rounded) values."""
+    from eval import cosine_matrix
+    z = torch.randn(2, 24, 32, generator=torch.Generator().manual_seed(0)).bfloat16()
+    assert torch.equal(dispersion_loss(z), dispersion_loss(z.float()))
+    cos = cosine_matrix(z)
+    assert cos.dtype == torch.float32 and torch.equal(cos, cosine_matrix(z.float()))

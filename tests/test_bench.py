@@ -1,0 +1,40 @@
+"""bench.py's GPU command (python bench.py --what=gpu) on the CPU at toy size, so that its first GPU run does not
+crash: every row of its table, compiled as on the GPU; and --what=nanogpt's one-sentence error without a checkout.
+
+Run: python -m pytest -q tests/test_bench.py
+"""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def bench(*args):
+    return subprocess.run([sys.executable, "bench.py", *args], capture_output=True, text=True, cwd=ROOT, timeout=900,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+
+@pytest.mark.slow  # two cold compiles (the GPT, then one FSDP block)
+def test_the_gpu_command_runs_on_the_cpu_at_toy_size():
+    p = bench("--what=gpu", "--device=cpu", "--tiny=True", "--warmup=2", "--steps=2", "--rounds=1")
+    assert p.returncode == 0, p.stderr[-4000:]
+    rows = [line for line in p.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    table = "\n".join(rows)
+    assert len(rows) == 5, p.stdout
+    assert re.search(r"CE \| [\d,]+ tok/s, [\d.]+ ms/step, MFU n/a, peak memory n/a, n/a host syncs.*, \d+ recompiles",
+                     table), table
+    assert "CE + dispersion |" in table and re.search(r"overhead \(step time\) \| [+-][\d.]+%", table), table
+    assert re.search(r"task scoring, \d+ requests.*lm-eval hf \(batch 1\) [\d.]+ s, ours \(batched\) [\d.]+ s", table)
+    assert re.search(r"FSDP step, 1 process, .*, compiled per block \| \d+ ms/step, .*memory predicted [\d.]+ GB "
+                     r"/ measured n/a, \d+ recompiles", table), table
+    # the compiled blocks share one compilation: at most the eval/probe-free step's own few, never one per block
+    assert all(int(n) <= 2 for n in re.findall(r"(\d+) recompiles", table)), table
+
+
+def test_nanogpt_comparison_needs_a_checkout(tmp_path):
+    p = bench("--what=nanogpt", f"--nanogpt={tmp_path}")
+    assert p.returncode == 1 and "is not a nanoGPT checkout" in p.stderr and "Traceback" not in p.stderr
