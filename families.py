@@ -106,50 +106,56 @@ def family_tables(results):
     return "\n".join(md + [half, ""])
 
 
-def _figure(ncols):
+STATISTICS = (("spearman", "Spearman rho"), ("kendall", "Kendall tau"))
+
+
+def _statistic(s, key):
+    return np.nan if s.get(key) is None else s[key]
+
+
+def _plot_statistics(draw, title, path):
+    """One panel per statistic (rho, tau): draw(ax, key) fills it; the shared frame (-1..1, a zero line, a legend)
+    and the file are done here."""
     from matplotlib.figure import Figure
-    fig = Figure(figsize=(5.2 * ncols, 4.0))
-    return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
-
-
-def plot_family(results, path):
-    """rho and tau against the parameter count (log scale), one line per family."""
-    fig, axes = _figure(2)
-    fams = {}
-    for s in results:
-        fams.setdefault(family_of(s), []).append(s)
-    for ax, key, name in zip(axes, ("spearman", "kendall"), ("Spearman rho", "Kendall tau")):
-        for fam, rs in fams.items():
-            rs = sorted(rs, key=lambda s: s.get("n_params") or 0)
-            ax.plot([s.get("n_params") or np.nan for s in rs], [np.nan if s.get(key) is None else s[key] for s in rs],
-                    marker="o", label=fam)
-        ax.set(xscale="log", xlabel="parameters", ylabel=f"{name} (mean cosine vs depth)", ylim=(-1.05, 1.05))
+    fig = Figure(figsize=(5.2 * len(STATISTICS), 4.0))
+    for i, (key, name) in enumerate(STATISTICS):
+        ax = fig.add_subplot(1, len(STATISTICS), i + 1)
+        draw(ax, key)
+        ax.set(ylabel=name, ylim=(-1.05, 1.05))
         ax.axhline(0, color="grey", linewidth=0.5)
         ax.legend(fontsize=8)
-    fig.suptitle("condensation against model size (arXiv 2602.00217 Fig. 2)", fontsize=10)
+    fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     return fig
 
 
+def plot_family(results, path):
+    """rho and tau against the parameter count (log scale), one line per family."""
+    fams = {}
+    for s in results:
+        fams.setdefault(family_of(s), []).append(s)
+
+    def draw(ax, key):
+        for fam, rs in fams.items():
+            rs = sorted(rs, key=lambda s: s.get("n_params") or 0)
+            ax.plot([s.get("n_params") or np.nan for s in rs], [_statistic(s, key) for s in rs], marker="o", label=fam)
+        ax.set(xscale="log", xlabel="parameters")
+    return _plot_statistics(draw, "condensation against model size (arXiv 2602.00217 Fig. 2)", path)
+
+
 def plot_paired(pairs, path):
     """Each pair (base, other): rho and tau of both, joined by a dashed line (Fig. 5's layout)."""
-    fig, axes = _figure(2)
     x = np.arange(len(pairs))
-    for ax, key, name in zip(axes, ("spearman", "kendall"), ("Spearman rho", "Kendall tau")):
-        val = lambda s: np.nan if s.get(key) is None else s[key]
-        base, other = [val(a) for a, _ in pairs], [val(b) for _, b in pairs]
+
+    def draw(ax, key):
+        base, other = [_statistic(a, key) for a, _ in pairs], [_statistic(b, key) for _, b in pairs]
         for i in x:
             ax.plot([i, i + 0.3], [base[i], other[i]], color="grey", linestyle="--", linewidth=1)
         ax.plot(x, base, "o", label="base")
         ax.plot(x + 0.3, other, "s", label="distilled / other")
         ax.set_xticks(x + 0.15)
         ax.set_xticklabels([f"{short(a['model'])}\nvs {short(b['model'])}" for a, b in pairs], fontsize=6)
-        ax.set(ylabel=name, ylim=(-1.05, 1.05))
-        ax.axhline(0, color="grey", linewidth=0.5)
-        ax.legend(fontsize=8)
-    fig.suptitle("base vs distilled (arXiv 2602.00217 Fig. 5)", fontsize=10)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return fig
+    return _plot_statistics(draw, "base vs distilled (arXiv 2602.00217 Fig. 5)", path)
 
 
 def write_family(paths, out):
