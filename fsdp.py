@@ -83,17 +83,24 @@ def wrap_blocks(model, activation_checkpointing, compile):
 def shard(model, device, dtype, activation_checkpointing=False, compile=False, from_rank0=True):
     """fully_shard each block, then the root (embedding, final norm, LM head). With from_rank0 the weights are
     rank 0's (the model is real there, meta elsewhere); otherwise they come later from a checkpoint (load()).
-    dtype: 'bfloat16' = bf16 weights in forward/backward, fp32 master weights and gradient reduction."""
+    dtype: 'bfloat16' = the blocks' weights in bf16 for forward/backward, fp32 master weights and gradient
+    reduction. Precision as under DDP + autocast, where the residual stream stays fp32 (the fp32 embedding
+    plus bf16 block outputs) and only the matmuls run in bf16: the root (embeddings, final norm, LM head) keeps
+    fp32 weights, and the blocks do not cast their input (cast_forward_inputs=False), so the residual stream,
+    and the hidden states that the dispersion loss and the probe read, are fp32 under both; train.py's autocast
+    runs the matmuls in bf16 under both. The cost: the root's weights are all-gathered in fp32 (2x the bytes
+    of that one gather; the blocks, nearly all of the parameters, in bf16)."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
-    if dtype == 'float16':
-        raise SystemExit("parallelism='fsdp' supports dtype 'bfloat16' or 'float32', not float16 (its GradScaler "
-                         "does not shard): set --dtype=bfloat16.")
+    if dtype == 'float16':  # train.py says so before any process group starts
+        raise ValueError("parallelism='fsdp' supports dtype 'bfloat16' or 'float32', not float16.")
     assert not list(model.buffers()), "shard() assumes the model has no buffers (to_empty would leave them empty)"
     device_type = device.split(':')[0]
     mesh = init_device_mesh(device_type, (dist.get_world_size(),))
-    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if dtype == 'bfloat16' \
-        else MixedPrecisionPolicy()
+    bf16 = dtype == 'bfloat16'
+    block_mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if bf16 else None, reduce_dtype=torch.float32,
+                                    cast_forward_inputs=False)
+    root_mp = MixedPrecisionPolicy(reduce_dtype=torch.float32)  # fp32 embedding output: the residual stays fp32
     full = model.state_dict() if from_rank0 and dist.get_rank() == 0 else {}  # rank 0's weights, kept on the CPU
     tied = model.tied
     model.to('meta')  # every process now shards shapes alone; no full copy goes to the accelerator
@@ -101,8 +108,8 @@ def shard(model, device, dtype, activation_checkpointing=False, compile=False, f
         model.lm_head.weight = model.transformer.wte.weight
     wrap_blocks(model, activation_checkpointing, compile)
     for block in model.transformer.h:
-        fully_shard(block, mesh=mesh, mp_policy=mp)
-    fully_shard(model, mesh=mesh, mp_policy=mp)
+        fully_shard(block, mesh=mesh, mp_policy=block_mp)
+    fully_shard(model, mesh=mesh, mp_policy=root_mp)
     model.to_empty(device=device)  # this process's shards, uninitialised
     assert model.tied == getattr(model.config, 'tie_embeddings', True), "sharding untied the embedding and LM head"
     # the probe and the benchmarks call hidden_states() directly: it must all-gather the root's weights as forward

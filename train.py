@@ -34,7 +34,6 @@ import os
 import socket
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, fields
 
 import numpy as np
@@ -44,6 +43,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import disperse
 import fsdp
+import hardware
 from configurator import configure, key_types, print_help
 from data.tokens import fixed_starts, get_batch, load_meta, load_split
 from model import MODELS, build_model, from_pretrained, load_checkpoint, model_args_of, save_checkpoint
@@ -118,12 +118,12 @@ lr_decay_iters = 0  # 0 = max_iters
 min_lr = 6e-5  # ~ learning_rate / 10 (Chinchilla)
 # system
 device = 'auto'  # 'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1', 'mps'
-dtype = 'auto'  # 'auto' (bfloat16 on CUDA where supported, else float16 with a GradScaler; float32 on CPU)
+dtype = 'auto'  # 'auto': bfloat16 on GPUs with native bf16 (Ampere+), float16 + GradScaler on older ones; float32 on CPU/MPS
 compile: bool | None = None  # None = on for CUDA, off elsewhere (a cold compile costs 30-55 s per process on a small CPU)
 backend = 'auto'  # DDP backend: nccl on CUDA, gloo on CPU
 parallelism = 'ddp'  # 'ddp' (a whole copy per process) or 'fsdp' (sharded: fsdp.py; needs torchrun)
 activation_checkpointing = False  # recompute each block in the backward: less memory, ~1/3 more compute
-peak_flops = 0.0  # for MFU; 0 = guess from the GPU name (A100 312e12, H100/H200 989e12)
+peak_flops = 0.0  # for MFU; 0 = hardware.peak_flops of the GPU's name and dtype (none shown for an unknown GPU)
 seed = 1337
 # -----------------------------------------------------------------------------
 if {'-h', '--help'} & set(sys.argv[1:]):
@@ -136,9 +136,8 @@ config = {k: globals()[k] for k in config_keys}
 
 # distributed setup: torchrun sets RANK, LOCAL_RANK and WORLD_SIZE (read here, before any process group exists,
 # so that a config that cannot run stops every process at once and rank 0 alone says why)
-ddp = int(os.environ.get('RANK', -1)) != -1
-ddp_rank, ddp_local_rank, ddp_world_size = ((int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE'))
-                                            if ddp else (0, 0, 1))
+ddp = hardware.torchrun_env() is not None
+ddp_rank, ddp_local_rank, ddp_world_size = hardware.torchrun_env() or (0, 0, 1)
 master_process = ddp_rank == 0
 
 
@@ -163,10 +162,20 @@ def config_error():
         return f"parallelism must be 'ddp' or 'fsdp', not '{parallelism}'."
     if parallelism == 'fsdp' and not ddp:
         return "parallelism='fsdp' runs under torchrun, even on one process: torchrun --nproc_per_node=1 train.py ..."
-    if parallelism == 'fsdp' and forget_every > 0:  # it re-draws the whole token table in place: not a shard
-        return "Active forgetting (forget_every) is not supported with parallelism='fsdp' yet: use parallelism='ddp'."
     if dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
         return f"dtype must be 'auto', 'float32', 'bfloat16' or 'float16', not '{dtype}'."
+    if device != 'auto' and hardware.device_problem(device):
+        return hardware.device_problem(device)
+    run_on = 'cuda' if device == 'auto' and torch.cuda.is_available() else 'cpu' if device == 'auto' else device
+    if ddp and run_on.startswith('cuda') and ddp_local_rank >= torch.cuda.device_count():
+        return (f"torchrun started {ddp_world_size} processes but this node has {torch.cuda.device_count()} CUDA "
+                f"GPU(s): use --nproc_per_node={torch.cuda.device_count()} (one process per GPU).")
+    if parallelism == 'fsdp' and run_on.startswith('mps'):
+        return "parallelism='fsdp' needs CUDA GPUs or the CPU (gloo), not mps: use parallelism='ddp' or --device=cpu."
+    if parallelism == 'fsdp' and hardware.resolve_dtype(dtype, run_on) == 'float16':
+        return ("parallelism='fsdp' runs in bfloat16 or float32, not float16 (its GradScaler does not shard)"
+                + (": this GPU has no native bfloat16, so use --dtype=float32." if dtype == 'auto'
+                   else ": set --dtype=bfloat16."))
     if (model_type == 'gpt' or not head_dim) and n_embd % n_head != 0:
         return f"n_embd ({n_embd}) must be divisible by n_head ({n_head})."
     if n_kv_head and n_head % n_kv_head != 0:
@@ -212,29 +221,20 @@ if master_process and not eval_only:
     lock.write(f"{socket.gethostname()} {os.getpid()}\n")
     lock.flush()
 
-if device == 'auto':
-    device = 'cuda' if torch.cuda.is_available() else 'cpu'
-if ddp:
-    if device.startswith('cuda'):
-        device = f'cuda:{ddp_local_rank}'
-        torch.cuda.set_device(device)
-    if backend == 'auto':
-        backend = 'nccl' if device.startswith('cuda') else 'gloo'
-    dist.init_process_group(backend=backend)
+device = hardware.resolve_device(device, ddp_local_rank if ddp else None)  # cuda:N also becomes the current GPU
+hardware.init_distributed(device, backend)
 grad_accum = gradient_accumulation_steps // ddp_world_size  # micro-batches per process per step
 tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
 log0(f"tokens per iteration: {tokens_per_iter:,} ({gradient_accumulation_steps} micro-batches x {batch_size} x {block_size})")
 
 device_type = 'cuda' if device.startswith('cuda') else device.split(':')[0]
-if dtype == 'auto':
-    dtype = ('bfloat16' if torch.cuda.is_bf16_supported() else 'float16') if device_type == 'cuda' else 'float32'
+dtype = hardware.resolve_dtype(dtype, device)  # auto: bfloat16 on GPUs that have it natively, else float16 + GradScaler
 if compile is None:
     compile = device_type == 'cuda'
 if device_type == 'cuda':
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
-ctx = nullcontext() if dtype == 'float32' else torch.autocast(device_type=device_type, dtype=ptdtype)
+ctx = hardware.autocast(dtype, device)
 
 # Dropout masks: every process seeds its own torch stream (saved in checkpoints). Training data and the
 # dispersion loss's token subsets are drawn per global micro-batch from (seed, iter, micro-batch index): the same
@@ -392,20 +392,25 @@ def forward_loss(X, Y, train, disp_seed=None):
 @torch.no_grad()
 def estimate_loss():
     """Mean loss over the fixed windows of each split, shared out among the processes and summed back: the same
-    number for any world size."""
+    number for any world size. Every process runs the same number of forwards (a sharded model's forward is a
+    collective): one whose share is shorter (windows that do not divide by the world size) pads with a forward
+    of its first window and counts nothing for it."""
     out = {}
     model.eval()
     for split, starts in (('train', train_starts), ('val', val_starts)):
         mine = starts[ddp_rank::ddp_world_size]
-        total = torch.zeros(2, device=device, dtype=torch.float64)  # sum of window losses, number of windows
-        for i in range(0, len(mine), batch_size):
+        # float64 sums (no float64 on MPS: float32 there): sum of window losses, number of windows
+        total = torch.zeros(2, device=device, dtype=torch.float32 if device_type == 'mps' else torch.float64)
+        for i in range(0, math.ceil(len(starts) / ddp_world_size), batch_size):  # the largest share's batches
+            part = mine[i:i + batch_size]
             try:
-                X, Y = get_batch(data_dir, split, 0, block_size, device=device, starts=mine[i:i + batch_size],
-                                 vocab_size=vocab_size)
+                X, Y = get_batch(data_dir, split, 0, block_size, device=device,
+                                 starts=part if len(part) else starts[:1], vocab_size=vocab_size)
             except ValueError as e:
                 raise SystemExit(str(e))
             _, loss, _ = forward_loss(X, Y, train=False)
-            total += torch.tensor([loss.item() * len(X), len(X)], device=device, dtype=torch.float64)
+            if len(part):
+                total += torch.tensor([loss.item() * len(part), len(part)], device=device, dtype=total.dtype)
         if ddp:
             dist.all_reduce(total)
         out[split] = (total[0] / total[1]).item()
@@ -491,9 +496,8 @@ if master_process:
     log_record({'iter': iter_num, 'event': 'start', 'config': config, 'model_args': model_args,
                 'world_size': ddp_world_size, 'device': device, 'dtype': dtype, 'compile': compile})
 
-if peak_flops == 0 and device_type == 'cuda':
-    name = torch.cuda.get_device_name()
-    peak_flops = 989e12 if ('H100' in name or 'H200' in name) else 312e12
+if peak_flops == 0 and device_type == 'cuda':  # None for a GPU the table does not know: no MFU then
+    peak_flops = hardware.peak_flops(torch.cuda.get_device_name(), dtype)
 
 # training loop
 saved_iter = iter_num if init_from == 'resume' else None  # the iteration ckpt.pt holds
@@ -513,12 +517,13 @@ while True:
             raise SystemExit(f"Non-finite eval loss at iter {iter_num} ({losses}): stopping; {checkpoints_note()}. "
                              f"Lower the learning rate or use bfloat16/float32.")
         record = {'iter': iter_num, 'train_loss': losses['train'], 'val_loss': losses['val'], 'lr': lr}
-        if probe_windows > 0:
+        if probe_windows > 0:  # every process: the windows are shared out (and the forward is a collective under FSDP)
             from eval import condensation_probe
             spread = val_starts[np.linspace(0, len(val_starts) - 1, min(probe_windows, len(val_starts))).astype(int)]
             probe_x, _ = get_batch(data_dir, 'val', 0, block_size, device=device, starts=spread)
-            with ctx:
-                record.update(condensation_probe(raw_model, probe_x))
+            with ctx:  # with wandb also the histograms of the paper's heatmap, from the same forwards
+                probe = condensation_probe(raw_model, probe_x, bins=64 if wandb_log else 0)
+            record.update({k: probe[k] for k in ('mean_cos', 'last_mean', 'spearman')})
         if tasks_interval > 0 and iter_num % tasks_interval == 0:
             from tasks.engine import run_benchmarks
             from data.tokenizer import get_tokenizer
@@ -531,10 +536,8 @@ while True:
                 record['acc_average'] = scored['average']
         log_record(record)
         if wandb_log and master_process and probe_windows > 0:  # the paper's heatmap of this eval, as an image
-            from eval import condensation, plot_condensation
-            with ctx:
-                stats = condensation(raw_model, probe_x, batch_size=len(probe_x), bins=64)
-            plot_condensation(stats, os.path.join(out_dir, 'probe.png'), label=f"iter {iter_num}")
+            from eval import plot_condensation
+            plot_condensation(probe, os.path.join(out_dir, 'probe.png'), label=f"iter {iter_num}")
             wandb.log({'condensation': wandb.Image(os.path.join(out_dir, 'probe.png'))}, step=iter_num)
         rng = [rng_states()]  # every process's streams, in rank order, saved by rank 0
         if ddp:
@@ -589,7 +592,7 @@ while True:
     iter_num += 1
     local_iter_num += 1
     if iter_num % log_interval == 0 and master_process:
-        if local_iter_num >= 5 and device_type == 'cuda':  # MFU on CUDA only, where peak_flops is known
+        if local_iter_num >= 5 and device_type == 'cuda' and peak_flops:  # MFU where the peak is known
             mfu = raw_model.estimate_mfu(batch_size * grad_accum, dt, peak_flops)
             running_mfu = mfu if running_mfu == -1.0 else 0.9 * running_mfu + 0.1 * mfu
         total = lossf + (dispersion_coeff * dispf if dispf is not None else 0.0)
