@@ -33,6 +33,7 @@ import sys
 import numpy as np
 import torch
 
+import hardware
 from data.tokenizer import get_tokenizer
 from data.tokens import get_batch, load_split
 from model import from_pretrained, load_checkpoint
@@ -493,7 +494,7 @@ def condensation_main(args):
     if args.seq_len < 2 or args.num_sequences < 1:  # before any model is loaded
         raise SystemExit(f"Condensation needs --seq_len >= 2 (the cosine matrix of one token is the constant 1) "
                          f"and --num_sequences >= 1; got {args.seq_len} and {args.num_sequences}.")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     model, ckpt, name, default_out = load_model(args, device)
     seq_len = args.seq_len
     if seq_len > model.config.block_size:
@@ -520,17 +521,13 @@ def condensation_main(args):
     return path
 
 
-def _init_distributed():
-    """torchrun sets RANK/LOCAL_RANK/WORLD_SIZE: one process per GPU, documents sharded across them."""
-    if "RANK" not in os.environ or torch.distributed.is_initialized():
-        return None
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    torch.distributed.init_process_group(backend)
-    if backend == "nccl":
-        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-        torch.cuda.set_device(device)
-        return device
-    return "cpu"
+def resolve_device(device):
+    """--device (default: cuda if available, else cpu) made current; under torchrun each process its own GPU,
+    documents sharded across the processes (hardware.py)."""
+    if device and hardware.device_problem(device):
+        raise SystemExit(hardware.device_problem(device))
+    env = hardware.torchrun_env()
+    return hardware.resolve_device(device or "auto", env[1] if env else None)
 
 
 def tasks_main(args):
@@ -538,11 +535,11 @@ def tasks_main(args):
         resolve_fewshot(args.fewshot, resolve_tasks(args.tasks))
     except ValueError as e:
         raise SystemExit(str(e))
-    device = _init_distributed() or args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
+    hardware.init_distributed(device)
     model, ckpt, name, default_out = load_model(args, device)
     tokenizer = get_tokenizer(model.config.tokenizer)
-    dtype = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
-    autocast = torch.autocast(device.split(":")[0], dtype) if dtype else None
+    autocast = hardware.autocast(args.dtype, device)
     try:
         results = run_benchmarks(model, tokenizer, args.tasks, args.limit, args.fewshot, args.seed,
                                  args.tasks_data, args.batch_tokens, autocast)

@@ -184,19 +184,30 @@ def consolidate(src, dst):
     save_checkpoint(dict(ckpt, model=model.state_dict(), optimizer=optimizer.state_dict()), dst)
 
 
-def memory_gb(n_params, n_layer, n_embd, vocab_size, tokens, world_size, fsdp, ac, accumulate):
+def memory_gb(n_params, n_layer, n_embd, vocab_size, tokens, world_size, fsdp, ac, accumulate, seq_len=None):
     """Estimated peak memory per GPU (GB) of bf16 training with fp32 master weights and AdamW:
       state        16 N bytes (4 weight + 4 gradient + 8 AdamW moments), / world_size under FSDP
       accumulated  4 N bytes under FSDP while micro-steps skip the reduce-scatter (FSDP2 keeps an unsharded fp32
                    gradient until the last micro-step): only when a process runs more than one micro-batch
       activations  34 C bytes per token per layer (Korthikanti et al. 2022, bf16, flash attention: no T^2 term);
-                   with activation checkpointing 2 C per token per layer (the block inputs) + one block's 34 C
+                   with activation checkpointing 2 C per token per layer (the block inputs) + one block's 34 C.
+                   An all-bf16 count: the fp32 residual stream (DDP's autocast, and shard() above) makes the
+                   norms' inputs fp32, ~4 C more per token per layer (~10% more activation memory)
       logits       6 V bytes per token (bf16 logits + the fp32 softmax of the cross-entropy)
+      probe        (seq_len given) the condensation probe at an eval, after the step's activations are freed:
+                   one forward's fp32 hidden states, 4 (n+1) C bytes per token, for max(1, 4096 // T) windows
+                   of T = seq_len (eval.PROBE_TOKENS), and its [B, T, T] fp32 cosines and unit vectors, 8 T bytes
+                   per token; the peak is then state + max(step, probe)
     tokens: B x T of one micro-batch. An estimate, to choose B and AC; measure with torch.cuda.max_memory_allocated."""
     state = 16 * n_params / (world_size if fsdp else 1)
     acc = 4 * n_params if fsdp and accumulate else 0
     act = (2 * n_layer + 34) * n_embd * tokens if ac else 34 * n_embd * n_layer * tokens
-    return (state + acc + act + 6 * vocab_size * tokens) / 1e9
+    step = acc + act + 6 * vocab_size * tokens
+    probe = 0
+    if seq_len:
+        probe_tokens = max(1, 4096 // seq_len) * seq_len
+        probe = (4 * (n_layer + 1) * n_embd + 8 * seq_len) * probe_tokens
+    return (state + max(step, probe)) / 1e9
 
 
 def memory_table(world_size=8):
@@ -207,7 +218,7 @@ def memory_table(world_size=8):
         with torch.device('meta'):
             m = build_model(dict(QWEN3_PRESETS[f'Qwen/Qwen3-{name}'], model_type='qwen3', vocab_size=50304, block_size=4096))
         c, n = m.config, m.num_params(non_embedding=False)
-        gb = [memory_gb(n, c.n_layer, c.n_embd, c.vocab_size, B * 4096, world_size, f, ac, True)
+        gb = [memory_gb(n, c.n_layer, c.n_embd, c.vocab_size, B * 4096, world_size, f, ac, True, seq_len=4096)
               for f, ac in ((False, False), (True, False), (True, True))]
         rows.append(f"| Qwen3-{name} | {n / 1e9:.2f}B | {B} x 4096 | " + " | ".join(f"{g:.0f} GB" for g in gb) + " |")
     return "\n".join(rows)

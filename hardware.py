@@ -41,13 +41,18 @@ def device_problem(device):
     return None
 
 
+def default_device():
+    """What device='auto' means: the GPU if PyTorch sees one, else the CPU (MPS only when asked for)."""
+    return 'cuda' if torch.cuda.is_available() else 'cpu'
+
+
 def resolve_device(device='auto', local_rank=None):
     """The device string a script runs on, made current. 'auto': cuda if available, else cpu. Under torchrun
     (local_rank given) on CUDA each process takes its own GPU, cuda:local_rank. A 'cuda:N' becomes the current
     device (torch.cuda.set_device), so that torch.cuda's RNG state, memory statistics and device name, which
     all read the current device, are those of the GPU the run is on, not of cuda:0."""
     if device == 'auto':
-        device = 'cuda' if torch.cuda.is_available() else 'cpu'
+        device = default_device()
     if device.startswith('cuda'):
         if local_rank is not None:
             device = f'cuda:{local_rank}'

@@ -127,7 +127,11 @@ peak_flops = 0.0  # for MFU; 0 = hardware.peak_flops of the GPU's name and dtype
 seed = 1337
 # -----------------------------------------------------------------------------
 if {'-h', '--help'} & set(sys.argv[1:]):
-    print_help(__file__, "usage: python train.py [config/FILE.py ...] [--key=value ...]\n" + __doc__.split('\n\n')[1])
+    try:
+        print_help(__file__, "usage: python train.py [config/FILE.py ...] [--key=value ...]\n" + __doc__.split('\n\n')[1])
+        sys.stdout.flush()
+    except BrokenPipeError:  # python train.py --help | head: the reader had enough, which is no error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
     sys.exit()
 config_keys = [k for k, v in globals().items()
                if not k.startswith('_') and isinstance(v, (int, float, bool, str, type(None), list, tuple))]
@@ -146,6 +150,11 @@ def log0(*args):
         print(*args, flush=True)
 
 
+disp_kwargs = dict(loc=dispersion_loc, variant=dispersion, tau=dispersion_tau, clamp=dispersion_clamp,
+                   eps=dispersion_eps, margin=dispersion_margin, tau_l2=dispersion_tau_l2,
+                   max_tokens=dispersion_max_tokens)  # every parameter of disperse.dispersion_loss
+
+
 def config_error():
     """The first setting that cannot run, as one sentence, or None. Checked before anything is built."""
     for key in ('batch_size', 'gradient_accumulation_steps', 'eval_interval', 'block_size', 'eval_iters',
@@ -160,13 +169,11 @@ def config_error():
         return f"model_type must be one of {sorted(MODELS)}, not '{model_type}'."
     if parallelism not in ('ddp', 'fsdp'):
         return f"parallelism must be 'ddp' or 'fsdp', not '{parallelism}'."
-    if parallelism == 'fsdp' and not ddp:
-        return "parallelism='fsdp' runs under torchrun, even on one process: torchrun --nproc_per_node=1 train.py ..."
     if dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
         return f"dtype must be 'auto', 'float32', 'bfloat16' or 'float16', not '{dtype}'."
     if device != 'auto' and hardware.device_problem(device):
         return hardware.device_problem(device)
-    run_on = 'cuda' if device == 'auto' and torch.cuda.is_available() else 'cpu' if device == 'auto' else device
+    run_on = hardware.default_device() if device == 'auto' else device
     if ddp and run_on.startswith('cuda') and ddp_local_rank >= torch.cuda.device_count():
         return (f"torchrun started {ddp_world_size} processes but this node has {torch.cuda.device_count()} CUDA "
                 f"GPU(s): use --nproc_per_node={torch.cuda.device_count()} (one process per GPU).")
@@ -176,6 +183,8 @@ def config_error():
         return ("parallelism='fsdp' runs in bfloat16 or float32, not float16 (its GradScaler does not shard)"
                 + (": this GPU has no native bfloat16, so use --dtype=float32." if dtype == 'auto'
                    else ": set --dtype=bfloat16."))
+    if parallelism == 'fsdp' and not ddp:
+        return "parallelism='fsdp' runs under torchrun, even on one process: torchrun --nproc_per_node=1 train.py ..."
     if (model_type == 'gpt' or not head_dim) and n_embd % n_head != 0:
         return f"n_embd ({n_embd}) must be divisible by n_head ({n_head})."
     if n_kv_head and n_head % n_kv_head != 0:
@@ -192,15 +201,13 @@ def config_error():
             disperse.dispersion_loss(torch.randn(1, 4, 4), **{k: v for k, v in disp_kwargs.items() if k != 'loc'})
         except ValueError as e:
             return f"dispersion settings: {e}"
-    if init_from != 'resume' and not eval_only and not overwrite and os.path.exists(os.path.join(out_dir, 'ckpt.pt')):
-        return (f"{out_dir} already holds a checkpoint (ckpt.pt): continue it with --init_from=resume, or start "
+    held = [f for f in ('ckpt.pt', fsdp.CKPT) if os.path.exists(os.path.join(out_dir, f))]  # DDP's or FSDP's
+    if init_from != 'resume' and not eval_only and not overwrite and held:
+        return (f"{out_dir} already holds a checkpoint ({held[0]}): continue it with --init_from=resume, or start "
                 f"anew in another --out_dir (or --overwrite=True to replace it).")
     return None
 
 
-disp_kwargs = dict(loc=dispersion_loc, variant=dispersion, tau=dispersion_tau, clamp=dispersion_clamp,
-                   eps=dispersion_eps, margin=dispersion_margin, tau_l2=dispersion_tau_l2,
-                   max_tokens=dispersion_max_tokens)  # every parameter of disperse.dispersion_loss
 problem = config_error()
 if problem:
     raise SystemExit(problem if master_process else 1)  # rank 0 says it once; the others exit quietly
@@ -283,20 +290,26 @@ if init_from == 'scratch':
         model = build_model(dict(args, model_type=model_type, vocab_size=padded, block_size=block_size,
                                  tokenizer=meta['tokenizer']))
     log0(f"initialising a new {model_type} model from scratch (vocab {padded})")
-elif init_from == 'resume' and parallelism == 'fsdp':  # the weights come from the shards (fsdp.load, below)
-    ckpt_path = os.path.join(out_dir, fsdp.CKPT)
-    checkpoint = fsdp.read_meta(ckpt_path)
-    with fsdp.build_device(parallelism, ddp_rank, init_from):
-        model = build_model(dict(checkpoint['model_args'], dropout=dropout))
-    iter_num, best_val_loss, best_iter = checkpoint['iter_num'], checkpoint['best_val_loss'], checkpoint.get('best_iter')
-    log0(f"resuming from {ckpt_path} at iter {iter_num}")
-elif init_from == 'resume':
-    try:
-        model, checkpoint = load_checkpoint(ckpt_path, 'cpu', dropout=dropout)
-    except FileNotFoundError:
-        raise SystemExit(f"Cannot resume: there is no checkpoint at {ckpt_path}. Train with --init_from=scratch first.")
-    except ValueError as e:
-        raise SystemExit(f"Cannot resume: {e}")
+elif init_from == 'resume':  # the same checks for a single-file and a sharded (FSDP) checkpoint
+    if parallelism == 'fsdp':  # the weights come from the shards (fsdp.load, below)
+        ckpt_path = os.path.join(out_dir, fsdp.CKPT)
+        if not os.path.exists(ckpt_path):
+            also = " (it holds a single-file ckpt.pt: resume it with --parallelism=ddp)" \
+                if os.path.exists(os.path.join(out_dir, 'ckpt.pt')) else ""
+            raise SystemExit(f"Cannot resume: there is no sharded checkpoint at {ckpt_path}{also}.")
+        checkpoint = fsdp.read_meta(ckpt_path)
+        with fsdp.build_device(parallelism, ddp_rank, init_from):
+            model = build_model(dict(checkpoint['model_args'], dropout=dropout))
+    else:
+        try:
+            model, checkpoint = load_checkpoint(ckpt_path, 'cpu', dropout=dropout)
+        except FileNotFoundError:
+            also = (f" ({out_dir} holds a sharded checkpoint, {fsdp.CKPT}: resume it with --parallelism=fsdp, or "
+                    f"make it one file with python fsdp.py --consolidate)") \
+                if os.path.exists(os.path.join(out_dir, fsdp.CKPT)) else " Train with --init_from=scratch first."
+            raise SystemExit(f"Cannot resume: there is no checkpoint at {ckpt_path}.{also}")
+        except ValueError as e:
+            raise SystemExit(f"Cannot resume: {e}")
     saved = checkpoint['model_args']
     init_origin = checkpoint.get('init_origin', 'scratch')
     if init_origin == 'scratch':  # the config shapes the model: it must be the checkpoint's
@@ -459,7 +472,8 @@ def save(name, rng):
 
 def checkpoints_note():
     """Which checkpoint in out_dir is the last good one, for the message of a non-finite stop."""
-    ckpt, best = os.path.join(out_dir, 'ckpt.pt'), os.path.join(out_dir, 'best.pt')
+    ckpt, best = (os.path.join(out_dir, f) for f in ((fsdp.CKPT, fsdp.BEST) if parallelism == 'fsdp'
+                                                     else ('ckpt.pt', 'best.pt')))
     if not os.path.exists(ckpt):
         return f"no checkpoint was saved in {out_dir}"
     if saved_iter is None:

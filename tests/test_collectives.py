@@ -129,3 +129,43 @@ def test_the_probe_never_holds_the_stack_of_cosine_matrices():
         probe = ev.condensation_probe(model, x)
     assert seen.largest <= 4 * 64 * 64 < 9 * 64 * 64  # one layer's [B, T, T], never [n+1, T, T]
     assert probe["mean_cos"] == pytest.approx(ev.condensation(model, x, bins=0)["mean_cos"], abs=1e-6)
+
+
+def test_memory_gb_counts_the_probe():
+    """The 8B recipe's shape with a short T = 64: the probe's forward (64 windows = 4096 tokens of 37 fp32 hidden
+    states of 4096, plus [B, T, T] cosines) outweighs a checkpointed micro-step of 64 tokens."""
+    state = 16 * 7.36e9 / 64
+    probe = 4096 * (4 * 37 * 4096 + 8 * 64)
+    step = (2 * 36 + 34) * 4096 * 64 + 6 * 50304 * 64
+    assert fsdp.memory_gb(7.36e9, 36, 4096, 50304, 64, 64, True, True, False, seq_len=64) == \
+        pytest.approx((state + probe) / 1e9)
+    assert fsdp.memory_gb(7.36e9, 36, 4096, 50304, 64, 64, True, True, False) == pytest.approx((state + step) / 1e9)
+
+
+@pytest.mark.slow
+def test_a_sharded_resume_checks_the_shape_before_any_shard_is_read(tmp_path):
+    """The resume checks of ckpt.pt hold for ckpt_dcp: a config of another shape is one sentence (here the
+    checkpoint's metadata says 3 layers, the config 2)."""
+    import json
+    import subprocess
+    import sys
+    import numpy as np
+    from test_train import ROOT, TINY
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "val"):
+        np.arange(4000, dtype=np.uint16).__mod__(256).tofile(data / f"{split}.bin")
+    (data / "meta.json").write_text(json.dumps({"dtype": "uint16", "tokenizer": "gpt2", "vocab_size": 256}))
+    sharded = tmp_path / "out" / fsdp.CKPT
+    sharded.mkdir(parents=True)
+    model_args = dict(model_type='gpt', n_layer=3, n_head=2, n_embd=32, n_inner=0, dropout=0.0, bias=False,
+                      vocab_size=256, block_size=32, tokenizer='gpt2')
+    torch.save({'model_args': model_args, 'iter_num': 2, 'best_val_loss': 5.0, 'config': {}, 'rng': None,
+                'init_origin': 'scratch'}, sharded / fsdp.EXTRA)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "train.py",
+           f"--dataset={data}", f"--out_dir={tmp_path / 'out'}", *TINY, "--parallelism=fsdp", "--init_from=resume",
+           "--max_iters=4"]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env=dict(__import__("os").environ, OMP_NUM_THREADS="1"))
+    assert p.returncode != 0 and "is a different model from this config" in p.stderr, p.stderr[-2000:]
+    assert "'n_layer': (3, 2)" in p.stderr
