@@ -138,11 +138,12 @@ config_keys = [k for k, v in globals().items()
 globals().update(configure({k: globals()[k] for k in config_keys}, sys.argv[1:], key_types(__annotations__)))
 config = {k: globals()[k] for k in config_keys}
 
-# distributed setup: torchrun sets RANK, LOCAL_RANK and WORLD_SIZE (read here, before any process group exists,
-# so that a config that cannot run stops every process at once and rank 0 alone says why)
-ddp = hardware.torchrun_env() is not None
-ddp_rank, ddp_local_rank, ddp_world_size = hardware.torchrun_env() or (0, 0, 1)
-master_process = ddp_rank == 0
+# process group setup: torchrun sets RANK, LOCAL_RANK and WORLD_SIZE (read here, before any process group exists,
+# so that a config that cannot run stops every process at once and rank 0 alone says why). distributed, rank and
+# world_size mean the same under DDP and FSDP (parallelism says which of the two shares the model).
+distributed = hardware.torchrun_env() is not None
+rank, local_rank, world_size = hardware.torchrun_env() or (0, 0, 1)
+master_process = rank == 0
 
 
 def log0(*args):
@@ -161,10 +162,10 @@ def config_error():
                 'log_interval', 'n_layer', 'n_head', 'n_embd'):
         if config[key] < 1:
             return f"{key} must be at least 1, not {config[key]}."
-    if gradient_accumulation_steps % ddp_world_size != 0:
-        fit = max(1, round(gradient_accumulation_steps / ddp_world_size)) * ddp_world_size
+    if gradient_accumulation_steps % world_size != 0:
+        fit = max(1, round(gradient_accumulation_steps / world_size)) * world_size
         return (f"gradient_accumulation_steps ({gradient_accumulation_steps}) must be a multiple of the number of "
-                f"processes ({ddp_world_size}): use --gradient_accumulation_steps={fit}.")
+                f"processes ({world_size}): use --gradient_accumulation_steps={fit}.")
     if model_type not in MODELS:
         return f"model_type must be one of {sorted(MODELS)}, not '{model_type}'."
     if parallelism not in ('ddp', 'fsdp'):
@@ -174,8 +175,8 @@ def config_error():
     if device != 'auto' and hardware.device_problem(device):
         return hardware.device_problem(device)
     run_on = hardware.default_device() if device == 'auto' else device
-    if ddp and run_on.startswith('cuda') and ddp_local_rank >= torch.cuda.device_count():
-        return (f"torchrun started {ddp_world_size} processes but this node has {torch.cuda.device_count()} CUDA "
+    if distributed and run_on.startswith('cuda') and local_rank >= torch.cuda.device_count():
+        return (f"torchrun started {world_size} processes but this node has {torch.cuda.device_count()} CUDA "
                 f"GPU(s): use --nproc_per_node={torch.cuda.device_count()} (one process per GPU).")
     if parallelism == 'fsdp' and run_on.startswith('mps'):
         return "parallelism='fsdp' needs CUDA GPUs or the CPU (gloo), not mps: use parallelism='ddp' or --device=cpu."
@@ -183,7 +184,7 @@ def config_error():
         return ("parallelism='fsdp' runs in bfloat16 or float32, not float16 (its GradScaler does not shard)"
                 + (": this GPU has no native bfloat16, so use --dtype=float32." if dtype == 'auto'
                    else ": set --dtype=bfloat16."))
-    if parallelism == 'fsdp' and not ddp:
+    if parallelism == 'fsdp' and not distributed:
         return "parallelism='fsdp' runs under torchrun, even on one process: torchrun --nproc_per_node=1 train.py ..."
     if (model_type == 'gpt' or not head_dim) and n_embd % n_head != 0:
         return f"n_embd ({n_embd}) must be divisible by n_head ({n_head})."
@@ -228,9 +229,9 @@ if master_process and not eval_only:
     lock.write(f"{socket.gethostname()} {os.getpid()}\n")
     lock.flush()
 
-device = hardware.resolve_device(device, ddp_local_rank if ddp else None)  # cuda:N also becomes the current GPU
+device = hardware.resolve_device(device, local_rank if distributed else None)  # cuda:N also becomes the current GPU
 hardware.init_distributed(device, backend)
-grad_accum = gradient_accumulation_steps // ddp_world_size  # micro-batches per process per step
+grad_accum = gradient_accumulation_steps // world_size  # micro-batches per process per step
 tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
 log0(f"tokens per iteration: {tokens_per_iter:,} ({gradient_accumulation_steps} micro-batches x {batch_size} x {block_size})")
 
@@ -246,13 +247,13 @@ ctx = hardware.autocast(dtype, device)
 # Dropout masks: every process seeds its own torch stream (saved in checkpoints). Training data and the
 # dispersion loss's token subsets are drawn per global micro-batch from (seed, iter, micro-batch index): the same
 # windows whatever the number of processes, different on every process, and a resumed run redraws them.
-torch.manual_seed(seed + ddp_rank)
+torch.manual_seed(seed + rank)
 
 
 def micro_batch_seed(it, micro_step):
     """The np.random.SeedSequence of this process's micro-batch micro_step of step `it`: it draws the batch's
     windows (train_batch) and the dispersion loss's token subsets (disp_seed)."""
-    return np.random.SeedSequence([seed, it, ddp_rank * grad_accum + micro_step])
+    return np.random.SeedSequence([seed, it, rank * grad_accum + micro_step])
 
 
 def disp_seed(it, micro_step):
@@ -286,7 +287,7 @@ args = {f.name: config[f.name] for f in fields(MODELS[model_type][0]) if f.name 
 ckpt_path = os.path.join(out_dir, 'ckpt.pt')
 if init_from == 'scratch':
     padded = math.ceil(meta['vocab_size'] / 64) * 64  # pad for fast matmuls: 50257 -> 50304
-    with fsdp.build_device(parallelism, ddp_rank, init_from):  # FSDP: rank 0 only; the others on 'meta'
+    with fsdp.build_device(parallelism, rank, init_from):  # FSDP: rank 0 only; the others on 'meta'
         model = build_model(dict(args, model_type=model_type, vocab_size=padded, block_size=block_size,
                                  tokenizer=meta['tokenizer']))
     log0(f"initialising a new {model_type} model from scratch (vocab {padded})")
@@ -298,7 +299,7 @@ elif init_from == 'resume':  # the same checks for a single-file and a sharded (
                 if os.path.exists(os.path.join(out_dir, 'ckpt.pt')) else ""
             raise SystemExit(f"Cannot resume: there is no sharded checkpoint at {ckpt_path}{also}.")
         checkpoint = fsdp.read_meta(ckpt_path)
-        with fsdp.build_device(parallelism, ddp_rank, init_from):
+        with fsdp.build_device(parallelism, rank, init_from):
             model = build_model(dict(checkpoint['model_args'], dropout=dropout))
     else:
         try:
@@ -327,7 +328,7 @@ elif init_from == 'resume':  # the same checks for a single-file and a sharded (
     log0(f"resuming from {ckpt_path} at iter {iter_num}")
 else:
     log0(f"initialising from released weights: {init_from}")
-    model = (fsdp.from_pretrained(init_from, dropout, ddp_rank) if parallelism == 'fsdp'
+    model = (fsdp.from_pretrained(init_from, dropout, rank) if parallelism == 'fsdp'
              else from_pretrained(init_from, dropout=dropout))
     if model.config.tokenizer != meta['tokenizer']:
         raise SystemExit(f"{init_from} uses the tokenizer '{model.config.tokenizer}' but data/{dataset} was tokenised "
@@ -372,10 +373,10 @@ if checkpoint is not None:
     else:
         optimizer.load_state_dict(checkpoint['optimizer'])
     rng = checkpoint.get('rng')
-    if rng is not None and len(rng) == ddp_world_size:  # the same process layout: continue every stream exactly
-        torch.set_rng_state(rng[ddp_rank]['torch'])
-        if rng[ddp_rank].get('cuda') is not None and device_type == 'cuda':
-            torch.cuda.set_rng_state(rng[ddp_rank]['cuda'])
+    if rng is not None and len(rng) == world_size:  # the same process layout: continue every stream exactly
+        torch.set_rng_state(rng[rank]['torch'])
+        if rng[rank].get('cuda') is not None and device_type == 'cuda':
+            torch.cuda.set_rng_state(rng[rank]['cuda'])
     else:
         log0("note: the checkpoint was written by a different number of processes; dropout masks are reseeded")
 checkpoint = None  # free memory
@@ -386,8 +387,8 @@ if activation_checkpointing and parallelism == 'ddp':
 if compile and parallelism == 'ddp':  # FSDP compiles per block (fsdp.shard)
     log0("compiling the model... (takes a minute)")
     model = torch.compile(model)
-if ddp and parallelism == 'ddp':
-    model = DDP(model, device_ids=[ddp_local_rank] if device_type == 'cuda' else None)
+if distributed and parallelism == 'ddp':
+    model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
 
 
 def forward_loss(X, Y, train, disp_seed=None):
@@ -411,10 +412,10 @@ def estimate_loss():
     out = {}
     model.eval()
     for split, starts in (('train', train_starts), ('val', val_starts)):
-        mine = starts[ddp_rank::ddp_world_size]
+        mine = starts[rank::world_size]
         # float64 sums (no float64 on MPS: float32 there): sum of window losses, number of windows
         total = torch.zeros(2, device=device, dtype=torch.float32 if device_type == 'mps' else torch.float64)
-        for i in range(0, math.ceil(len(starts) / ddp_world_size), batch_size):  # the largest share's batches
+        for i in range(0, math.ceil(len(starts) / world_size), batch_size):  # the largest share's batches
             part = mine[i:i + batch_size]
             try:
                 X, Y = get_batch(data_dir, split, 0, block_size, device=device,
@@ -424,7 +425,7 @@ def estimate_loss():
             _, loss, _ = forward_loss(X, Y, train=False)
             if len(part):
                 total += torch.tensor([loss.item() * len(part), len(part)], device=device, dtype=total.dtype)
-        if ddp:
+        if distributed:
             dist.all_reduce(total)
         out[split] = (total[0] / total[1]).item()
     model.train()
@@ -508,7 +509,7 @@ if wandb_log and master_process:  # before the first record
 if master_process:
     os.makedirs(out_dir, exist_ok=True)
     log_record({'iter': iter_num, 'event': 'start', 'config': config, 'model_args': model_args,
-                'world_size': ddp_world_size, 'device': device, 'dtype': dtype, 'compile': compile})
+                'world_size': world_size, 'device': device, 'dtype': dtype, 'compile': compile})
 
 if peak_flops == 0 and device_type == 'cuda':  # None for a GPU the table does not know: no MFU then
     peak_flops = hardware.peak_flops(torch.cuda.get_device_name(), dtype)
@@ -554,8 +555,8 @@ while True:
             plot_condensation(probe, os.path.join(out_dir, 'probe.png'), label=f"iter {iter_num}")
             wandb.log({'condensation': wandb.Image(os.path.join(out_dir, 'probe.png'))}, step=iter_num)
         rng = [rng_states()]  # every process's streams, in rank order, saved by rank 0
-        if ddp:
-            rng = [None] * ddp_world_size
+        if distributed:
+            rng = [None] * world_size
             dist.all_gather_object(rng, rng_states())
         if (master_process or parallelism == 'fsdp') and (iter_num > 0 or init_from == 'resume') and not eval_only:
             improved = losses['val'] < best_val_loss
@@ -572,7 +573,7 @@ while True:
     # one optimizer step over grad_accum micro-batches
     sums = torch.zeros(2, device=device)  # ce, dispersion term: summed over this process's micro-batches
     for micro_step in range(grad_accum):
-        if ddp and parallelism == 'ddp':  # all-reduce the gradients only after the last micro-batch
+        if distributed and parallelism == 'ddp':  # all-reduce the gradients only after the last micro-batch
             model.require_backward_grad_sync = (micro_step == grad_accum - 1)
         elif parallelism == 'fsdp':  # reduce-scatter only after the last (costs one unsharded gradient meanwhile)
             model.set_requires_gradient_sync(micro_step == grad_accum - 1)
@@ -588,7 +589,7 @@ while True:
     if grad_clip != 0.0:
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    if ddp:  # the logged loss is the mean over every process's micro-batches (and all stop together on a NaN)
+    if distributed:  # the logged loss is the mean over every process's micro-batches (and all stop together on a NaN)
         dist.all_reduce(sums)
     lossf, dispf = (sums / gradient_accumulation_steps).tolist()  # one host sync per step, needed for the NaN stop
     dispf = dispf if dispersion else None
@@ -627,5 +628,5 @@ if wandb_log and master_process:  # the run's config and final numbers in the ru
                               'best_iter': best_iter, **{f'final_{k}': v for k, v in record.items() if k != 'iter'
                                                          and not isinstance(v, list)}})
     wandb.finish()
-if ddp:
+if distributed:
     dist.destroy_process_group()
