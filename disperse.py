@@ -365,19 +365,36 @@ def add_embedding_noise(model, alpha):
 
 
 @torch.no_grad()
+def copy_full_(w, full):
+    """w <- full, where full is the whole tensor, the same on every process (drawn from one seed). A parameter
+    sharded by FSDP (a DTensor, w.shape the full shape) keeps its own rows only: the slice FSDP gives this
+    process, cut locally (src_data_rank=None: no communication)."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+    assert full.shape == w.shape, f"copy_full_: {tuple(full.shape)} into {tuple(w.shape)}"
+    if isinstance(w, DTensor):
+        mine = distribute_tensor(full.to(w.device, w.dtype), w.device_mesh, w.placements, src_data_rank=None)
+        w.to_local().copy_(mine.to_local())
+    else:
+        w.copy_(full)
+
+
+@torch.no_grad()
 def forget_embeddings(model, optimizer, generator=None):
     """Active forgetting: re-draw the token embedding weight from N(0, 0.02^2) in place and reset its
     AdamW state to a fresh one (exp_avg = exp_avg_sq = 0 and step = 0, so the bias correction restarts as
     for a new parameter; keeping step would make the first updates up to (1-b1)/sqrt(1-b2) times larger).
-    Under DDP every rank must draw the same weight: pass a generator seeded identically on all ranks,
+    Under DDP every rank must draw the same weight (under FSDP the same full table, of which each keeps its
+    shard: copy_full_): pass a generator seeded identically on all ranks,
     e.g. torch.Generator().manual_seed(seed + iter_num); the draw happens on the generator's device, so
     a CPU generator gives the same weight on any device. With tied embeddings (GPT-2:
     lm_head.weight is wte.weight) the LM head is the same tensor and is reset with it."""
+    if hasattr(model, 'reshard'):  # FSDP: after a no-grad forward the root may still hold a gathered copy
+        model.reshard()
     w = token_embedding(model).weight
     if generator is None:
         w.normal_(0.0, FORGET_STD)
     else:
-        w.copy_(torch.randn(w.shape, generator=generator, device=generator.device) * FORGET_STD)
+        copy_full_(w, torch.randn(w.shape, generator=generator, device=generator.device) * FORGET_STD)
     state = optimizer.state.get(w, {})
     for key in ('exp_avg', 'exp_avg_sq', 'max_exp_avg_sq'):
         if key in state:

@@ -37,6 +37,7 @@ import sys
 import numpy as np
 import torch
 
+import hardware
 import text_sources
 from configurator import doc_section
 from data.tokenizer import get_tokenizer
@@ -173,7 +174,9 @@ def cosine_sums(model, sequences, batch_size=8, device=None, progress=False, on_
 def layer_stats(avg, bins=128):
     """Statistics of the averaged [L+1, S, S] cosine matrices (see the top of this section)."""
     assert avg.ndim == 3 and avg.shape[1] == avg.shape[2], f"expected [L+1, S, S], got {tuple(avg.shape)}"
-    mean_cos = [float(m) for m in avg.double().mean(dim=(1, 2)).cpu()]
+    # float64 one layer at a time on the CPU: no fp64 copy of the whole [L+1, S, S] stack on the device (37 x 4096^2
+    # x 8 bytes = 5 GB at the 8B recipe's shape), and none at all on MPS, which has no float64
+    mean_cos = [float(a.cpu().double().mean()) for a in avg]
     n_layers = len(mean_cos) - 1
     idx = list(range(len(mean_cos)))
     finite = all(map(math.isfinite, mean_cos))  # a NaN layer would take a rank of its own: no correlation then
@@ -211,11 +214,73 @@ def condensation(model, sequences, batch_size=8, device=None, bins=128, progress
     return stats
 
 
-def condensation_probe(model, x):
-    """The trainer's cheap probe on a few fixed windows x [B, T]: per-layer means, the last layer's mean, rho."""
-    stats = condensation(model, x, batch_size=len(x), bins=0)
-    return {"mean_cos": stats["mean_cos"], "last_mean": stats["mean_cos"][-1], "spearman": stats["spearman"]}
+PROBE_TOKENS = 4096  # tokens per forward of the trainer's probe: max(1, 4096 // T) windows at a time
 
+
+def _all_reduce(t):
+    """Sum a CPU tensor over the processes (in place; NCCL reduces only GPU tensors, so it travels there and back)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return t
+    if torch.distributed.get_backend() == "nccl":
+        gpu = t.to(f"cuda:{torch.cuda.current_device()}")
+        torch.distributed.all_reduce(gpu)
+        return t.copy_(gpu.cpu())
+    torch.distributed.all_reduce(t)
+    return t
+
+
+@torch.no_grad()
+def condensation_probe(model, x, bins=0):
+    """The trainer's probe on fixed windows x [N, T]: the numbers condensation(model, x) gives (mean_cos,
+    last_mean, spearman; with bins also the heatmap's hist and hist_edges), computed by every process of a run.
+
+    Every process must call it: a sharded (FSDP) model's forward is a collective. Process r measures windows
+    r::world, max(1, PROBE_TOKENS // T) per forward, and all run the same number of forwards (one that has run
+    out of windows repeats window 0 and drops the result), so uneven shares never leave a process waiting.
+    Memory on the device: one forward's hidden states (n+1 x PROBE_TOKENS x C) and one layer's cosine matrices;
+    what is kept is one float per layer (the sum of its entries: mean_cos = sum / (N T^2)), and with bins the
+    [n+1, T, T] sums on the CPU (4 (n+1) T^2 bytes of host memory: 2.5 GB at the 8B recipe's T = 4096), never a
+    stack of [n+1, T, T] matrices on the device (fsdp.memory_gb counts this probe)."""
+    assert x.ndim == 2 and x.shape[1] >= 2, f"the probe needs windows [N, T >= 2], got {tuple(x.shape)}"
+    dist_on = torch.distributed.is_available() and torch.distributed.is_initialized()
+    rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if dist_on else (0, 1)
+    N, T = x.shape
+    per = max(1, PROBE_TOKENS // T)
+    mine = x[rank::world]
+    device = next(model.parameters()).device
+    entry_sums, full = None, None  # [n+1] float64 on the CPU; [n+1, T, T] float32 on the CPU (bins only)
+    was_training = model.training
+    model.eval()
+    try:
+        for turn in range(math.ceil(math.ceil(N / world) / per)):
+            batch = mine[turn * per:(turn + 1) * per]
+            real = len(batch) > 0
+            hidden = model.hidden_states((batch if real else x[:1]).to(device))
+            if entry_sums is None:
+                entry_sums = torch.zeros(len(hidden), dtype=torch.float64)
+                full = torch.zeros(len(hidden), T, T) if bins else None
+            if not real:  # a padding forward: it only keeps this process in step with the others
+                continue
+            sums = []
+            for l, h in enumerate(hidden):
+                c = cosine_matrix(h)  # [B, T, T] float32
+                sums.append(c.sum())
+                if bins:
+                    full[l] += c.sum(0).cpu()
+            entry_sums += torch.stack(sums).cpu().double()  # one transfer per forward; float64 on the CPU only
+    finally:
+        model.train(was_training)
+    n = len(entry_sums)  # every process ran at least one forward (N >= 1)
+    _all_reduce(entry_sums)
+    if bins:
+        for l in range(n):  # one [T, T] layer at a time through the accelerator
+            _all_reduce(full[l])
+        stats = layer_stats(full / N, bins)
+    else:
+        mean_cos = (entry_sums / (N * T * T)).tolist()
+        stats = {"mean_cos": mean_cos, "spearman": spearman(mean_cos, range(n)) if all(map(math.isfinite, mean_cos))
+                 else float("nan")}
+    return dict(stats, last_mean=stats["mean_cos"][-1])
 
 
 # sequences: seed i (0..N-1) draws sequence i, so the first 10 of N=100 are the N=10 set
@@ -524,7 +589,7 @@ def condensation_main(args):
             text_sources.load_rows(source, args.text_data)
         except ValueError as e:
             raise SystemExit(str(e))
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     if args.init_from:  # any causal LM, through transformers' own hidden states (hf_lm.py)
         import hf_lm
         model, ckpt, name = hf_lm.load(args.init_from, args.seq_len, args.load_dtype, device, args.device_map,
@@ -571,17 +636,13 @@ def condensation_main(args):
     return path
 
 
-def _init_distributed():
-    """torchrun sets RANK/LOCAL_RANK/WORLD_SIZE: one process per GPU, documents sharded across them."""
-    if "RANK" not in os.environ or torch.distributed.is_initialized():
-        return None
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    torch.distributed.init_process_group(backend)
-    if backend == "nccl":
-        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-        torch.cuda.set_device(device)
-        return device
-    return "cpu"
+def resolve_device(device):
+    """--device (default: cuda if available, else cpu) made current; under torchrun each process its own GPU,
+    documents sharded across the processes (hardware.py)."""
+    if device and hardware.device_problem(device):
+        raise SystemExit(hardware.device_problem(device))
+    env = hardware.torchrun_env()
+    return hardware.resolve_device(device or "auto", env[1] if env else None)
 
 
 def tasks_main(args):
@@ -589,11 +650,11 @@ def tasks_main(args):
         resolve_fewshot(args.fewshot, resolve_tasks(args.tasks))
     except ValueError as e:
         raise SystemExit(str(e))
-    device = _init_distributed() or args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
+    hardware.init_distributed(device)
     model, ckpt, name, default_out = load_model(args, device)
     tokenizer = get_tokenizer(model.config.tokenizer)
-    dtype = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
-    autocast = torch.autocast(device.split(":")[0], dtype) if dtype else None
+    autocast = hardware.autocast(args.dtype, device)
     try:
         results = run_benchmarks(model, tokenizer, args.tasks, args.limit, args.fewshot, args.seed,
                                  args.tasks_data, args.batch_tokens, autocast)

@@ -83,17 +83,24 @@ def wrap_blocks(model, activation_checkpointing, compile):
 def shard(model, device, dtype, activation_checkpointing=False, compile=False, from_rank0=True):
     """fully_shard each block, then the root (embedding, final norm, LM head). With from_rank0 the weights are
     rank 0's (the model is real there, meta elsewhere); otherwise they come later from a checkpoint (load()).
-    dtype: 'bfloat16' = bf16 weights in forward/backward, fp32 master weights and gradient reduction."""
+    dtype: 'bfloat16' = the blocks' weights in bf16 for forward/backward, fp32 master weights and gradient
+    reduction. Precision as under DDP + autocast, where the residual stream stays fp32 (the fp32 embedding
+    plus bf16 block outputs) and only the matmuls run in bf16: the root (embeddings, final norm, LM head) keeps
+    fp32 weights, and the blocks do not cast their input (cast_forward_inputs=False), so the residual stream,
+    and the hidden states that the dispersion loss and the probe read, are fp32 under both; train.py's autocast
+    runs the matmuls in bf16 under both. The cost: the root's weights are all-gathered in fp32 (2x the bytes
+    of that one gather; the blocks, nearly all of the parameters, in bf16)."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
-    if dtype == 'float16':
-        raise SystemExit("parallelism='fsdp' supports dtype 'bfloat16' or 'float32', not float16 (its GradScaler "
-                         "does not shard): set --dtype=bfloat16.")
+    if dtype == 'float16':  # train.py says so before any process group starts
+        raise ValueError("parallelism='fsdp' supports dtype 'bfloat16' or 'float32', not float16.")
     assert not list(model.buffers()), "shard() assumes the model has no buffers (to_empty would leave them empty)"
     device_type = device.split(':')[0]
     mesh = init_device_mesh(device_type, (dist.get_world_size(),))
-    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if dtype == 'bfloat16' \
-        else MixedPrecisionPolicy()
+    bf16 = dtype == 'bfloat16'
+    block_mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if bf16 else None, reduce_dtype=torch.float32,
+                                    cast_forward_inputs=False)
+    root_mp = MixedPrecisionPolicy(reduce_dtype=torch.float32)  # fp32 embedding output: the residual stays fp32
     full = model.state_dict() if from_rank0 and dist.get_rank() == 0 else {}  # rank 0's weights, kept on the CPU
     tied = model.tied
     model.to('meta')  # every process now shards shapes alone; no full copy goes to the accelerator
@@ -101,8 +108,8 @@ def shard(model, device, dtype, activation_checkpointing=False, compile=False, f
         model.lm_head.weight = model.transformer.wte.weight
     wrap_blocks(model, activation_checkpointing, compile)
     for block in model.transformer.h:
-        fully_shard(block, mesh=mesh, mp_policy=mp)
-    fully_shard(model, mesh=mesh, mp_policy=mp)
+        fully_shard(block, mesh=mesh, mp_policy=block_mp)
+    fully_shard(model, mesh=mesh, mp_policy=root_mp)
     model.to_empty(device=device)  # this process's shards, uninitialised
     assert model.tied == getattr(model.config, 'tie_embeddings', True), "sharding untied the embedding and LM head"
     # the probe and the benchmarks call hidden_states() directly: it must all-gather the root's weights as forward
@@ -177,23 +184,36 @@ def consolidate(src, dst):
     save_checkpoint(dict(ckpt, model=model.state_dict(), optimizer=optimizer.state_dict()), dst)
 
 
-def memory_gb(n_params, n_layer, n_embd, vocab_size, tokens, world_size, fsdp, ac, accumulate, teacher_params=0):
+def memory_gb(n_params, n_layer, n_embd, vocab_size, tokens, world_size, fsdp, ac, accumulate, teacher_params=0,
+              seq_len=None):
     """Estimated peak memory per GPU (GB) of bf16 training with fp32 master weights and AdamW:
       state        16 N bytes (4 weight + 4 gradient + 8 AdamW moments), / world_size under FSDP
       accumulated  4 N bytes under FSDP while micro-steps skip the reduce-scatter (FSDP2 keeps an unsharded fp32
                    gradient until the last micro-step): only when a process runs more than one micro-batch
       activations  34 C bytes per token per layer (Korthikanti et al. 2022, bf16, flash attention: no T^2 term);
-                   with activation checkpointing 2 C per token per layer (the block inputs) + one block's 34 C
+                   with activation checkpointing 2 C per token per layer (the block inputs) + one block's 34 C.
+                   An all-bf16 count: the fp32 residual stream (DDP's autocast, and shard() above) makes the
+                   norms' inputs fp32, ~4 C more per token per layer (~10% more activation memory)
       logits       6 V bytes per token (bf16 logits + the fp32 softmax of the cross-entropy)
       teacher      distillation (train.py's teacher): a whole fp32 copy on every process, DDP and FSDP alike,
-                   4 N_teacher bytes (no gradient, no optimizer state), + 10 V bytes per token (its bf16 logits and
-                   the fp32 log-softmaxes of teacher and student at T); its no_grad forward keeps no activations
+                   4 N_teacher bytes (no gradient, no optimizer state), + 10 V bytes per token in the step (its bf16
+                   logits and the fp32 log-softmaxes of teacher and student at T); its no_grad forward keeps no
+                   activations
+      probe        (seq_len given) the condensation probe at an eval, after the step's activations are freed:
+                   one forward's fp32 hidden states, 4 (n+1) C bytes per token, for max(1, 4096 // T) windows
+                   of T = seq_len (eval.PROBE_TOKENS), and its [B, T, T] fp32 cosines and unit vectors, 8 T bytes
+                   per token; the peak is then state + teacher + max(step, probe)
     tokens: B x T of one micro-batch. An estimate, to choose B and AC; measure with torch.cuda.max_memory_allocated."""
     state = 16 * n_params / (world_size if fsdp else 1)
     acc = 4 * n_params if fsdp and accumulate else 0
     act = (2 * n_layer + 34) * n_embd * tokens if ac else 34 * n_embd * n_layer * tokens
-    distill = 4 * teacher_params + 10 * vocab_size * tokens if teacher_params else 0
-    return (state + acc + act + 6 * vocab_size * tokens + distill) / 1e9
+    teacher = 4 * teacher_params
+    step = acc + act + 6 * vocab_size * tokens + (10 * vocab_size * tokens if teacher_params else 0)
+    probe = 0
+    if seq_len:
+        probe_tokens = max(1, 4096 // seq_len) * seq_len
+        probe = (4 * (n_layer + 1) * n_embd + 8 * seq_len) * probe_tokens
+    return (state + teacher + max(step, probe)) / 1e9
 
 
 def memory_table(world_size=8):
@@ -204,7 +224,7 @@ def memory_table(world_size=8):
         with torch.device('meta'):
             m = build_model(dict(QWEN3_PRESETS[f'Qwen/Qwen3-{name}'], model_type='qwen3', vocab_size=50304, block_size=4096))
         c, n = m.config, m.num_params(non_embedding=False)
-        gb = [memory_gb(n, c.n_layer, c.n_embd, c.vocab_size, B * 4096, world_size, f, ac, True)
+        gb = [memory_gb(n, c.n_layer, c.n_embd, c.vocab_size, B * 4096, world_size, f, ac, True, seq_len=4096)
               for f, ac in ((False, False), (True, False), (True, True))]
         rows.append(f"| Qwen3-{name} | {n / 1e9:.2f}B | {B} x 4096 | " + " | ".join(f"{g:.0f} GB" for g in gb) + " |")
     return "\n".join(rows)

@@ -107,6 +107,16 @@ QWEN3_PRESETS = {name: dict(shape, head_dim=128, rope_theta=1e6) for name, shape
 # -----------------------------------------------------------------------------
 # building blocks shared by both models
 
+class LayerNorm(nn.LayerNorm):
+    """nn.LayerNorm with its weights cast to the input's dtype. Under FSDP's bf16 blocks the residual stream
+    stays fp32 while the weights are bf16 (fsdp.shard); CUDA's autocast computes layer_norm in fp32 anyway, but
+    CPU's would refuse the mix. A no-op cast everywhere else."""
+
+    def forward(self, x):
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.layer_norm(x, self.normalized_shape, self.weight.to(x.dtype), bias, self.eps)
+
+
 class RMSNorm(nn.Module):
     """y = w * x / sqrt(mean(x^2) + eps), computed in float32 and cast back, as Hugging Face's Qwen3."""
 
@@ -384,14 +394,14 @@ class GPT(LanguageModel):
             wte=nn.Embedding(c.vocab_size, c.n_embd),
             wpe=nn.Embedding(c.block_size, c.n_embd),
             drop=nn.Dropout(c.dropout),
-            h=nn.ModuleList([Block(ln_1=nn.LayerNorm(c.n_embd, bias=c.bias),
+            h=nn.ModuleList([Block(ln_1=LayerNorm(c.n_embd, bias=c.bias),
                                    attn=CausalSelfAttention(n_embd=c.n_embd, n_head=c.n_head, n_kv_head=c.n_head,
                                                             head_dim=c.n_embd // c.n_head, bias=c.bias,
                                                             dropout=c.dropout),
-                                   ln_2=nn.LayerNorm(c.n_embd, bias=c.bias),
+                                   ln_2=LayerNorm(c.n_embd, bias=c.bias),
                                    mlp=MLP(n_embd=c.n_embd, n_inner=n_inner, bias=c.bias, dropout=c.dropout))
                              for _ in range(c.n_layer)]),
-            ln_f=nn.LayerNorm(c.n_embd, bias=c.bias),
+            ln_f=LayerNorm(c.n_embd, bias=c.bias),
         ))
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
         self._init_weights_and_tie(tie=True)

@@ -14,9 +14,10 @@ a 50304-row LM head) are never drawn. With --seed the samples repeat exactly on 
 import argparse
 import os
 import sys
-from contextlib import nullcontext
 
 import torch
+
+import hardware
 
 
 def build_parser():
@@ -32,7 +33,8 @@ def build_parser():
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
-                   help="autocast dtype on CUDA (default bfloat16 where supported, else float16); CPU runs float32")
+                   help="autocast dtype on a GPU (default bfloat16 where the GPU has it natively, else float16); "
+                   "CPU runs float32")
     return p
 
 
@@ -63,13 +65,14 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.temperature < 0 or args.num_samples < 1 or args.max_new_tokens < 0 or args.top_k < 0:
         raise SystemExit("--temperature, --top_k and --max_new_tokens must be >= 0 and --num_samples >= 1.")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    device_type = "cuda" if "cuda" in device else "cpu"
-    dtype = args.dtype or ("bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float16")
-    ctx = nullcontext() if device_type == "cpu" or dtype == "float32" else \
-        torch.amp.autocast(device_type=device_type, dtype=getattr(torch, dtype))
+    if args.device and hardware.device_problem(args.device):
+        raise SystemExit(hardware.device_problem(args.device))
+    device = hardware.resolve_device(args.device or "auto")  # cuda:1 becomes the current GPU (its RNG is seeded)
+    dtype = "float32" if device == "cpu" else hardware.resolve_dtype(args.dtype, device)
+    ctx = hardware.autocast(dtype, device)
     torch.manual_seed(args.seed)
-    torch.cuda.manual_seed(args.seed)
+    if device.startswith("cuda"):
+        torch.cuda.manual_seed(args.seed)
 
     prompt = read_prompt(args.start)
     model, tokenizer_name = load(args, device)

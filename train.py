@@ -35,7 +35,6 @@ import os
 import socket
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, fields
 
 import numpy as np
@@ -45,6 +44,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import disperse
 import fsdp
+import hardware
 from configurator import configure, doc_section, key_types, print_help
 from data.tokens import fixed_starts, get_batch, load_meta, load_split
 from model import MODELS, build_model, from_pretrained, load_checkpoint, model_args_of, save_checkpoint
@@ -124,33 +124,42 @@ lr_decay_iters = 0  # 0 = max_iters
 min_lr = 6e-5  # ~ learning_rate / 10 (Chinchilla)
 # system
 device = 'auto'  # 'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1', 'mps'
-dtype = 'auto'  # 'auto' (bfloat16 on CUDA where supported, else float16 with a GradScaler; float32 on CPU)
+dtype = 'auto'  # 'auto': bfloat16 on GPUs with native bf16 (Ampere+), float16 + GradScaler on older ones; float32 on CPU/MPS
 compile: bool | None = None  # None = on for CUDA, off elsewhere (a cold compile costs 30-55 s per process on a small CPU)
 backend = 'auto'  # DDP backend: nccl on CUDA, gloo on CPU
 parallelism = 'ddp'  # 'ddp' (a whole copy per process) or 'fsdp' (sharded: fsdp.py; needs torchrun)
 activation_checkpointing = False  # recompute each block in the backward: less memory, ~1/3 more compute
-peak_flops = 0.0  # for MFU; 0 = guess from the GPU name (A100 312e12, H100/H200 989e12)
+peak_flops = 0.0  # for MFU; 0 = hardware.peak_flops of the GPU's name and dtype (none shown for an unknown GPU)
 seed = 1337
 # -----------------------------------------------------------------------------
 if {'-h', '--help'} & set(sys.argv[1:]):
-    print_help(__file__, "usage: python train.py [config/FILE.py ...] [--key=value ...]\n" + doc_section(__doc__, "  python", "\n\n"))
+    try:
+        print_help(__file__, "usage: python train.py [config/FILE.py ...] [--key=value ...]\n" + doc_section(__doc__, "  python", "\n\n"))
+        sys.stdout.flush()
+    except BrokenPipeError:  # python train.py --help | head: the reader had enough, which is no error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
     sys.exit()
 config_keys = [k for k, v in globals().items()
                if not k.startswith('_') and isinstance(v, (int, float, bool, str, type(None), list, tuple))]
 globals().update(configure({k: globals()[k] for k in config_keys}, sys.argv[1:], key_types(__annotations__)))
 config = {k: globals()[k] for k in config_keys}
 
-# distributed setup: torchrun sets RANK, LOCAL_RANK and WORLD_SIZE (read here, before any process group exists,
-# so that a config that cannot run stops every process at once and rank 0 alone says why)
-ddp = int(os.environ.get('RANK', -1)) != -1
-ddp_rank, ddp_local_rank, ddp_world_size = ((int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE'))
-                                            if ddp else (0, 0, 1))
-master_process = ddp_rank == 0
+# process group setup: torchrun sets RANK, LOCAL_RANK and WORLD_SIZE (read here, before any process group exists,
+# so that a config that cannot run stops every process at once and rank 0 alone says why). distributed, rank and
+# world_size mean the same under DDP and FSDP (parallelism says which of the two shares the model).
+distributed = hardware.torchrun_env() is not None
+rank, local_rank, world_size = hardware.torchrun_env() or (0, 0, 1)
+master_process = rank == 0
 
 
 def log0(*args):
     if master_process:
         print(*args, flush=True)
+
+
+disp_kwargs = dict(loc=dispersion_loc, variant=dispersion, tau=dispersion_tau, clamp=dispersion_clamp,
+                   eps=dispersion_eps, margin=dispersion_margin, tau_l2=dispersion_tau_l2,
+                   max_tokens=dispersion_max_tokens)  # every parameter of disperse.dispersion_loss
 
 
 def config_error():
@@ -159,20 +168,30 @@ def config_error():
                 'log_interval', 'n_layer', 'n_head', 'n_embd'):
         if config[key] < 1:
             return f"{key} must be at least 1, not {config[key]}."
-    if gradient_accumulation_steps % ddp_world_size != 0:
-        fit = max(1, round(gradient_accumulation_steps / ddp_world_size)) * ddp_world_size
+    if gradient_accumulation_steps % world_size != 0:
+        fit = max(1, round(gradient_accumulation_steps / world_size)) * world_size
         return (f"gradient_accumulation_steps ({gradient_accumulation_steps}) must be a multiple of the number of "
-                f"processes ({ddp_world_size}): use --gradient_accumulation_steps={fit}.")
+                f"processes ({world_size}): use --gradient_accumulation_steps={fit}.")
     if model_type not in MODELS:
         return f"model_type must be one of {sorted(MODELS)}, not '{model_type}'."
     if parallelism not in ('ddp', 'fsdp'):
         return f"parallelism must be 'ddp' or 'fsdp', not '{parallelism}'."
-    if parallelism == 'fsdp' and not ddp:
-        return "parallelism='fsdp' runs under torchrun, even on one process: torchrun --nproc_per_node=1 train.py ..."
-    if parallelism == 'fsdp' and forget_every > 0:  # it re-draws the whole token table in place: not a shard
-        return "Active forgetting (forget_every) is not supported with parallelism='fsdp' yet: use parallelism='ddp'."
     if dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
         return f"dtype must be 'auto', 'float32', 'bfloat16' or 'float16', not '{dtype}'."
+    if device != 'auto' and hardware.device_problem(device):
+        return hardware.device_problem(device)
+    run_on = hardware.default_device() if device == 'auto' else device
+    if distributed and run_on.startswith('cuda') and local_rank >= torch.cuda.device_count():
+        return (f"torchrun started {world_size} processes but this node has {torch.cuda.device_count()} CUDA "
+                f"GPU(s): use --nproc_per_node={torch.cuda.device_count()} (one process per GPU).")
+    if parallelism == 'fsdp' and run_on.startswith('mps'):
+        return "parallelism='fsdp' needs CUDA GPUs or the CPU (gloo), not mps: use parallelism='ddp' or --device=cpu."
+    if parallelism == 'fsdp' and hardware.resolve_dtype(dtype, run_on) == 'float16':
+        return ("parallelism='fsdp' runs in bfloat16 or float32, not float16 (its GradScaler does not shard)"
+                + (": this GPU has no native bfloat16, so use --dtype=float32." if dtype == 'auto'
+                   else ": set --dtype=bfloat16."))
+    if parallelism == 'fsdp' and not distributed:
+        return "parallelism='fsdp' runs under torchrun, even on one process: torchrun --nproc_per_node=1 train.py ..."
     if (model_type == 'gpt' or not head_dim) and n_embd % n_head != 0:
         return f"n_embd ({n_embd}) must be divisible by n_head ({n_head})."
     if n_kv_head and n_head % n_kv_head != 0:
@@ -198,15 +217,13 @@ def config_error():
         return f"teacher is set ({teacher}) but distill_coeff is 0: set --distill_coeff (e.g. 1.0), or --teacher=''."
     if not distill_temperature > 0:
         return f"distill_temperature must be > 0, not {distill_temperature}."
-    if init_from != 'resume' and not eval_only and not overwrite and os.path.exists(os.path.join(out_dir, 'ckpt.pt')):
-        return (f"{out_dir} already holds a checkpoint (ckpt.pt): continue it with --init_from=resume, or start "
+    held = [f for f in ('ckpt.pt', fsdp.CKPT) if os.path.exists(os.path.join(out_dir, f))]  # DDP's or FSDP's
+    if init_from != 'resume' and not eval_only and not overwrite and held:
+        return (f"{out_dir} already holds a checkpoint ({held[0]}): continue it with --init_from=resume, or start "
                 f"anew in another --out_dir (or --overwrite=True to replace it).")
     return None
 
 
-disp_kwargs = dict(loc=dispersion_loc, variant=dispersion, tau=dispersion_tau, clamp=dispersion_clamp,
-                   eps=dispersion_eps, margin=dispersion_margin, tau_l2=dispersion_tau_l2,
-                   max_tokens=dispersion_max_tokens)  # every parameter of disperse.dispersion_loss
 problem = config_error()
 if problem:
     raise SystemExit(problem if master_process else 1)  # rank 0 says it once; the others exit quietly
@@ -227,34 +244,25 @@ if master_process and not eval_only:
     lock.write(f"{socket.gethostname()} {os.getpid()}\n")
     lock.flush()
 
-if device == 'auto':
-    device = 'cuda' if torch.cuda.is_available() else 'cpu'
-if ddp:
-    if device.startswith('cuda'):
-        device = f'cuda:{ddp_local_rank}'
-        torch.cuda.set_device(device)
-    if backend == 'auto':
-        backend = 'nccl' if device.startswith('cuda') else 'gloo'
-    dist.init_process_group(backend=backend)
-grad_accum = gradient_accumulation_steps // ddp_world_size  # micro-batches per process per step
+device = hardware.resolve_device(device, local_rank if distributed else None)  # cuda:N also becomes the current GPU
+hardware.init_distributed(device, backend)
+grad_accum = gradient_accumulation_steps // world_size  # micro-batches per process per step
 tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
 log0(f"tokens per iteration: {tokens_per_iter:,} ({gradient_accumulation_steps} micro-batches x {batch_size} x {block_size})")
 
 device_type = 'cuda' if device.startswith('cuda') else device.split(':')[0]
-if dtype == 'auto':
-    dtype = ('bfloat16' if torch.cuda.is_bf16_supported() else 'float16') if device_type == 'cuda' else 'float32'
+dtype = hardware.resolve_dtype(dtype, device)  # auto: bfloat16 on GPUs that have it natively, else float16 + GradScaler
 if compile is None:
     compile = device_type == 'cuda'
 if device_type == 'cuda':
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
-ctx = nullcontext() if dtype == 'float32' else torch.autocast(device_type=device_type, dtype=ptdtype)
+ctx = hardware.autocast(dtype, device)
 
 # Dropout masks: every process seeds its own torch stream (saved in checkpoints). Training data and the
 # dispersion loss's token subsets are drawn per global micro-batch from (seed, iter, micro-batch index): the same
 # windows whatever the number of processes, different on every process, and a resumed run redraws them.
-torch.manual_seed(seed + ddp_rank)
+torch.manual_seed(seed + rank)
 
 
 def forget_pad_row():
@@ -277,7 +285,7 @@ def forget_pad_row():
 def micro_batch_seed(it, micro_step):
     """The np.random.SeedSequence of this process's micro-batch micro_step of step `it`: it draws the batch's
     windows (train_batch) and the dispersion loss's token subsets (disp_seed)."""
-    return np.random.SeedSequence([seed, it, ddp_rank * grad_accum + micro_step])
+    return np.random.SeedSequence([seed, it, rank * grad_accum + micro_step])
 
 
 def disp_seed(it, micro_step):
@@ -311,24 +319,30 @@ args = {f.name: config[f.name] for f in fields(MODELS[model_type][0]) if f.name 
 ckpt_path = os.path.join(out_dir, 'ckpt.pt')
 if init_from == 'scratch':
     padded = math.ceil(meta['vocab_size'] / 64) * 64  # pad for fast matmuls: 50257 -> 50304
-    with fsdp.build_device(parallelism, ddp_rank, init_from):  # FSDP: rank 0 only; the others on 'meta'
+    with fsdp.build_device(parallelism, rank, init_from):  # FSDP: rank 0 only; the others on 'meta'
         model = build_model(dict(args, model_type=model_type, vocab_size=padded, block_size=block_size,
                                  tokenizer=meta['tokenizer']))
     log0(f"initialising a new {model_type} model from scratch (vocab {padded})")
-elif init_from == 'resume' and parallelism == 'fsdp':  # the weights come from the shards (fsdp.load, below)
-    ckpt_path = os.path.join(out_dir, fsdp.CKPT)
-    checkpoint = fsdp.read_meta(ckpt_path)
-    with fsdp.build_device(parallelism, ddp_rank, init_from):
-        model = build_model(dict(checkpoint['model_args'], dropout=dropout))
-    iter_num, best_val_loss, best_iter = checkpoint['iter_num'], checkpoint['best_val_loss'], checkpoint.get('best_iter')
-    log0(f"resuming from {ckpt_path} at iter {iter_num}")
-elif init_from == 'resume':
-    try:
-        model, checkpoint = load_checkpoint(ckpt_path, 'cpu', dropout=dropout)
-    except FileNotFoundError:
-        raise SystemExit(f"Cannot resume: there is no checkpoint at {ckpt_path}. Train with --init_from=scratch first.")
-    except ValueError as e:
-        raise SystemExit(f"Cannot resume: {e}")
+elif init_from == 'resume':  # the same checks for a single-file and a sharded (FSDP) checkpoint
+    if parallelism == 'fsdp':  # the weights come from the shards (fsdp.load, below)
+        ckpt_path = os.path.join(out_dir, fsdp.CKPT)
+        if not os.path.exists(ckpt_path):
+            also = " (it holds a single-file ckpt.pt: resume it with --parallelism=ddp)" \
+                if os.path.exists(os.path.join(out_dir, 'ckpt.pt')) else ""
+            raise SystemExit(f"Cannot resume: there is no sharded checkpoint at {ckpt_path}{also}.")
+        checkpoint = fsdp.read_meta(ckpt_path)
+        with fsdp.build_device(parallelism, rank, init_from):
+            model = build_model(dict(checkpoint['model_args'], dropout=dropout))
+    else:
+        try:
+            model, checkpoint = load_checkpoint(ckpt_path, 'cpu', dropout=dropout)
+        except FileNotFoundError:
+            also = (f" ({out_dir} holds a sharded checkpoint, {fsdp.CKPT}: resume it with --parallelism=fsdp, or "
+                    f"make it one file with python fsdp.py --consolidate)") \
+                if os.path.exists(os.path.join(out_dir, fsdp.CKPT)) else " Train with --init_from=scratch first."
+            raise SystemExit(f"Cannot resume: there is no checkpoint at {ckpt_path}.{also}")
+        except ValueError as e:
+            raise SystemExit(f"Cannot resume: {e}")
     saved = checkpoint['model_args']
     init_origin = checkpoint.get('init_origin', 'scratch')
     if init_origin == 'scratch':  # the config shapes the model: it must be the checkpoint's
@@ -346,7 +360,7 @@ elif init_from == 'resume':
     log0(f"resuming from {ckpt_path} at iter {iter_num}")
 else:
     log0(f"initialising from released weights: {init_from}")
-    model = (fsdp.from_pretrained(init_from, dropout, ddp_rank) if parallelism == 'fsdp'
+    model = (fsdp.from_pretrained(init_from, dropout, rank) if parallelism == 'fsdp'
              else from_pretrained(init_from, dropout=dropout))
     if model.config.tokenizer != meta['tokenizer']:
         raise SystemExit(f"{init_from} uses the tokenizer '{model.config.tokenizer}' but data/{dataset} was tokenised "
@@ -432,10 +446,10 @@ if checkpoint is not None:
             raise SystemExit(f"The optimizer state in {ckpt_path} does not fit this run's parameter groups ({e}): "
                              f"resume with the code and settings it was trained with, or start it anew.")
     rng = checkpoint.get('rng')
-    if rng is not None and len(rng) == ddp_world_size:  # the same process layout: continue every stream exactly
-        torch.set_rng_state(rng[ddp_rank]['torch'])
-        if rng[ddp_rank].get('cuda') is not None and device_type == 'cuda':
-            torch.cuda.set_rng_state(rng[ddp_rank]['cuda'])
+    if rng is not None and len(rng) == world_size:  # the same process layout: continue every stream exactly
+        torch.set_rng_state(rng[rank]['torch'])
+        if rng[rank].get('cuda') is not None and device_type == 'cuda':
+            torch.cuda.set_rng_state(rng[rank]['cuda'])
     else:
         log0("note: the checkpoint was written by a different number of processes; dropout masks are reseeded")
 checkpoint = None  # free memory
@@ -446,8 +460,8 @@ if activation_checkpointing and parallelism == 'ddp':
 if compile and parallelism == 'ddp':  # FSDP compiles per block (fsdp.shard)
     log0("compiling the model... (takes a minute)")
     model = torch.compile(model)
-if ddp and parallelism == 'ddp':
-    model = DDP(model, device_ids=[ddp_local_rank] if device_type == 'cuda' else None)
+if distributed and parallelism == 'ddp':
+    model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
 
 
 def forward_loss(X, Y, train, disp_seed=None):
@@ -474,21 +488,26 @@ def forward_loss(X, Y, train, disp_seed=None):
 @torch.no_grad()
 def estimate_loss():
     """Mean loss over the fixed windows of each split, shared out among the processes and summed back: the same
-    number for any world size."""
+    number for any world size. Every process runs the same number of forwards (a sharded model's forward is a
+    collective): one whose share is shorter (windows that do not divide by the world size) pads with a forward
+    of its first window and counts nothing for it."""
     out = {}
     model.eval()
     for split, starts in (('train', train_starts), ('val', val_starts)):
-        mine = starts[ddp_rank::ddp_world_size]
-        total = torch.zeros(2, device=device, dtype=torch.float64)  # sum of window losses, number of windows
-        for i in range(0, len(mine), batch_size):
+        mine = starts[rank::world_size]
+        # float64 sums (no float64 on MPS: float32 there): sum of window losses, number of windows
+        total = torch.zeros(2, device=device, dtype=torch.float32 if device_type == 'mps' else torch.float64)
+        for i in range(0, math.ceil(len(starts) / world_size), batch_size):  # the largest share's batches
+            part = mine[i:i + batch_size]
             try:
-                X, Y = get_batch(data_dir, split, 0, block_size, device=device, starts=mine[i:i + batch_size],
-                                 vocab_size=vocab_size)
+                X, Y = get_batch(data_dir, split, 0, block_size, device=device,
+                                 starts=part if len(part) else starts[:1], vocab_size=vocab_size)
             except ValueError as e:
                 raise SystemExit(str(e))
             _, loss, _, _ = forward_loss(X, Y, train=False)
-            total += torch.tensor([loss.item() * len(X), len(X)], device=device, dtype=torch.float64)
-        if ddp:
+            if len(part):
+                total += torch.tensor([loss.item() * len(part), len(part)], device=device, dtype=total.dtype)
+        if distributed:
             dist.all_reduce(total)
         out[split] = (total[0] / total[1]).item()
     model.train()
@@ -536,7 +555,8 @@ def save(name, rng):
 
 def checkpoints_note():
     """Which checkpoint in out_dir is the last good one, for the message of a non-finite stop."""
-    ckpt, best = os.path.join(out_dir, 'ckpt.pt'), os.path.join(out_dir, 'best.pt')
+    ckpt, best = (os.path.join(out_dir, f) for f in ((fsdp.CKPT, fsdp.BEST) if parallelism == 'fsdp'
+                                                     else ('ckpt.pt', 'best.pt')))
     if not os.path.exists(ckpt):
         return f"no checkpoint was saved in {out_dir}"
     if saved_iter is None:
@@ -571,11 +591,10 @@ if wandb_log and master_process:  # before the first record
 if master_process:
     os.makedirs(out_dir, exist_ok=True)
     log_record({'iter': iter_num, 'event': 'start', 'config': config, 'model_args': model_args,
-                'world_size': ddp_world_size, 'device': device, 'dtype': dtype, 'compile': compile})
+                'world_size': world_size, 'device': device, 'dtype': dtype, 'compile': compile})
 
-if peak_flops == 0 and device_type == 'cuda':
-    name = torch.cuda.get_device_name()
-    peak_flops = 989e12 if ('H100' in name or 'H200' in name) else 312e12
+if peak_flops == 0 and device_type == 'cuda':  # None for a GPU the table does not know: no MFU then
+    peak_flops = hardware.peak_flops(torch.cuda.get_device_name(), dtype)
 
 # training loop
 saved_iter = iter_num if init_from == 'resume' else None  # the iteration ckpt.pt holds
@@ -597,12 +616,13 @@ while True:
             raise SystemExit(f"Non-finite eval loss at iter {iter_num} ({losses}): stopping; {checkpoints_note()}. "
                              f"Lower the learning rate or use bfloat16/float32.")
         record = {'iter': iter_num, 'train_loss': losses['train'], 'val_loss': losses['val'], 'lr': lr}
-        if probe_windows > 0:
+        if probe_windows > 0:  # every process: the windows are shared out (and the forward is a collective under FSDP)
             from eval import condensation_probe
             spread = val_starts[np.linspace(0, len(val_starts) - 1, min(probe_windows, len(val_starts))).astype(int)]
             probe_x, _ = get_batch(data_dir, 'val', 0, block_size, device=device, starts=spread)
-            with ctx:
-                record.update(condensation_probe(raw_model, probe_x))
+            with ctx:  # with wandb also the histograms of the paper's heatmap, from the same forwards
+                probe = condensation_probe(raw_model, probe_x, bins=64 if wandb_log else 0)
+            record.update({k: probe[k] for k in ('mean_cos', 'last_mean', 'spearman')})
         if tasks_interval > 0 and iter_num % tasks_interval == 0:
             from tasks.engine import run_benchmarks
             from data.tokenizer import get_tokenizer
@@ -615,14 +635,12 @@ while True:
                 record['acc_average'] = scored['average']
         log_record(record)
         if wandb_log and master_process and probe_windows > 0:  # the paper's heatmap of this eval, as an image
-            from eval import condensation, plot_condensation
-            with ctx:
-                stats = condensation(raw_model, probe_x, batch_size=len(probe_x), bins=64)
-            plot_condensation(stats, os.path.join(out_dir, 'probe.png'), label=f"iter {iter_num}")
+            from eval import plot_condensation
+            plot_condensation(probe, os.path.join(out_dir, 'probe.png'), label=f"iter {iter_num}")
             wandb.log({'condensation': wandb.Image(os.path.join(out_dir, 'probe.png'))}, step=iter_num)
         rng = [rng_states()]  # every process's streams, in rank order, saved by rank 0
-        if ddp:
-            rng = [None] * ddp_world_size
+        if distributed:
+            rng = [None] * world_size
             dist.all_gather_object(rng, rng_states())
         if (master_process or parallelism == 'fsdp') and (iter_num > 0 or init_from == 'resume') and not eval_only:
             improved = losses['val'] < best_val_loss
@@ -639,7 +657,7 @@ while True:
     # one optimizer step over grad_accum micro-batches
     sums = torch.zeros(3, device=device)  # ce, dispersion, distillation terms: summed over this process's micro-batches
     for micro_step in range(grad_accum):
-        if ddp and parallelism == 'ddp':  # all-reduce the gradients only after the last micro-batch
+        if distributed and parallelism == 'ddp':  # all-reduce the gradients only after the last micro-batch
             model.require_backward_grad_sync = (micro_step == grad_accum - 1)
         elif parallelism == 'fsdp':  # reduce-scatter only after the last (costs one unsharded gradient meanwhile)
             model.set_requires_gradient_sync(micro_step == grad_accum - 1)
@@ -657,7 +675,7 @@ while True:
     if grad_clip != 0.0:
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    if ddp:  # the logged loss is the mean over every process's micro-batches (and all stop together on a NaN)
+    if distributed:  # the logged loss is the mean over every process's micro-batches (and all stop together on a NaN)
         dist.all_reduce(sums)
     lossf, dispf, kdf = (sums / gradient_accumulation_steps).tolist()  # one host sync per step, for the NaN stop
     dispf = dispf if dispersion else None
@@ -680,7 +698,7 @@ while True:
     iter_num += 1
     local_iter_num += 1
     if iter_num % log_interval == 0 and master_process:
-        if local_iter_num >= 5 and device_type == 'cuda':  # MFU on CUDA only, where peak_flops is known
+        if local_iter_num >= 5 and device_type == 'cuda' and peak_flops:  # MFU where the peak is known
             mfu = raw_model.estimate_mfu(batch_size * grad_accum, dt, peak_flops)
             running_mfu = mfu if running_mfu == -1.0 else 0.9 * running_mfu + 0.1 * mfu
         total = lossf + (dispersion_coeff * dispf if dispf is not None else 0.0)
@@ -709,5 +727,5 @@ if wandb_log and master_process:  # the run's config and final numbers in the ru
                               'best_iter': best_iter, **{f'final_{k}': v for k, v in record.items() if k != 'iter'
                                                          and not isinstance(v, list)}})
     wandb.finish()
-if ddp:
+if distributed:
     dist.destroy_process_group()

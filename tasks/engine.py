@@ -171,7 +171,7 @@ def _scoring_plan(batch, units, requests):
 
 
 @torch.no_grad()
-def loglikelihoods(model, requests, max_length, batch_tokens=None, autocast=None, progress=False):
+def loglikelihoods(model, requests, max_length, batch_tokens=None, autocast=None, progress=False, in_step=False):
     """(sum of continuation log-probs, is_greedy) for each (context_ids, continuation_ids) request.
 
     Requests with the same model input (same context, one-token continuations; or any two whose
@@ -181,7 +181,8 @@ def loglikelihoods(model, requests, max_length, batch_tokens=None, autocast=None
     only, so every logit is that of the request alone and the context is computed once. Rows are sorted
     longest first (like lm-eval) and packed, right-padded, into batches of at most batch_tokens tokens; one
     forward per batch. Default: 16384 tokens on a GPU, 1024 on a CPU, where bigger batches were slower
-    (README, "measured here")."""
+    (README, "measured here"). in_step: every process of the group calls this with its own requests and runs
+    as many forwards as the busiest one (a sharded model's forward is a collective), padding with one-token rows."""
     units = {}  # model input -> indices of the requests it answers
     for i, (ctx, cont) in enumerate(requests):
         units.setdefault(_model_input(ctx, cont, max_length), []).append(i)
@@ -194,11 +195,21 @@ def loglikelihoods(model, requests, max_length, batch_tokens=None, autocast=None
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=len(requests), desc="task requests", leave=False)
-    start = 0
+    bounds, start = [], 0  # [start, end) rows of each forward
     while start < len(order):
-        width = len(order[start][0])
-        batch = order[start:start + max(1, batch_tokens // width)]
-        start += len(batch)
+        bounds.append((start, start + max(1, batch_tokens // len(order[start][0]))))
+        start = bounds[-1][1]
+    padding = 0
+    if in_step and torch.distributed.is_available() and torch.distributed.is_initialized():
+        most = torch.tensor([len(bounds)], device=device)
+        torch.distributed.all_reduce(most, op=torch.distributed.ReduceOp.MAX)
+        padding = int(most.item()) - len(bounds)
+    for _ in range(padding):
+        with autocast:
+            scored_logits(model, torch.zeros(1, 1, dtype=torch.long, device=device), [0], [0])
+    for lo, hi in bounds:
+        batch = order[lo:hi]
+        width = len(batch[0][0])
         x = torch.zeros(len(batch), width, dtype=torch.long)
         for b, (row, _, _) in enumerate(batch):
             x[b, :len(row)] = torch.tensor(row)
@@ -387,7 +398,7 @@ def score(model, tokenizer, ready, batch_tokens=None, autocast=None, progress=Tr
             spans.append((name, j, len(requests), len(pairs)))
             requests += [encode_pair(encode, eot, c, k, cache) for c, k in pairs]
     results = loglikelihoods(model, requests, model.config.block_size, batch_tokens, autocast,
-                             progress and rank == 0)
+                             progress and rank == 0, in_step=world > 1)
     mine = [(name, j, doc_metrics(ready[name][0], ready[name][1][j], results[s:s + n]))
             for name, j, s, n in spans]
     per_task = {name: [] for name in ready}

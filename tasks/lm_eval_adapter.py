@@ -13,6 +13,8 @@ from contextlib import nullcontext
 
 import torch
 
+import hardware
+
 from data.tokenizer import get_tokenizer
 from model import from_pretrained, load_checkpoint
 from tasks.engine import loglikelihoods
@@ -37,7 +39,7 @@ def register_lm_eval():
         def __init__(self, ckpt=None, init_from=None, pretrained=None, device=None, batch_tokens=None,
                      dtype=None, model=None, tokenizer=None, **kwargs):
             super().__init__()
-            device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+            device = hardware.resolve_device(device or "auto")
             if model is None:  # from the command line: model_args name a checkpoint or released weights
                 if not (ckpt or init_from or pretrained):
                     raise ValueError("disperse-gpt needs model_args ckpt=out/ckpt.pt or init_from=gpt2.")
@@ -46,8 +48,7 @@ def register_lm_eval():
                 tokenizer = get_tokenizer(model.config.tokenizer)
             self.model, self.tokenizer_ = model.eval(), tokenizer
             self.batch_tokens = int(batch_tokens) if batch_tokens else None
-            dtype = {None: None, "float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-            self.autocast = torch.autocast(device.split(":")[0], dtype) if dtype else None
+            self.autocast = None if dtype in (None, "float32") else hardware.autocast(dtype, device)
 
         @property
         def eot_token_id(self):

@@ -44,11 +44,11 @@ TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_
         "--compile=False", "--gradient_accumulation_steps=1", "--log_interval=1", "--eval_iters=2", "--warmup_iters=2", "--lr_decay_iters=8", "--learning_rate=3e-3"]
 
 
-def train(out_dir, data_dir, *args, nproc=1, check=True):
+def train(out_dir, data_dir, *args, nproc=1, check=True, configs=()):
     """Run train.py with the tiny settings -> CompletedProcess (returncode, stdout, stderr). One process runs inside
     this one (runpy: torch is imported once, seconds instead of tens of seconds on a busy machine), its
-    SystemExit message as stderr; several processes run under torchrun."""
-    argv = [f"--dataset={data_dir}", f"--out_dir={out_dir}", *TINY, *args]
+    SystemExit message as stderr; several processes run under torchrun. configs: config files, read first."""
+    argv = [*configs, f"--dataset={data_dir}", f"--out_dir={out_dir}", *TINY, *args]
     if nproc > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "train.py",
                *argv]
@@ -347,6 +347,16 @@ def test_help_lists_every_key_with_its_default_and_comment():
         assert line.strip() in p.stdout, line  # the key, its default and its comment, as train.py has them
 
 
+def test_help_into_a_pipe_closed_early_is_no_error():
+    """python train.py --help | head: the reader closes the pipe after a few bytes; no BrokenPipeError traceback."""
+    p = subprocess.Popen([sys.executable, "train.py", "--help"], cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    p.stdout.read(10)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 0 and "Error" not in err, err
+
+
 def test_max_iters_off_the_eval_grid_saves_the_last_step(tmp_path, data_dir):
     out = tmp_path / "out"
     train(out, data_dir, "--max_iters=5", "--eval_interval=4")
@@ -366,6 +376,16 @@ def test_a_new_run_refuses_an_out_dir_with_a_checkpoint(tmp_path, data_dir):
     train(out, data_dir, "--max_iters=2", "--eval_interval=2", "--seed=5", "--overwrite=True")
     after = torch.load(out / "ckpt.pt", weights_only=True)["model"]
     assert not all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_sharded_checkpoint_is_protected_and_named_as_a_single_file_one(tmp_path, data_dir):
+    """FSDP's ckpt_dcp, like ckpt.pt: a new run refuses the out_dir; a DDP resume says where the checkpoint is."""
+    out = tmp_path / "out"
+    (out / "ckpt_dcp").mkdir(parents=True)
+    msg = one_sentence(train(out, data_dir, "--max_iters=2", check=False))
+    assert msg.startswith(f"{out} already holds a checkpoint (ckpt_dcp): continue it with --init_from=resume")
+    msg = one_sentence(train(out, data_dir, "--max_iters=2", "--init_from=resume", check=False))
+    assert "holds a sharded checkpoint, ckpt_dcp: resume it with --parallelism=fsdp" in msg
 
 
 def test_a_second_trainer_in_the_same_out_dir_refuses_and_a_dead_ones_lock_does_not(tmp_path, data_dir):
@@ -489,6 +509,10 @@ def test_token_ids_beyond_the_vocabulary_name_the_file(tmp_path, data_dir):
     (["--compile=sometimes"], "'compile' expects None or a bool"),
     (["--parallelism=zero"], "parallelism must be 'ddp' or 'fsdp'"),
     (["--parallelism=fsdp"], "runs under torchrun"),
+    (["--parallelism=fsdp", "--dtype=float16"], "not float16 (its GradScaler does not shard): set --dtype=bfloat16."),
+    (["--device=tpu"], "device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"),
+    *([(["--device=cuda:1"], "no CUDA GPU that PyTorch can use: use --device=cpu.")]
+      if not torch.cuda.is_available() else []),
 ])
 def test_bad_settings_are_one_sentence_before_the_first_eval(tmp_path, data_dir, monkeypatch, capsys, args, said):
     msg, out = train_here(monkeypatch, capsys, tmp_path / "out", data_dir, "--max_iters=2", *args)

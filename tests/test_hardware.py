@@ -1,0 +1,67 @@
+"""hardware.py: device, dtype and peak-FLOPs answers, checked against NVIDIA's data sheets and torch's CUDA API
+(faked on this CPU machine the way a GPU answers)."""
+import pytest
+import torch
+
+import hardware
+
+
+@pytest.mark.parametrize("name, dtype, peak", [
+    ("NVIDIA A100-SXM4-80GB", "bfloat16", 312e12),
+    ("NVIDIA A100-PCIE-40GB", "float16", 312e12),
+    ("NVIDIA H100 80GB HBM3", "bfloat16", 989e12),  # the SXM part's name
+    ("NVIDIA H100 PCIe", "bfloat16", 756e12),
+    ("NVIDIA H100 NVL", "bfloat16", 835e12),
+    ("NVIDIA H200", "bfloat16", 989e12),
+    ("NVIDIA H200 NVL", "bfloat16", 835e12),
+    ("NVIDIA L40S", "bfloat16", 362e12),
+    ("NVIDIA L40", "bfloat16", 181e12),
+    ("NVIDIA L4", "bfloat16", 121e12),
+    ("NVIDIA A10", "bfloat16", 125e12),
+    ("NVIDIA GeForce RTX 4090", "bfloat16", 165e12),
+    ("NVIDIA H100 80GB HBM3", "float32", 495e12),  # TF32
+    ("Tesla V100-SXM2-16GB", "bfloat16", None),  # emulated only: no figure
+    ("NVIDIA GeForce GTX 1080", "bfloat16", None),  # unknown GPU: no figure rather than a wrong one
+    ("NVIDIA A100-SXM4-80GB", "float64", None),
+])
+def test_peak_flops_by_gpu_model_and_dtype(name, dtype, peak):
+    assert hardware.peak_flops(name, dtype) == peak
+
+
+@pytest.mark.parametrize("native, expected", [(True, "bfloat16"), (False, "float16")])
+def test_default_cuda_dtype_is_bf16_only_where_native(monkeypatch, native, expected):
+    calls = []
+
+    def is_bf16_supported(including_emulation=True):
+        calls.append(including_emulation)
+        return native or including_emulation  # an emulating GPU (V100) says True unless asked for hardware
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    assert hardware.resolve_dtype("auto", "cuda:0") == expected
+    assert calls == [False]
+    assert hardware.resolve_dtype(None, "cpu") == "float32"
+    assert hardware.resolve_dtype("auto", "mps") == "float32"  # MPS has no float64, and no other default is safe
+    assert hardware.resolve_dtype("bfloat16", "cpu") == "bfloat16"
+    with pytest.raises(ValueError, match="dtype must be"):
+        hardware.resolve_dtype("float64", "cpu")
+
+
+def test_cuda_1_without_torchrun_becomes_the_current_device(monkeypatch):
+    current = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: current.append(str(d)))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert hardware.device_problem("cuda:1") is None
+    assert hardware.resolve_device("cuda:1") == "cuda:1" and current == ["cuda:1"]
+    assert hardware.resolve_device("cuda", local_rank=1) == "cuda:1"  # torchrun: each process its own GPU
+    assert hardware.resolve_device("auto") == "cuda:0"
+    assert "2 CUDA GPU" in hardware.device_problem("cuda:2")
+
+
+def test_devices_that_are_not_here_are_one_sentence():
+    if not torch.cuda.is_available():
+        assert "no CUDA GPU" in hardware.device_problem("cuda")
+    assert "device must be" in hardware.device_problem("tpu")
+    assert hardware.device_problem("cpu") is None
+    assert hardware.resolve_device("cpu") == "cpu"
