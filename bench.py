@@ -27,13 +27,13 @@ import os
 import statistics
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import fields
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+import hardware
 from configurator import configure, read_file
 from disperse import disperse
 from model import GPT, GPTConfig, MODELS, build_model
@@ -63,11 +63,10 @@ seed = 1337
 # -----------------------------------------------------------------------------
 globals().update(configure({k: v for k, v in globals().items() if not k.startswith('_') and
                             isinstance(v, (int, float, str))}, sys.argv[1:]))
-if device == 'auto':
-    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+device = hardware.resolve_device(device)  # the one resolution train.py, eval.py and sample.py use
 device_type = 'cuda' if device.startswith('cuda') else 'cpu'
 ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
-ctx = nullcontext() if dtype == 'float32' else torch.autocast(device_type=device_type, dtype=ptdtype)
+ctx = hardware.autocast(dtype, device)
 
 
 class ReferenceBlock(nn.Module):
@@ -291,15 +290,6 @@ def nanogpt_speed(path):
 # -----------------------------------------------------------------------------
 # what=gpu: the one command that measures a GPU
 
-def peak_flops_of(name, dtype):
-    """Dense peak FLOP/s of the device called name in dtype ('bfloat16', ...), or None where unknown."""
-    try:  # TODO(merge): the one peak-FLOPs table of issue 17.6 (hardware.py, branch recipes); drop the fallback
-        from hardware import peak_flops
-        return peak_flops(name, dtype)
-    except ImportError:
-        return 989e12 if ('H100' in name or 'H200' in name) else 312e12 if 'A100' in name else None
-
-
 class RecompileCounter(logging.Handler):
     """Counts dynamo's "Recompiling function" records (TORCH_LOGS=recompiles, switched on by the constructor)."""
 
@@ -397,7 +387,7 @@ def gpt2_rows(recompiles):
         mem = memory_now()
         _, syncs = syncs_during(lambda: fn().backward())
         opt.zero_grad(set_to_none=True)
-        peak = peak_flops_of(name, 'bfloat16')
+        peak = hardware.peak_flops(name, 'bfloat16')
         mfu = raw.estimate_mfu(B, sec[label], peak) if peak else None
         what = f"GPT-2 {raw.num_params() / 1e6:.3g}M, {B} x {T}, bf16{', compiled' if compile else ''}, {label}"
         rows.append((what, f"{B * T / sec[label]:,.0f} tok/s, {sec[label] * 1e3:.1f} ms/step, "

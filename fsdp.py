@@ -179,6 +179,9 @@ def consolidate(src, dst):
     c = ckpt['config']
     model = build_model(ckpt['model_args'])
     optimizer = model.configure_optimizers(c['weight_decay'], c['learning_rate'], (c['beta1'], c['beta2']), 'cpu')
+    if c.get('forget_every', 0) > 0:  # train.py's optimizer layout: the token embedding in a group of its own
+        import disperse
+        disperse.embedding_group(optimizer, model)
     load(src, model, optimizer)
     assert model.tied == ckpt['model_args'].get('tie_embeddings', True)
     save_checkpoint(dict(ckpt, model=model.state_dict(), optimizer=optimizer.state_dict()), dst)
