@@ -313,7 +313,10 @@ except (FileNotFoundError, ValueError) as e:
 meta = load_meta(data_dir)
 
 # model: from scratch (the config's shape), from this out_dir's checkpoint, or from released weights
-iter_num, best_val_loss, best_iter, checkpoint = 0, 1e9, None, None
+iter_num, checkpoint = 0, None
+# what out_dir's checkpoints hold: the lowest val loss so far and its iteration (best.pt), the iteration ckpt.pt
+# holds (None: nothing saved by this run); the loop holds it, save_checkpoints returns the next one
+kept = {'best_val_loss': 1e9, 'best_iter': None, 'saved_iter': None}
 init_origin = init_from  # 'scratch' or the released weights the run started from
 args = {f.name: config[f.name] for f in fields(MODELS[model_type][0]) if f.name in config}  # this config's model keys
 ckpt_path = os.path.join(out_dir, 'ckpt.pt')
@@ -355,8 +358,10 @@ elif init_from == 'resume':  # the same checks for a single-file and a sharded (
     if model.config.tokenizer != meta['tokenizer']:
         raise SystemExit(f"The checkpoint in {out_dir} was trained on tokens of '{model.config.tokenizer}' but "
                          f"data/{dataset} is tokenised with '{meta['tokenizer']}': resume on the data it was trained on.")
-    model_type = config['model_type'] = model.model_type
-    iter_num, best_val_loss, best_iter = checkpoint['iter_num'], checkpoint['best_val_loss'], checkpoint.get('best_iter')
+    config['model_type'] = model.model_type  # the checkpoint's (a run from released weights: theirs)
+    iter_num = checkpoint['iter_num']
+    kept = {'best_val_loss': checkpoint['best_val_loss'], 'best_iter': checkpoint.get('best_iter'),
+            'saved_iter': iter_num}
     log0(f"resuming from {ckpt_path} at iter {iter_num}")
 else:
     log0(f"initialising from released weights: {init_from}")
@@ -365,7 +370,7 @@ else:
     if model.config.tokenizer != meta['tokenizer']:
         raise SystemExit(f"{init_from} uses the tokenizer '{model.config.tokenizer}' but data/{dataset} was tokenised "
                          f"with '{meta['tokenizer']}': prepare the data with --tokenizer {model.config.tokenizer}.")
-    model_type = config['model_type'] = model.model_type
+    config['model_type'] = model.model_type  # the released weights' architecture, whatever the config said
     if block_size < model.config.block_size:
         model.crop_block_size(block_size)
 if block_size > model.config.block_size:
@@ -531,30 +536,58 @@ def rng_states():
     return {'torch': torch.get_rng_state(), 'cuda': torch.cuda.get_rng_state() if device_type == 'cuda' else None}
 
 
-def checkpoint_dict(rng):
+def gather_rng_states():
+    """Every process's RNG states, in rank order (a collective: every process calls it), saved by rank 0."""
+    if not distributed:
+        return [rng_states()]
+    rng = [None] * world_size
+    dist.all_gather_object(rng, rng_states())
+    return rng
+
+
+def checkpoint_dict(it, rng, kept):
     return {'model': raw_model.state_dict(), 'optimizer': optimizer.state_dict(), 'model_args': model_args,
-            'iter_num': iter_num, 'best_val_loss': best_val_loss, 'best_iter': best_iter, 'config': config,
+            'iter_num': it, 'best_val_loss': kept['best_val_loss'], 'best_iter': kept['best_iter'], 'config': config,
             'rng': rng, 'init_origin': init_origin}
 
 
-def save(name, rng):
+def save(name, it, rng, kept):
     """name: 'ckpt.pt' or 'best.pt'; under FSDP every process writes its shards into fsdp.CKPT or fsdp.BEST."""
     path = os.path.join(out_dir, name)
     if parallelism == 'fsdp':
         path = os.path.join(out_dir, fsdp.CKPT if name == 'ckpt.pt' else fsdp.BEST)
     try:
         if parallelism == 'fsdp':
-            fsdp.save(checkpoint_dict(rng), model, optimizer, path)
+            fsdp.save(checkpoint_dict(it, rng, kept), model, optimizer, path)
         else:
-            save_checkpoint(checkpoint_dict(rng), path)
+            save_checkpoint(checkpoint_dict(it, rng, kept), path)
     except OSError as e:
         raise SystemExit(f"Could not write {path} ({e.strerror or e}): the previous {name} is kept; free disk space "
                          f"and continue with --init_from=resume.")
     log0(f"saved checkpoint to {path}")
 
 
-def checkpoints_note():
+def save_checkpoints(it, val_loss, kept):
+    """After an eval: ckpt.pt when the val loss improved (or always_save_checkpoint), best.pt when it improved
+    (save_best); rank 0 writes, every process under FSDP (its shards). Not at iter 0 of a new run, nor eval_only.
+    -> the next kept (best_val_loss, best_iter, saved_iter); the given one is not changed."""
+    rng = gather_rng_states()  # every process, whether it writes or not
+    if not ((master_process or parallelism == 'fsdp') and (it > 0 or init_from == 'resume') and not eval_only):
+        return kept
+    improved = val_loss < kept['best_val_loss']
+    if improved:
+        kept = dict(kept, best_val_loss=val_loss, best_iter=it)
+    if improved or always_save_checkpoint:
+        save('ckpt.pt', it, rng, kept)
+        kept = dict(kept, saved_iter=it)
+    if improved and save_best:
+        save('best.pt', it, rng, kept)
+    return kept
+
+
+def checkpoints_note(kept):
     """Which checkpoint in out_dir is the last good one, for the message of a non-finite stop."""
+    saved_iter, best_iter = kept['saved_iter'], kept['best_iter']
     ckpt, best = (os.path.join(out_dir, f) for f in ((fsdp.CKPT, fsdp.BEST) if parallelism == 'fsdp'
                                                      else ('ckpt.pt', 'best.pt')))
     if not os.path.exists(ckpt):
@@ -565,7 +598,7 @@ def checkpoints_note():
         return f"{ckpt} (iter {saved_iter}, the lowest val loss) is kept"
     note = f"{ckpt} (iter {saved_iter}) is kept but, saved at every eval, it may already be diverging"
     if os.path.exists(best):
-        note += f"; {best} (iter {best_iter}, val loss {best_val_loss:.4f}) has the lowest val loss" if best_iter \
+        note += f"; {best} (iter {best_iter}, val loss {kept['best_val_loss']:.4f}) has the lowest val loss" if best_iter \
             else f"; {best} has the lowest val loss"
     return note
 
@@ -597,7 +630,6 @@ if peak_flops == 0 and device_type == 'cuda':  # None for a GPU the table does n
     peak_flops = hardware.peak_flops(torch.cuda.get_device_name(), dtype)
 
 # training loop
-saved_iter = iter_num if init_from == 'resume' else None  # the iteration ckpt.pt holds
 X, Y = train_batch(iter_num, 0)  # the first batch
 t0 = time.time()
 local_iter_num = 0
@@ -613,7 +645,7 @@ while True:
         losses = estimate_loss()
         log0(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
         if not all(map(math.isfinite, losses.values())):
-            raise SystemExit(f"Non-finite eval loss at iter {iter_num} ({losses}): stopping; {checkpoints_note()}. "
+            raise SystemExit(f"Non-finite eval loss at iter {iter_num} ({losses}): stopping; {checkpoints_note(kept)}. "
                              f"Lower the learning rate or use bfloat16/float32.")
         record = {'iter': iter_num, 'train_loss': losses['train'], 'val_loss': losses['val'], 'lr': lr}
         if probe_windows > 0:  # every process: the windows are shared out (and the forward is a collective under FSDP)
@@ -638,19 +670,7 @@ while True:
             from eval import plot_condensation
             plot_condensation(probe, os.path.join(out_dir, 'probe.png'), label=f"iter {iter_num}")
             wandb.log({'condensation': wandb.Image(os.path.join(out_dir, 'probe.png'))}, step=iter_num)
-        rng = [rng_states()]  # every process's streams, in rank order, saved by rank 0
-        if distributed:
-            rng = [None] * world_size
-            dist.all_gather_object(rng, rng_states())
-        if (master_process or parallelism == 'fsdp') and (iter_num > 0 or init_from == 'resume') and not eval_only:
-            improved = losses['val'] < best_val_loss
-            if improved:
-                best_val_loss, best_iter = losses['val'], iter_num
-            if improved or always_save_checkpoint:
-                save('ckpt.pt', rng)
-                saved_iter = iter_num
-            if improved and save_best:
-                save('best.pt', rng)
+        kept = save_checkpoints(iter_num, losses['val'], kept)
     if eval_only or iter_num >= max_iters:
         break
 
@@ -682,7 +702,7 @@ while True:
     kdf = kdf if teacher_model is not None else None
     if not all(math.isfinite(v) for v in (lossf, dispf, kdf) if v is not None):
         raise SystemExit(f"Non-finite loss at iter {iter_num} (ce {lossf}, dispersion {dispf}, distillation {kdf}): stopping; "
-                         f"{checkpoints_note()}. Lower the learning rate or use bfloat16/float32.")
+                         f"{checkpoints_note(kept)}. Lower the learning rate or use bfloat16/float32.")
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
@@ -723,8 +743,8 @@ while True:
         log_record(record)
 
 if wandb_log and master_process:  # the run's config and final numbers in the run summary
-    wandb.run.summary.update({'config': config, 'final_iter': iter_num, 'best_val_loss': best_val_loss,
-                              'best_iter': best_iter, **{f'final_{k}': v for k, v in record.items() if k != 'iter'
+    wandb.run.summary.update({'config': config, 'final_iter': iter_num, 'best_val_loss': kept['best_val_loss'],
+                              'best_iter': kept['best_iter'], **{f'final_{k}': v for k, v in record.items() if k != 'iter'
                                                          and not isinstance(v, list)}})
     wandb.finish()
 if distributed:
