@@ -729,8 +729,9 @@ def forget(it):
          f"{f' (row {forget_pad} zero)' if forget_pad is not None else ''} and zeroed its AdamW state")
 
 
-def log_step(it, dt, terms, lr, emb_lr, running_mfu):
-    """Rank 0: the step's line on stdout and its record -> (the record, the running MFU)."""
+def log_step(it, dt, terms, lr, emb_lr, running_mfu, local_iter_num):
+    """Rank 0: the step's line on stdout and its record -> (the record, the running MFU); local_iter_num: steps
+    taken by this process (the MFU skips the first 5, compilation and warm-up)."""
     lossf, dispf, kdf = terms
     if local_iter_num >= 5 and device_type == 'cuda' and peak_flops:  # MFU where the peak is known
         mfu = raw_model.estimate_mfu(batch_size * grad_accum, dt, peak_flops)
@@ -782,12 +783,12 @@ while True:
     iter_num += 1
     local_iter_num += 1
     if iter_num % log_interval == 0 and master_process:
-        record, running_mfu = log_step(iter_num, dt, terms, lr, emb_lr, running_mfu)
+        record, running_mfu = log_step(iter_num, dt, terms, lr, emb_lr, running_mfu, local_iter_num)
 
 if wandb_log and master_process:  # the run's config and final numbers in the run summary
     wandb.run.summary.update({'config': config, 'final_iter': iter_num, 'best_val_loss': kept['best_val_loss'],
-                              'best_iter': kept['best_iter'], **{f'final_{k}': v for k, v in record.items() if k != 'iter'
-                                                         and not isinstance(v, list)}})
+                              'best_iter': kept['best_iter'],
+                              **{f'final_{k}': v for k, v in record.items() if k != 'iter' and not isinstance(v, list)}})
     wandb.finish()
 if distributed:
     dist.destroy_process_group()
