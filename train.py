@@ -313,7 +313,10 @@ except (FileNotFoundError, ValueError) as e:
 meta = load_meta(data_dir)
 
 # model: from scratch (the config's shape), from this out_dir's checkpoint, or from released weights
-iter_num, best_val_loss, best_iter, checkpoint = 0, 1e9, None, None
+iter_num, checkpoint = 0, None
+# what out_dir's checkpoints hold: the lowest val loss so far and its iteration (best.pt), the iteration ckpt.pt
+# holds (None: nothing saved by this run); the loop holds it, save_checkpoints returns the next one
+kept = {'best_val_loss': 1e9, 'best_iter': None, 'saved_iter': None}
 init_origin = init_from  # 'scratch' or the released weights the run started from
 args = {f.name: config[f.name] for f in fields(MODELS[model_type][0]) if f.name in config}  # this config's model keys
 ckpt_path = os.path.join(out_dir, 'ckpt.pt')
@@ -355,8 +358,10 @@ elif init_from == 'resume':  # the same checks for a single-file and a sharded (
     if model.config.tokenizer != meta['tokenizer']:
         raise SystemExit(f"The checkpoint in {out_dir} was trained on tokens of '{model.config.tokenizer}' but "
                          f"data/{dataset} is tokenised with '{meta['tokenizer']}': resume on the data it was trained on.")
-    model_type = config['model_type'] = model.model_type
-    iter_num, best_val_loss, best_iter = checkpoint['iter_num'], checkpoint['best_val_loss'], checkpoint.get('best_iter')
+    config['model_type'] = model.model_type  # the checkpoint's (a run from released weights: theirs)
+    iter_num = checkpoint['iter_num']
+    kept = {'best_val_loss': checkpoint['best_val_loss'], 'best_iter': checkpoint.get('best_iter'),
+            'saved_iter': iter_num}
     log0(f"resuming from {ckpt_path} at iter {iter_num}")
 else:
     log0(f"initialising from released weights: {init_from}")
@@ -365,7 +370,7 @@ else:
     if model.config.tokenizer != meta['tokenizer']:
         raise SystemExit(f"{init_from} uses the tokenizer '{model.config.tokenizer}' but data/{dataset} was tokenised "
                          f"with '{meta['tokenizer']}': prepare the data with --tokenizer {model.config.tokenizer}.")
-    model_type = config['model_type'] = model.model_type
+    config['model_type'] = model.model_type  # the released weights' architecture, whatever the config said
     if block_size < model.config.block_size:
         model.crop_block_size(block_size)
 if block_size > model.config.block_size:
@@ -531,30 +536,58 @@ def rng_states():
     return {'torch': torch.get_rng_state(), 'cuda': torch.cuda.get_rng_state() if device_type == 'cuda' else None}
 
 
-def checkpoint_dict(rng):
+def gather_rng_states():
+    """Every process's RNG states, in rank order (a collective: every process calls it), saved by rank 0."""
+    if not distributed:
+        return [rng_states()]
+    rng = [None] * world_size
+    dist.all_gather_object(rng, rng_states())
+    return rng
+
+
+def checkpoint_dict(it, rng, kept):
     return {'model': raw_model.state_dict(), 'optimizer': optimizer.state_dict(), 'model_args': model_args,
-            'iter_num': iter_num, 'best_val_loss': best_val_loss, 'best_iter': best_iter, 'config': config,
+            'iter_num': it, 'best_val_loss': kept['best_val_loss'], 'best_iter': kept['best_iter'], 'config': config,
             'rng': rng, 'init_origin': init_origin}
 
 
-def save(name, rng):
+def save(name, it, rng, kept):
     """name: 'ckpt.pt' or 'best.pt'; under FSDP every process writes its shards into fsdp.CKPT or fsdp.BEST."""
     path = os.path.join(out_dir, name)
     if parallelism == 'fsdp':
         path = os.path.join(out_dir, fsdp.CKPT if name == 'ckpt.pt' else fsdp.BEST)
     try:
         if parallelism == 'fsdp':
-            fsdp.save(checkpoint_dict(rng), model, optimizer, path)
+            fsdp.save(checkpoint_dict(it, rng, kept), model, optimizer, path)
         else:
-            save_checkpoint(checkpoint_dict(rng), path)
+            save_checkpoint(checkpoint_dict(it, rng, kept), path)
     except OSError as e:
         raise SystemExit(f"Could not write {path} ({e.strerror or e}): the previous {name} is kept; free disk space "
                          f"and continue with --init_from=resume.")
     log0(f"saved checkpoint to {path}")
 
 
-def checkpoints_note():
+def save_checkpoints(it, val_loss, kept):
+    """After an eval: ckpt.pt when the val loss improved (or always_save_checkpoint), best.pt when it improved
+    (save_best); rank 0 writes, every process under FSDP (its shards). Not at iter 0 of a new run, nor eval_only.
+    -> the next kept (best_val_loss, best_iter, saved_iter); the given one is not changed."""
+    rng = gather_rng_states()  # every process, whether it writes or not
+    if not ((master_process or parallelism == 'fsdp') and (it > 0 or init_from == 'resume') and not eval_only):
+        return kept
+    improved = val_loss < kept['best_val_loss']
+    if improved:
+        kept = dict(kept, best_val_loss=val_loss, best_iter=it)
+    if improved or always_save_checkpoint:
+        save('ckpt.pt', it, rng, kept)
+        kept = dict(kept, saved_iter=it)
+    if improved and save_best:
+        save('best.pt', it, rng, kept)
+    return kept
+
+
+def checkpoints_note(kept):
     """Which checkpoint in out_dir is the last good one, for the message of a non-finite stop."""
+    saved_iter, best_iter = kept['saved_iter'], kept['best_iter']
     ckpt, best = (os.path.join(out_dir, f) for f in ((fsdp.CKPT, fsdp.BEST) if parallelism == 'fsdp'
                                                      else ('ckpt.pt', 'best.pt')))
     if not os.path.exists(ckpt):
@@ -565,7 +598,7 @@ def checkpoints_note():
         return f"{ckpt} (iter {saved_iter}, the lowest val loss) is kept"
     note = f"{ckpt} (iter {saved_iter}) is kept but, saved at every eval, it may already be diverging"
     if os.path.exists(best):
-        note += f"; {best} (iter {best_iter}, val loss {best_val_loss:.4f}) has the lowest val loss" if best_iter \
+        note += f"; {best} (iter {best_iter}, val loss {kept['best_val_loss']:.4f}) has the lowest val loss" if best_iter \
             else f"; {best} has the lowest val loss"
     return note
 
@@ -596,82 +629,79 @@ if master_process:
 if peak_flops == 0 and device_type == 'cuda':  # None for a GPU the table does not know: no MFU then
     peak_flops = hardware.peak_flops(torch.cuda.get_device_name(), dtype)
 
-# training loop
-saved_iter = iter_num if init_from == 'resume' else None  # the iteration ckpt.pt holds
-X, Y = train_batch(iter_num, 0)  # the first batch
-t0 = time.time()
-local_iter_num = 0
-running_mfu = -1.0
-while True:
-    lr = get_lr(iter_num) if decay_lr else learning_rate
-    # active forgetting: the embedding's own schedule, the authors' (disperse.forget_lr); the body keeps get_lr's
-    emb_lr = disperse.forget_lr(iter_num, max_iters, forget_every, forget_lr or learning_rate) if forget_every else lr
+# one iteration's steps, in the order the loop runs them
+
+
+def set_lr(it):
+    """-> (lr, emb_lr), set on the optimizer's groups: get_lr's schedule, and under active forgetting the
+    embedding's own (the authors', disperse.forget_lr); the body keeps get_lr's."""
+    lr = get_lr(it) if decay_lr else learning_rate
+    emb_lr = disperse.forget_lr(it, max_iters, forget_every, forget_lr or learning_rate) if forget_every else lr
     for group in optimizer.param_groups:
         group['lr'] = emb_lr if group.get('name') == 'embedding' else lr
+    return lr, emb_lr
 
-    if iter_num % eval_interval == 0 or iter_num == max_iters or eval_only:  # max_iters: the last state is saved
-        losses = estimate_loss()
-        log0(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-        if not all(map(math.isfinite, losses.values())):
-            raise SystemExit(f"Non-finite eval loss at iter {iter_num} ({losses}): stopping; {checkpoints_note()}. "
-                             f"Lower the learning rate or use bfloat16/float32.")
-        record = {'iter': iter_num, 'train_loss': losses['train'], 'val_loss': losses['val'], 'lr': lr}
-        if probe_windows > 0:  # every process: the windows are shared out (and the forward is a collective under FSDP)
-            from eval import condensation_probe
-            spread = val_starts[np.linspace(0, len(val_starts) - 1, min(probe_windows, len(val_starts))).astype(int)]
-            probe_x, _ = get_batch(data_dir, 'val', 0, block_size, device=device, starts=spread)
-            with ctx:  # with wandb also the histograms of the paper's heatmap, from the same forwards
-                probe = condensation_probe(raw_model, probe_x, bins=64 if wandb_log else 0)
-            record.update({k: probe[k] for k in ('mean_cos', 'last_mean', 'spearman')})
-        if tasks_interval > 0 and iter_num % tasks_interval == 0:
-            from tasks.engine import run_benchmarks
-            from data.tokenizer import get_tokenizer
-            # every process scores a share of the documents; all get the gathered results back
-            scored = run_benchmarks(raw_model, get_tokenizer(meta['tokenizer']), tasks, tasks_limit,
-                                    data_dir=tasks_data or None, autocast=ctx, progress=False,
-                                    log=log0 if iter_num == 0 else None)
-            record.update({f'acc_{name}': r['acc'] for name, r in scored['tasks'].items()})
-            if scored['average'] is not None:
-                record['acc_average'] = scored['average']
-        log_record(record)
-        if wandb_log and master_process and probe_windows > 0:  # the paper's heatmap of this eval, as an image
-            from eval import plot_condensation
-            plot_condensation(probe, os.path.join(out_dir, 'probe.png'), label=f"iter {iter_num}")
-            wandb.log({'condensation': wandb.Image(os.path.join(out_dir, 'probe.png'))}, step=iter_num)
-        rng = [rng_states()]  # every process's streams, in rank order, saved by rank 0
-        if distributed:
-            rng = [None] * world_size
-            dist.all_gather_object(rng, rng_states())
-        if (master_process or parallelism == 'fsdp') and (iter_num > 0 or init_from == 'resume') and not eval_only:
-            improved = losses['val'] < best_val_loss
-            if improved:
-                best_val_loss, best_iter = losses['val'], iter_num
-            if improved or always_save_checkpoint:
-                save('ckpt.pt', rng)
-                saved_iter = iter_num
-            if improved and save_best:
-                save('best.pt', rng)
-    if eval_only or iter_num >= max_iters:
-        break
 
-    # one optimizer step over grad_accum micro-batches
+def evaluate_and_log(it, lr, kept):
+    """The eval losses (estimate_loss), the condensation probe (probe_windows), the task scores (tasks_interval):
+    one record in log.jsonl and wandb (with the probe's heatmap) -> the record. A non-finite eval loss stops."""
+    losses = estimate_loss()
+    log0(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+    if not all(map(math.isfinite, losses.values())):
+        raise SystemExit(f"Non-finite eval loss at iter {it} ({losses}): stopping; {checkpoints_note(kept)}. "
+                         f"Lower the learning rate or use bfloat16/float32.")
+    record = {'iter': it, 'train_loss': losses['train'], 'val_loss': losses['val'], 'lr': lr}
+    if probe_windows > 0:  # every process: the windows are shared out (and the forward is a collective under FSDP)
+        from eval import condensation_probe
+        spread = val_starts[np.linspace(0, len(val_starts) - 1, min(probe_windows, len(val_starts))).astype(int)]
+        probe_x, _ = get_batch(data_dir, 'val', 0, block_size, device=device, starts=spread)
+        with ctx:  # with wandb also the histograms of the paper's heatmap, from the same forwards
+            probe = condensation_probe(raw_model, probe_x, bins=64 if wandb_log else 0)
+        record.update({k: probe[k] for k in ('mean_cos', 'last_mean', 'spearman')})
+    if tasks_interval > 0 and it % tasks_interval == 0:
+        from tasks.engine import run_benchmarks
+        from data.tokenizer import get_tokenizer
+        # every process scores a share of the documents; all get the gathered results back
+        scored = run_benchmarks(raw_model, get_tokenizer(meta['tokenizer']), tasks, tasks_limit,
+                                data_dir=tasks_data or None, autocast=ctx, progress=False,
+                                log=log0 if it == 0 else None)
+        record.update({f'acc_{name}': r['acc'] for name, r in scored['tasks'].items()})
+        if scored['average'] is not None:
+            record['acc_average'] = scored['average']
+    log_record(record)
+    if wandb_log and master_process and probe_windows > 0:  # the paper's heatmap of this eval, as an image
+        from eval import plot_condensation
+        plot_condensation(probe, os.path.join(out_dir, 'probe.png'), label=f"iter {it}")
+        wandb.log({'condensation': wandb.Image(os.path.join(out_dir, 'probe.png'))}, step=it)
+    return record
+
+
+def accumulate_gradients(it, X, Y):
+    """Forward and backward over this process's grad_accum micro-batches, the gradients synchronised after the
+    last only -> (sums of the ce, dispersion, distillation terms over them, the next step's first batch)."""
     sums = torch.zeros(3, device=device)  # ce, dispersion, distillation terms: summed over this process's micro-batches
     for micro_step in range(grad_accum):
         if distributed and parallelism == 'ddp':  # all-reduce the gradients only after the last micro-batch
             model.require_backward_grad_sync = (micro_step == grad_accum - 1)
         elif parallelism == 'fsdp':  # reduce-scatter only after the last (costs one unsharded gradient meanwhile)
             model.set_requires_gradient_sync(micro_step == grad_accum - 1)
-        loss, ce, disp, kd = forward_loss(X, Y, train=True, disp_seed=disp_seed(iter_num, micro_step))
+        loss, ce, disp, kd = forward_loss(X, Y, train=True, disp_seed=disp_seed(it, micro_step))
         loss = loss / grad_accum  # the accumulated gradient is the gradient of the mean loss
         # draw the next batch while the accelerator works on this one
         last = micro_step == grad_accum - 1
-        X, Y = train_batch(iter_num + 1, 0) if last else train_batch(iter_num, micro_step + 1)
+        X, Y = train_batch(it + 1, 0) if last else train_batch(it, micro_step + 1)
         scaler.scale(loss).backward()
         sums[0] += ce.detach().float()
         if disp is not None:
             sums[1] += disp.detach().float()
         if kd is not None:
             sums[2] += kd.detach().float()
+    return sums, X, Y
+
+
+def clip_and_step(it, sums, kept):
+    """Clip the gradient, take the optimizer step -> (ce, dispersion, distillation) means over every process's
+    micro-batches (None for a term that is off). A non-finite loss stops before the step, on every process."""
     if grad_clip != 0.0:
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -681,51 +711,84 @@ while True:
     dispf = dispf if dispersion else None
     kdf = kdf if teacher_model is not None else None
     if not all(math.isfinite(v) for v in (lossf, dispf, kdf) if v is not None):
-        raise SystemExit(f"Non-finite loss at iter {iter_num} (ce {lossf}, dispersion {dispf}, distillation {kdf}): stopping; "
-                         f"{checkpoints_note()}. Lower the learning rate or use bfloat16/float32.")
+        raise SystemExit(f"Non-finite loss at iter {it} (ce {lossf}, dispersion {dispf}, distillation {kdf}): stopping; "
+                         f"{checkpoints_note(kept)}. Lower the learning rate or use bfloat16/float32.")
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
+    return lossf, dispf, kdf
+
+
+def forget(it):
+    """Active forgetting after step it + 1 (every forget_every steps): re-draw the token embedding, zero its AdamW
+    state (and the forget_pad row)."""
+    disperse.forget_embeddings(raw_model, optimizer, torch.Generator().manual_seed(seed + it))
+    if forget_pad is not None:
+        disperse.zero_row_(disperse.token_embedding(raw_model).weight, forget_pad)
+    log0(f"active forgetting: re-drew the token embedding after step {it + 1}"
+         f"{f' (row {forget_pad} zero)' if forget_pad is not None else ''} and zeroed its AdamW state")
+
+
+def log_step(it, dt, terms, lr, emb_lr, running_mfu, local_iter_num):
+    """Rank 0: the step's line on stdout and its record -> (the record, the running MFU); local_iter_num: steps
+    taken by this process (the MFU skips the first 5, compilation and warm-up)."""
+    lossf, dispf, kdf = terms
+    if local_iter_num >= 5 and device_type == 'cuda' and peak_flops:  # MFU where the peak is known
+        mfu = raw_model.estimate_mfu(batch_size * grad_accum, dt, peak_flops)
+        running_mfu = mfu if running_mfu == -1.0 else 0.9 * running_mfu + 0.1 * mfu
+    total = lossf + (dispersion_coeff * dispf if dispf is not None else 0.0)
+    total += distill_coeff * kdf if kdf is not None else 0.0
+    extra = f", ce {lossf:.4f}" if dispf is not None or kdf is not None else ""
+    extra += f", disp {dispf:.4f}" if dispf is not None else ""
+    extra += f", distill {kdf:.4f}" if kdf is not None else ""
+    extra += f", embedding lr {emb_lr:.2e}" if forget_every > 0 else ""
+    mfu_txt = f", mfu {running_mfu * 100:.2f}%" if running_mfu >= 0 else ""
+    print(f"iter {it}: loss {total:.4f}{extra}, lr {lr:.2e}, {tokens_per_iter / dt:,.0f} tok/s, "
+          f"{dt * 1000:.0f} ms/iter{mfu_txt}", flush=True)
+    record = {'iter': it, 'loss': total, 'ce': lossf, 'lr': lr, 'tokens_per_s': tokens_per_iter / dt,
+              'ms_per_iter': dt * 1000}
+    if dispf is not None:
+        record['disp'] = dispf
+    if kdf is not None:
+        record['distill'] = kdf
+    if forget_every > 0:
+        record['lr_embedding'] = emb_lr
+    if running_mfu >= 0:
+        record['mfu'] = running_mfu
+    log_record(record)
+    return record, running_mfu
+
+
+# training loop
+X, Y = train_batch(iter_num, 0)  # the first batch
+t0 = time.time()
+local_iter_num = 0
+running_mfu = -1.0
+while True:
+    lr, emb_lr = set_lr(iter_num)
+    if iter_num % eval_interval == 0 or iter_num == max_iters or eval_only:  # max_iters: the last state is saved
+        record = evaluate_and_log(iter_num, lr, kept)
+        kept = save_checkpoints(iter_num, record['val_loss'], kept)
+    if eval_only or iter_num >= max_iters:
+        break
+
+    # one optimizer step over grad_accum micro-batches
+    sums, X, Y = accumulate_gradients(iter_num, X, Y)
+    terms = clip_and_step(iter_num, sums, kept)
     if forget_every > 0 and (iter_num + 1) % forget_every == 0:
-        disperse.forget_embeddings(raw_model, optimizer, torch.Generator().manual_seed(seed + iter_num))
-        if forget_pad is not None:
-            disperse.zero_row_(disperse.token_embedding(raw_model).weight, forget_pad)
-        log0(f"active forgetting: re-drew the token embedding after step {iter_num + 1}"
-             f"{f' (row {forget_pad} zero)' if forget_pad is not None else ''} and zeroed its AdamW state")
+        forget(iter_num)
 
     t1 = time.time()
     dt, t0 = t1 - t0, t1
     iter_num += 1
     local_iter_num += 1
     if iter_num % log_interval == 0 and master_process:
-        if local_iter_num >= 5 and device_type == 'cuda' and peak_flops:  # MFU where the peak is known
-            mfu = raw_model.estimate_mfu(batch_size * grad_accum, dt, peak_flops)
-            running_mfu = mfu if running_mfu == -1.0 else 0.9 * running_mfu + 0.1 * mfu
-        total = lossf + (dispersion_coeff * dispf if dispf is not None else 0.0)
-        total += distill_coeff * kdf if kdf is not None else 0.0
-        extra = f", ce {lossf:.4f}" if dispf is not None or kdf is not None else ""
-        extra += f", disp {dispf:.4f}" if dispf is not None else ""
-        extra += f", distill {kdf:.4f}" if kdf is not None else ""
-        extra += f", embedding lr {emb_lr:.2e}" if forget_every > 0 else ""
-        mfu_txt = f", mfu {running_mfu * 100:.2f}%" if running_mfu >= 0 else ""
-        print(f"iter {iter_num}: loss {total:.4f}{extra}, lr {lr:.2e}, {tokens_per_iter / dt:,.0f} tok/s, "
-              f"{dt * 1000:.0f} ms/iter{mfu_txt}", flush=True)
-        record = {'iter': iter_num, 'loss': total, 'ce': lossf, 'lr': lr, 'tokens_per_s': tokens_per_iter / dt,
-                  'ms_per_iter': dt * 1000}
-        if dispf is not None:
-            record['disp'] = dispf
-        if kdf is not None:
-            record['distill'] = kdf
-        if forget_every > 0:
-            record['lr_embedding'] = emb_lr
-        if running_mfu >= 0:
-            record['mfu'] = running_mfu
-        log_record(record)
+        record, running_mfu = log_step(iter_num, dt, terms, lr, emb_lr, running_mfu, local_iter_num)
 
 if wandb_log and master_process:  # the run's config and final numbers in the run summary
-    wandb.run.summary.update({'config': config, 'final_iter': iter_num, 'best_val_loss': best_val_loss,
-                              'best_iter': best_iter, **{f'final_{k}': v for k, v in record.items() if k != 'iter'
-                                                         and not isinstance(v, list)}})
+    wandb.run.summary.update({'config': config, 'final_iter': iter_num, 'best_val_loss': kept['best_val_loss'],
+                              'best_iter': kept['best_iter'],
+                              **{f'final_{k}': v for k, v in record.items() if k != 'iter' and not isinstance(v, list)}})
     wandb.finish()
 if distributed:
     dist.destroy_process_group()
