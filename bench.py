@@ -446,8 +446,10 @@ def fsdp_rows(recompiles):
         opt = model.configure_optimizers(0.1, 2e-4, (0.9, 0.95), device_type)
         x, y = (torch.randint(0, model.config.vocab_size, (B, T), device=device) for _ in range(2))
 
-        def step():
-            model(x, y)[1].backward()
+        def step():  # under bf16 autocast, as train.py runs FSDP: fp32 residual stream, bf16 block weights
+            with hardware.autocast('bfloat16', device):
+                loss = model(x, y)[1]
+            loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
 

@@ -191,7 +191,9 @@ def execute(run, threads):
     _, _, _, folder, args = run
     os.makedirs(folder, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    state = status(folder)
+    state = status(folder)  # again: another call may have finished it since the run list was made
+    if state == 'done':
+        return folder, 0
     with open(os.path.join(folder, 'train.out'), 'a') as log:
         if state != 'trained':
             resume = [] if state == 'new' else ['--init_from=resume']

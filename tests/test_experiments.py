@@ -205,3 +205,14 @@ def test_rerun_trains_into_a_temporary_folder_and_prints_both_columns(tmp_path, 
         experiments.main(['rerun', 'nope', '--runs', runs, '--results', f'{out}/results.md'])
     with pytest.raises(SystemExit, match='no per-run row for disp1.0_s1'):
         experiments.main(['rerun', 'disp1.0_s1', '--runs', runs, '--results', f'{out}/results.md'])
+
+
+def test_a_run_finished_since_the_list_was_made_is_not_run_again(tmp_path, monkeypatch):
+    """Two `experiments.py run` calls side by side: the run list is made at the start, so a run may be done by the
+    time its turn comes; it must not be resumed (a finished checkpoint retrained) or measured again."""
+    folder = str(tmp_path / 'ce_s1')
+    write_run(folder, [9.0, 5.0], [0.1, 0.2], gen_loss=7.0)
+    calls = []
+    monkeypatch.setattr(experiments.subprocess, 'call', lambda cmd, **kw: calls.append(cmd) or 0)
+    assert experiments.execute(('main', 'ce', 1, folder, ['config/research.py']), 1) == (folder, 0)
+    assert calls == []
