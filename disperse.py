@@ -369,13 +369,20 @@ def copy_full_(w, full):
     """w <- full, where full is the whole tensor, the same on every process (drawn from one seed). A parameter
     sharded by FSDP (a DTensor, w.shape the full shape) keeps its own rows only: the slice FSDP gives this
     process, cut locally (src_data_rank=None: no communication)."""
-    from torch.distributed.tensor import DTensor, distribute_tensor
+    from torch.distributed.tensor import DTensor
     assert full.shape == w.shape, f"copy_full_: {tuple(full.shape)} into {tuple(w.shape)}"
     if isinstance(w, DTensor):
-        mine = distribute_tensor(full.to(w.device, w.dtype), w.device_mesh, w.placements, src_data_rank=None)
-        w.to_local().copy_(mine.to_local())
+        w.to_local().copy_(_my_shard(full, w))
     else:
         w.copy_(full)
+
+
+def _my_shard(full, w):
+    """This process's part of `full` (a whole tensor, the same on every process, of w's shape or broadcastable
+    to it along dim 1) laid out as the FSDP-sharded DTensor w: cut locally (src_data_rank=None: no communication)."""
+    from torch.distributed.tensor import distribute_tensor
+    local = w.to_local()
+    return distribute_tensor(full.to(local.device, w.dtype), w.device_mesh, w.placements, src_data_rank=None).to_local()
 
 
 @torch.no_grad()
@@ -450,11 +457,11 @@ def embedding_group(optimizer, model, name='embedding'):
 def zero_row_(w, row):
     """w[row] = 0 in place, for a plain tensor or an FSDP-sharded one (a DTensor: each process zeroes the row only
     if it holds it, through a mask sharded as w)."""
-    from torch.distributed.tensor import DTensor, distribute_tensor
+    from torch.distributed.tensor import DTensor
     assert 0 <= row < w.shape[0], f"row {row} is outside a table of {w.shape[0]} rows"
     if isinstance(w, DTensor):
-        keep = torch.ones(w.shape[0], 1, dtype=w.dtype, device=w.to_local().device)
+        keep = torch.ones(w.shape[0], 1)
         keep[row] = 0
-        w.to_local().mul_(distribute_tensor(keep, w.device_mesh, w.placements, src_data_rank=None).to_local())
+        w.to_local().mul_(_my_shard(keep, w))
     else:
         w[row].zero_()
