@@ -551,14 +551,16 @@ def forget_section(groups):
     if ('main', 'forget') not in groups:
         return []
     lines = ['## Active forgetting', '', 'Re-drawn once after step 200 of 300, the authors\' schedule for the '
-             'embedding (disperse.forget_lr); lr at 200 / 201: the embedding\'s learning rate logged for steps 200 '
-             'and 201 (— : a run from before that schedule).', '',
-             f'| setting | {SUMMARY} embedding lr at 200 / 201 |', '|---' * 8 + '|']
+             'embedding (disperse.forget_lr); embedding lr: the learning rate the run logged for it at step 200 and at '
+             'the first logged step after the reset (— : a run from before that schedule).', '',
+             f'| setting | {SUMMARY} embedding lr at 200 / after the reset |', '|---' * 8 + '|']
     for label, key in (('CE', REFERENCE), ('active forgetting', ('main', 'forget'))):
         if key in groups:
             runs = groups[key]
             lrs = runs[0]['lr_embedding']
-            at = ' / '.join(f'{lrs[i]:.2e}' if i in lrs else '—' for i in (200, 201)) if key != REFERENCE else ''
+            after = min((i for i in lrs if i > 200), default=None)
+            at = (f'{lrs[200]:.2e} / {lrs[after]:.2e} (step {after})' if 200 in lrs and after else '—'
+                  ) if key != REFERENCE else ''
             lines.append(summary_row(label, runs, [at]))
     return lines + ['']
 
