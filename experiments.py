@@ -57,6 +57,7 @@ L2_TAU = 192.0
 # the second held-out corpus, of another domain: modern English news (data/lee_news/prepare.py, from gensim's Lee
 # corpus), every run's loss on it by train.py's val-loss rule (eval.py --loss_data)
 LOSS_DATA = 'lee_news'
+DATASET = 'shakespeare'  # config/research.py's dataset
 
 # Distillation: T = 1 and coefficient 1. With the T^2 factor the soft term's gradient is on the CE's scale, so
 # coefficient 1 weighs the soft and the hard targets equally, and the CE term is the baselines' unchanged. Hinton
@@ -597,6 +598,16 @@ def report(runs_dir, out):
     print(f'wrote {out}/results.md and its figures')
 
 
+def prepare_data():
+    """Tokenise what the runs read and lacks: the research shape's data (train and val) and LOSS_DATA (val), each by
+    its own data/NAME/prepare.py (offline: both come from installed packages)."""
+    for name in (DATASET, LOSS_DATA):
+        if not os.path.exists(os.path.join(ROOT, 'data', name, 'val.bin')):
+            rc = subprocess.call([sys.executable, f'data/{name}/prepare.py'], cwd=ROOT)
+            if rc != 0:
+                raise SystemExit(f"data/{name}/prepare.py failed (exit {rc}): the runs need its token files.")
+
+
 def rerun(name, runs_dir, results_md, threads):
     """Retrain run `name` (as `run` would, with its own command line) into a temporary folder, measure it, and
     print its figures beside its row of results_md. Returns (committed, rerun) figures."""
@@ -607,6 +618,7 @@ def rerun(name, runs_dir, results_md, threads):
     wait = teacher_wait(run[4])
     if wait:
         raise SystemExit(f"rerun: {name} cannot run yet: {wait}.")
+    prepare_data()
     folder = os.path.join(tempfile.mkdtemp(prefix=f'rerun-{name}-'), name)
     args = [a if not a.startswith('--out_dir=') else f'--out_dir={folder}' for a in run[4]]
     print(f'rerunning {name} into {folder}: {command_line(args)}', flush=True)
@@ -655,10 +667,8 @@ def main(argv=None):
     if a.what == 'report':
         return report(a.runs, a.out or a.runs)
     todo = [r for r in runs if status(r[3]) != 'done']
-    if todo and not os.path.exists(os.path.join(ROOT, 'data', LOSS_DATA, 'val.bin')):
-        rc = subprocess.call([sys.executable, f'data/{LOSS_DATA}/prepare.py'], cwd=ROOT)
-        if rc != 0:
-            raise SystemExit(f"data/{LOSS_DATA}/prepare.py failed (exit {rc}): the runs need its val.bin to measure.")
+    if todo:
+        prepare_data()
     print(f'{len(runs) - len(todo)} of {len(runs)} runs done; {len(todo)} to go, {a.jobs} at a time', flush=True)
     failed, start = [], time.time()
     # two rounds: the runs whose teacher is unfinished go after the others (which may train it), then start only

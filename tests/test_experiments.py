@@ -83,10 +83,11 @@ def test_run_skips_done_resumes_unfinished_and_starts_new(tmp_path, monkeypatch)
     calls = []
     monkeypatch.setattr(experiments.subprocess, 'call', lambda cmd, **kw: calls.append(cmd[1:]) or 0)
     experiments.main(['run', '--runs', runs, '--jobs', '1'])
-    assert calls[0] == ['data/lee_news/prepare.py']  # the second corpus, once, before any run
+    # the data, once, before any run: the research shape's and the second corpus (neither is in tmp_path)
+    assert calls[:2] == [['data/shakespeare/prepare.py'], ['data/lee_news/prepare.py']]
     trained = [next(a for a in c if a.startswith('--out_dir=')) for c in calls if c[0] == 'train.py']
     assert trained == ['--out_dir=runs/disp0.1_s1']  # not ce (done), disp1.0 (trained), noise (trained, measured)
-    assert calls[1][-1] == '--init_from=resume'
+    assert calls[2][-1] == '--init_from=resume'
     condensation = [c[c.index('--ckpt') + 1] for c in calls if c[0] == 'eval.py' and '--loss_data' not in c]
     assert condensation == ['runs/disp0.1_s1/ckpt.pt', 'runs/disp1.0_s1/ckpt.pt']  # noise_s1 has its own already
     loss = [c[c.index('--ckpt') + 1] for c in calls if c[0] == 'eval.py' and '--loss_data' in c]
@@ -192,10 +193,12 @@ def test_rerun_trains_into_a_temporary_folder_and_prints_both_columns(tmp_path, 
                 json.dump({'loss': 8.25}, f)
         return 0
     monkeypatch.setattr(experiments.subprocess, 'call', fake_call)
+    monkeypatch.setattr(experiments, 'ROOT', str(tmp_path))  # a checkout without token files
     committed, again = experiments.main(['rerun', 'ce_s1', '--runs', runs, '--results', f'{out}/results.md'])
-    folder = next(a.split('=', 1)[1] for a in calls[0] if a.startswith('--out_dir='))
+    assert calls[:2] == [['data/shakespeare/prepare.py'], ['data/lee_news/prepare.py']]  # prepared first
+    folder = next(a.split('=', 1)[1] for a in calls[2] if a.startswith('--out_dir='))
     assert os.path.basename(folder) == 'ce_s1' and not folder.startswith(runs)  # a temporary folder, not the run's
-    assert calls[0][:2] == ['train.py', 'config/research.py'] and '--seed=1' in calls[0]
+    assert calls[2][:2] == ['train.py', 'config/research.py'] and '--seed=1' in calls[2]
     printed = capsys.readouterr().out
     assert 'val loss             5.0000     5.1000     +0.1000' in printed
     assert 'lee_news loss        8.0000     8.2500     +0.2500' in printed
