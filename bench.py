@@ -65,7 +65,6 @@ globals().update(configure({k: v for k, v in globals().items() if not k.startswi
                             isinstance(v, (int, float, str))}, sys.argv[1:]))
 device = hardware.resolve_device(device)  # the one resolution train.py, eval.py and sample.py use
 device_type = 'cuda' if device.startswith('cuda') else 'cpu'
-ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
 ctx = hardware.autocast(dtype, device)
 
 
