@@ -11,7 +11,8 @@ files read. Every article is one document (the EOT token after each); a val spli
 About 77k GPT-2 tokens (64k words), so train.py's rule of eval_iters x batch_size = 80 windows of 128 tokens
 covers an eighth of it.
 
-  python data/lee_news/prepare.py      ->  data/lee_news/val.bin, meta.json
+  python data/lee_news/prepare.py      ->  data/lee_news/val.bin, meta.json, and lee_news.jsonl (the articles as
+                                            text, one {"text": ...} a line: a source in any model's own tokenizer)
   python -m data.lee_news.prepare      (the same)
   python eval.py --ckpt RUN/ckpt.pt --loss_data lee_news     # a checkpoint's loss on it (RUN/eval/loss_lee_news.json)
 """
@@ -28,6 +29,7 @@ if __name__ == "__main__" and not __package__:
     sys.exit(subprocess.call([sys.executable, "-m", "data.lee_news.prepare", *sys.argv[1:]], env=env))
 
 import importlib.util  # noqa: E402
+import json  # noqa: E402
 
 from data.tokens import write_tokens  # noqa: E402
 
@@ -53,4 +55,9 @@ def load_articles():
 if __name__ == "__main__":
     articles = load_articles()
     print(f"{len(articles)} articles from gensim's Lee corpus ({', '.join(FILES)})")
-    write_tokens({"val": articles}, os.path.dirname(os.path.abspath(__file__)))
+    here = os.path.dirname(os.path.abspath(__file__))
+    write_tokens({"val": articles}, here)
+    # the same articles as text, for sources tokenized by a released model's own tokenizer
+    # (python eval.py --init_from MODEL --source data/lee_news/lee_news.jsonl)
+    with open(os.path.join(here, "lee_news.jsonl"), "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"text": a}) + "\n" for a in articles)
