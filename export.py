@@ -1,11 +1,13 @@
 """
-export.py: a checkpoint written by train.py as a transformers save_pretrained directory (GPT2LMHeadModel or
-Qwen3ForCausalLM plus its tokenizer files), so that transformers, lm-eval's `hf` model, vLLM and the Hub take it
-as is, and `--init_from DIR` brings it back. The inverse of model.from_pretrained: model.HF_NAMES (one table
+export.py: a checkpoint written by train.py as a transformers save_pretrained directory (GPT2LMHeadModel, or
+the architecture a Qwen3-style checkpoint came from: Qwen3ForCausalLM, Qwen2ForCausalLM or LlamaForCausalLM; plus
+its tokenizer files), so that transformers, lm-eval's `hf` model, vLLM and the Hub take it as is, and `--init_from DIR` brings it back. The inverse of model.from_pretrained: model.HF_NAMES (one table
 per architecture) read the other way (GPT-2's Conv1D weights transposed; Qwen3's fused q/k/v and gate/up split).
 
   python eval.py --export_hf out/ckpt.pt hf-out        # the command line lives with eval.py's
 """
+
+import os
 
 import torch
 
@@ -39,13 +41,7 @@ def export_hf(ckpt_path, out_dir):
             resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=eot, eos_token_id=eot)
         hf = transformers.GPT2LMHeadModel(hf_config)
     else:
-        hf_config = transformers.Qwen3Config(
-            vocab_size=c.vocab_size, hidden_size=c.n_embd, intermediate_size=c.n_inner, num_hidden_layers=c.n_layer,
-            num_attention_heads=c.n_head, num_key_value_heads=c.n_kv_head, head_dim=c.head_dim,
-            max_position_embeddings=c.block_size, rope_theta=c.rope_theta, rms_norm_eps=c.norm_eps,
-            tie_word_embeddings=c.tie_embeddings, attention_bias=False, attention_dropout=0.0,
-            bos_token_id=eot, eos_token_id=eot)
-        hf = transformers.Qwen3ForCausalLM(hf_config)
+        hf_config, hf = hf_skeleton_config(c, eot, transformers)
     shapes = {k: v.shape for k, v in hf.state_dict().items()}
     sd = {}
     for key, names, transposed in hf_key_table(model):  # model.py's table, read the other way
@@ -70,6 +66,38 @@ def export_hf(ckpt_path, out_dir):
     return out_dir
 
 
+def hf_skeleton_config(c, eot, transformers):
+    """(transformers config, model) of the architecture a Qwen3-style checkpoint came from (c.hf_type: qwen3,
+    qwen2 or llama), with its switches (biases, q/k norm, RoPE scaling) as that architecture spells them."""
+    rope = {'rope_type': c.rope_type, 'rope_theta': c.rope_theta}
+    if c.rope_type in ('linear', 'llama3'):
+        rope['factor'] = c.rope_factor
+    if c.rope_type == 'llama3':
+        rope.update(low_freq_factor=c.rope_low_freq_factor, high_freq_factor=c.rope_high_freq_factor,
+                    original_max_position_embeddings=c.rope_original_context)
+    common = dict(vocab_size=c.vocab_size, hidden_size=c.n_embd, intermediate_size=c.n_inner,
+                  num_hidden_layers=c.n_layer, num_attention_heads=c.n_head, num_key_value_heads=c.n_kv_head,
+                  max_position_embeddings=c.block_size, rope_parameters=rope, rms_norm_eps=c.norm_eps,
+                  tie_word_embeddings=c.tie_embeddings, attention_dropout=0.0, bos_token_id=eot, eos_token_id=eot)
+    kind = getattr(c, 'hf_type', 'qwen3')
+    # which switch settings each architecture can spell: (q/k norm, q/k/v bias, o bias)
+    spelled = {'qwen3': ((True, False, False),), 'qwen2': ((False, True, False),),
+               'llama': ((False, False, False), (False, True, True))}
+    if (c.qk_norm, c.qkv_bias, c.o_bias) not in spelled[kind]:
+        raise SystemExit(f"A {kind} export cannot hold qk_norm={c.qk_norm}, qkv_bias={c.qkv_bias}, o_bias={c.o_bias}.")
+    if kind == 'qwen2':
+        if c.head_dim * c.n_head != c.n_embd:
+            raise SystemExit(f"Qwen2 has head_dim = n_embd / n_head; this checkpoint's {c.head_dim} is not "
+                             f"{c.n_embd} / {c.n_head}.")
+        cfg = transformers.Qwen2Config(**common)
+        return cfg, transformers.Qwen2ForCausalLM(cfg)
+    if kind == 'llama':
+        cfg = transformers.LlamaConfig(**common, head_dim=c.head_dim, attention_bias=c.o_bias, mlp_bias=False)
+        return cfg, transformers.LlamaForCausalLM(cfg)
+    cfg = transformers.Qwen3Config(**common, head_dim=c.head_dim, attention_bias=False)
+    return cfg, transformers.Qwen3ForCausalLM(cfg)
+
+
 def _hf_tokenizer(name, out_dir):
     """The checkpoint's tokenizer as a transformers tokenizer, or None (with one printed line) if unavailable."""
     from transformers import AutoTokenizer, GPT2TokenizerFast
@@ -79,6 +107,9 @@ def _hf_tokenizer(name, out_dir):
         except FileNotFoundError as e:
             raise SystemExit(str(e))
     try:
+        if name.endswith('.gguf'):  # the tokenizer a GGUF file carries
+            folder, file = os.path.split(os.path.abspath(name))
+            return AutoTokenizer.from_pretrained(folder, gguf_file=file)
         return AutoTokenizer.from_pretrained(name)
     except Exception as e:
         print(f"The tokenizer '{name}' is not available here (not a local directory, not in the Hugging Face "

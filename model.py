@@ -84,6 +84,16 @@ class Qwen3Config:
     tie_embeddings: bool = True
     dropout: float = 0.0
     tokenizer: str = 'gpt2'  # data/tokenizer.py name: GPT-2's from scratch, the released model's name or folder
+    # the switches that make this skeleton Llama (SmolLM2, TinyLlama, Llama-3.x) or Qwen2/2.5 instead of Qwen3
+    qk_norm: bool = True  # Qwen3's RMSNorm of q and k per head; Llama and Qwen2 have none
+    qkv_bias: bool = False  # biases on the q/k/v projections: Qwen2 always, Llama with attention_bias
+    o_bias: bool = False  # a bias on the output projection: Llama / Qwen3 with attention_bias (never Qwen2)
+    rope_type: str = 'default'  # 'default', 'linear' (positions / factor) or 'llama3' (Llama-3.1's band rescaling)
+    rope_factor: float = 1.0  # the scaling factor of 'linear' and 'llama3'
+    rope_low_freq_factor: float = 1.0  # 'llama3' only: wavelengths beyond original / low are divided by factor
+    rope_high_freq_factor: float = 4.0  # 'llama3' only: wavelengths below original / high are kept
+    rope_original_context: int = 8192  # 'llama3' only: the context the model was pretrained at
+    hf_type: str = 'qwen3'  # the transformers architecture it came from and exports to: 'qwen3', 'qwen2', 'llama'
 
     def __post_init__(self):  # 0 = the usual choice, so a config file can leave these out
         self.n_kv_head = self.n_kv_head or self.n_head
@@ -132,11 +142,37 @@ class RMSNorm(nn.Module):
         return self.weight * x.to(dtype)
 
 
-def rope_cos_sin(T, head_dim, theta, device, pos=None):
-    """RoPE tables [T, head_dim] in float32, split-halves convention (Hugging Face's rotate_half):
-    angle(t, j) = t * theta^(-2j / head_dim) for j < head_dim / 2, repeated for the second half.
-    With position ids pos [B, T]: tables [B, 1, T, head_dim] for those positions (1 broadcasts over heads)."""
+ROPE_TYPES = ('default', 'linear', 'llama3')
+
+
+def rope_inv_freq(head_dim, theta, device, scaling=None):
+    """The head_dim / 2 RoPE frequencies w_j = theta^(-2j / head_dim), as transformers' rope_init functions:
+    'linear' divides them all by factor (positions stretched factor times); 'llama3' (Llama-3.1) keeps the high
+    frequencies (wavelength 2 pi / w < original / high_freq_factor), divides the low ones (wavelength >
+    original / low_freq_factor) by factor, and blends the band between with s = (original / wavelength - low) /
+    (high - low): w' = (1 - s) w / factor + s w. scaling: None or the config (its rope_* fields)."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
+    kind = 'default' if scaling is None else scaling.rope_type
+    assert kind in ROPE_TYPES, f"rope_type must be one of {ROPE_TYPES}, not {kind!r}"
+    if kind == 'linear':
+        inv_freq = inv_freq / scaling.rope_factor
+    elif kind == 'llama3':
+        factor, low, high = scaling.rope_factor, scaling.rope_low_freq_factor, scaling.rope_high_freq_factor
+        original = scaling.rope_original_context
+        wavelen = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelen > original / low, inv_freq / factor, inv_freq)
+        smooth = (original / wavelen - low) / (high - low)
+        blended = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelen < original / high) * ~(wavelen > original / low)
+        inv_freq = torch.where(medium, blended, scaled)
+    return inv_freq
+
+
+def rope_cos_sin(T, head_dim, theta, device, pos=None, scaling=None):
+    """RoPE tables [T, head_dim] in float32, split-halves convention (Hugging Face's rotate_half):
+    angle(t, j) = t * w_j for j < head_dim / 2 (w_j: rope_inv_freq), repeated for the second half.
+    With position ids pos [B, T]: tables [B, 1, T, head_dim] for those positions (1 broadcasts over heads)."""
+    inv_freq = rope_inv_freq(head_dim, theta, device, scaling)
     t = torch.arange(T, device=device, dtype=torch.float32) if pos is None else pos.float()[:, None, :]
     angles = t[..., None] * inv_freq  # the same float32 products as torch.outer
     angles = torch.cat([angles, angles], dim=-1)
@@ -157,12 +193,13 @@ class CausalSelfAttention(nn.Module):
     GPT-2 is the case n_kv_head = n_head, head_dim = n_embd / n_head, no QK-norm, no RoPE.
     """
 
-    def __init__(self, n_embd, n_head, n_kv_head, head_dim, bias, dropout, qk_norm_eps=None):
+    def __init__(self, n_embd, n_head, n_kv_head, head_dim, bias, dropout, qk_norm_eps=None, o_bias=None):
         super().__init__()
         assert n_head % n_kv_head == 0, f"n_head ({n_head}) must be a multiple of n_kv_head ({n_kv_head})"
         self.n_head, self.n_kv_head, self.head_dim = n_head, n_kv_head, head_dim
         self.c_attn = nn.Linear(n_embd, (n_head + 2 * n_kv_head) * head_dim, bias=bias)
-        self.c_proj = nn.Linear(n_head * head_dim, n_embd, bias=bias)
+        # Qwen2 has biases on q/k/v but not on the output projection: o_bias None = the same as bias
+        self.c_proj = nn.Linear(n_head * head_dim, n_embd, bias=bias if o_bias is None else o_bias)
         # Qwen3's QK-norm: one RMSNorm over head_dim, weights shared by all heads, applied before RoPE
         self.q_norm = RMSNorm(head_dim, qk_norm_eps) if qk_norm_eps else None
         self.k_norm = RMSNorm(head_dim, qk_norm_eps) if qk_norm_eps else None
@@ -435,8 +472,9 @@ class Qwen3(LanguageModel):
             drop=nn.Dropout(c.dropout),
             h=nn.ModuleList([Block(ln_1=RMSNorm(c.n_embd, eps=c.norm_eps),
                                    attn=CausalSelfAttention(n_embd=c.n_embd, n_head=c.n_head, n_kv_head=c.n_kv_head,
-                                                            head_dim=c.head_dim, bias=False, dropout=c.dropout,
-                                                            qk_norm_eps=c.norm_eps),
+                                                            head_dim=c.head_dim, bias=c.qkv_bias, dropout=c.dropout,
+                                                            qk_norm_eps=c.norm_eps if c.qk_norm else None,
+                                                            o_bias=c.o_bias),
                                    ln_2=RMSNorm(c.n_embd, eps=c.norm_eps),
                                    mlp=MLP(n_embd=c.n_embd, n_inner=c.n_inner, bias=False, dropout=c.dropout,
                                            gated=True))
@@ -449,24 +487,52 @@ class Qwen3(LanguageModel):
     def embed(self, idx, pos=None):
         # cos/sin are recomputed in float32 each call (cheap: T x head_dim), so a model cast to bf16 keeps
         # full-precision angles, as Hugging Face does
-        rope = rope_cos_sin(idx.size(1), self.config.head_dim, self.config.rope_theta, idx.device, pos)
+        rope = rope_cos_sin(idx.size(1), self.config.head_dim, self.config.rope_theta, idx.device, pos, self.config)
         return self.transformer.drop(self.transformer.wte(idx)), rope
 
     @classmethod
     def from_hf(cls, hf_config, sd):
-        """Our Qwen3 from a Hugging Face Qwen3ForCausalLM's config and state dict (names: HF_NAMES)."""
-        c = hf_config
-        if getattr(c, 'attention_bias', False):
-            raise ValueError("Qwen3 checkpoints with attention biases are not supported.")
-        rope_theta = getattr(c, 'rope_theta', None) or (getattr(c, 'rope_parameters', None) or {}).get('rope_theta')
-        config = Qwen3Config(block_size=c.max_position_embeddings, vocab_size=c.vocab_size,
-                             n_layer=c.num_hidden_layers, n_head=c.num_attention_heads,
-                             n_kv_head=c.num_key_value_heads, head_dim=c.head_dim, n_embd=c.hidden_size,
-                             n_inner=c.intermediate_size, rope_theta=float(rope_theta), norm_eps=c.rms_norm_eps,
-                             tie_embeddings=bool(c.tie_word_embeddings), dropout=0.0)
-        model = cls(config)
+        """Our model from a transformers Qwen3 / Qwen2 / Llama config and state dict (names: HF_NAMES)."""
+        model = cls(qwen3_config_from_hf(hf_config))
         _load_exact(model, ours_from_hf(model, sd))
         return model
+
+
+def qwen3_config_from_hf(c):
+    """Our Qwen3Config for a transformers Qwen3, Qwen2/2.5 or Llama (SmolLM2, TinyLlama, Llama-3.x) config.
+
+    The three are one skeleton (pre-norm RMSNorm blocks, RoPE, grouped-query attention, SwiGLU MLP) that differs by
+    switches: Qwen3 normalises q and k per head (qk_norm) and has no biases; Qwen2 has biases on q/k/v only; Llama
+    has none unless attention_bias (then on q/k/v and o). ValueError in one sentence for what the skeleton lacks."""
+    kind = c.model_type
+    if kind not in HF_SKELETON:
+        raise ValueError(f"A {kind} model is not one this class represents; it loads {', '.join(HF_SKELETON)}.")
+    if getattr(c, 'hidden_act', 'silu') != 'silu' or getattr(c, 'mlp_bias', False):
+        raise ValueError(f"This {kind} model's MLP (activation {c.hidden_act}, mlp_bias "
+                         f"{getattr(c, 'mlp_bias', False)}) is not the SwiGLU without biases this class has.")
+    if getattr(c, 'use_sliding_window', False):
+        raise ValueError(f"This {kind} model uses sliding-window attention, which this class does not have.")
+    rope = dict(getattr(c, 'rope_parameters', None) or getattr(c, 'rope_scaling', None) or {})
+    rope_theta = getattr(c, 'rope_theta', None) or rope.get('rope_theta')
+    rope_type = rope.get('rope_type', rope.get('type', 'default'))
+    if rope_type not in ROPE_TYPES:
+        raise ValueError(f"This {kind} model's RoPE scaling '{rope_type}' is not one of {ROPE_TYPES}.")
+    bias = bool(getattr(c, 'attention_bias', False))
+    if kind == 'qwen3' and bias:
+        raise ValueError("Qwen3 checkpoints with attention biases are not supported.")
+    llama3 = rope_type == 'llama3'
+    return Qwen3Config(
+        block_size=c.max_position_embeddings, vocab_size=c.vocab_size, n_layer=c.num_hidden_layers,
+        n_head=c.num_attention_heads, n_kv_head=c.num_key_value_heads or c.num_attention_heads,
+        head_dim=getattr(c, 'head_dim', None) or c.hidden_size // c.num_attention_heads, n_embd=c.hidden_size,
+        n_inner=c.intermediate_size, rope_theta=float(rope_theta), norm_eps=c.rms_norm_eps,
+        tie_embeddings=bool(c.tie_word_embeddings), dropout=0.0, qk_norm=kind == 'qwen3',
+        qkv_bias=kind == 'qwen2' or bias, o_bias=kind != 'qwen2' and bias, rope_type=rope_type,
+        rope_factor=float(rope.get('factor', 1.0)),
+        rope_low_freq_factor=float(rope.get('low_freq_factor', 1.0)) if llama3 else 1.0,
+        rope_high_freq_factor=float(rope.get('high_freq_factor', 4.0)) if llama3 else 4.0,
+        rope_original_context=int(rope.get('original_max_position_embeddings', 8192)) if llama3 else 8192,
+        hf_type=kind)
 
 
 # -----------------------------------------------------------------------------
@@ -485,7 +551,11 @@ HF_NAMES = {
         'transformer.h.{i}.attn.c_attn.weight': ('model.layers.{i}.self_attn.q_proj.weight',
                                                  'model.layers.{i}.self_attn.k_proj.weight',
                                                  'model.layers.{i}.self_attn.v_proj.weight'),
+        'transformer.h.{i}.attn.c_attn.bias': ('model.layers.{i}.self_attn.q_proj.bias',
+                                               'model.layers.{i}.self_attn.k_proj.bias',
+                                               'model.layers.{i}.self_attn.v_proj.bias'),
         'transformer.h.{i}.attn.c_proj.weight': ('model.layers.{i}.self_attn.o_proj.weight',),
+        'transformer.h.{i}.attn.c_proj.bias': ('model.layers.{i}.self_attn.o_proj.bias',),
         'transformer.h.{i}.attn.q_norm.weight': ('model.layers.{i}.self_attn.q_norm.weight',),
         'transformer.h.{i}.attn.k_norm.weight': ('model.layers.{i}.self_attn.k_norm.weight',),
         'transformer.h.{i}.mlp.c_fc.weight': ('model.layers.{i}.mlp.gate_proj.weight',
@@ -550,6 +620,9 @@ MODELS = {
     'gpt': (GPTConfig, GPT, 'gpt2'),
     'qwen3': (Qwen3Config, Qwen3, 'qwen3'),
 }
+# transformers model_types the Qwen3-style class also represents (Qwen3Config.hf_type records which, for export);
+# they share HF_NAMES['qwen3']: the same tensor names, without q_norm / k_norm, with biases where the model has them
+HF_SKELETON = ('qwen3', 'qwen2', 'llama')
 
 
 def build_model(model_args):
@@ -656,25 +729,80 @@ def load_checkpoint(path, device='cpu', **overrides):
     return model.to(device).eval(), ckpt
 
 
+def hf_source(name_or_path):
+    """(what transformers' from_pretrained reads, its extra keyword arguments): a .gguf file is read from its folder
+    with gguf_file= (transformers dequantizes it to float32)."""
+    if not name_or_path.endswith('.gguf'):
+        return name_or_path, {}
+    if not os.path.isfile(name_or_path):
+        raise SystemExit(f"{name_or_path} is not a file; give the path of a .gguf file.")
+    try:
+        import gguf  # noqa: F401  (transformers reads GGUF through it)
+    except ImportError:
+        raise SystemExit("Reading a GGUF file needs the package gguf: pip install gguf") from None
+    folder, file = os.path.split(os.path.abspath(name_or_path))
+    return folder, {'gguf_file': file}
+
+
+def available_memory_bytes():
+    """MemAvailable of /proc/meminfo (Linux), else None (then no estimate is made)."""
+    try:
+        with open('/proc/meminfo') as f:
+            for line in f:
+                if line.startswith('MemAvailable:'):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_memory(hf_config, name):
+    """SystemExit in one sentence, before any weight is read, when loading would not fit: transformers' float32
+    model and ours exist together while the weights are copied, 2 x 4 bytes per parameter (parameters estimated
+    from the config: embeddings, head if untied, and per block attention + MLP)."""
+    c = hf_config
+    d = getattr(c, 'hidden_size', None) or getattr(c, 'n_embd', None)
+    layers = getattr(c, 'num_hidden_layers', None) or getattr(c, 'n_layer', None)
+    if not d or not layers:
+        return
+    inner = getattr(c, 'intermediate_size', None) or getattr(c, 'n_inner', None) or 4 * d
+    heads = getattr(c, 'num_attention_heads', None) or getattr(c, 'n_head', 1)
+    kv = getattr(c, 'num_key_value_heads', None) or heads
+    head_dim = getattr(c, 'head_dim', None) or d // heads
+    gated = 3 if getattr(c, 'model_type', '') in HF_SKELETON else 2
+    n = c.vocab_size * d * (1 if getattr(c, 'tie_word_embeddings', True) else 2) + layers * (
+        d * head_dim * (2 * heads + 2 * kv) + gated * d * inner)
+    need, have = 2 * 4 * n, available_memory_bytes()
+    if have is not None and need > have:
+        raise SystemExit(f"'{name}' has about {n / 1e9:.2f}B parameters: loading it in float32 takes about "
+                         f"{need / 2**30:.1f} GiB and this machine has {have / 2**30:.1f} GiB available.")
+
+
 def from_pretrained(name_or_path, dropout=0.0):
-    """Released weights through transformers: 'gpt2'..'gpt2-xl', 'Qwen/Qwen3-0.6B'.., or a local directory
-    written by save_pretrained. The model comes back in float32, its config.tokenizer naming its tokenizer."""
+    """Released weights through transformers: 'gpt2'..'gpt2-xl', 'Qwen/Qwen3-0.6B'.., a local directory written
+    by save_pretrained (GPT-2, Qwen3, Qwen2/2.5, Llama), or a .gguf file of one of them. The model comes back in
+    float32, its config.tokenizer naming its tokenizer."""
     try:
         from transformers import AutoConfig, AutoModelForCausalLM
     except ImportError:
         raise SystemExit("Loading released weights needs transformers: pip install transformers")
+    source, extra = hf_source(name_or_path)
     try:
-        hf_config = AutoConfig.from_pretrained(name_or_path)
+        hf_config = AutoConfig.from_pretrained(source, **extra)
     except (OSError, ValueError) as e:
         offline = os.environ.get('HF_HUB_OFFLINE') == '1'
         raise SystemExit(f"Could not load '{name_or_path}': it is not a local model directory and the Hugging Face "
                          f"hub is {'switched off (HF_HUB_OFFLINE=1)' if offline else 'unreachable or has no such model'}"
                          f"; download it on a machine with internet (save_pretrained) and pass the directory. ({e})")
-    loaders = {hf_type: model_cls for _, model_cls, hf_type in MODELS.values()}
+    loaders = {'gpt2': GPT, **{t: Qwen3 for t in HF_SKELETON}}
     if hf_config.model_type not in loaders:
         raise SystemExit(f"'{name_or_path}' is a {hf_config.model_type} model; supported: {', '.join(loaders)}.")
-    hf = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32)
-    model = loaders[hf_config.model_type].from_hf(hf_config, hf.state_dict())
+    check_memory(hf_config, name_or_path)
+    hf = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **extra)
+    try:
+        model = loaders[hf_config.model_type].from_hf(hf.config, hf.state_dict())
+    except ValueError as e:
+        raise SystemExit(f"'{name_or_path}': {e}") from None
     del hf
     for m in model.modules():  # dropout for fine-tuning, if asked
         if isinstance(m, nn.Dropout):
@@ -683,7 +811,7 @@ def from_pretrained(name_or_path, dropout=0.0):
             m.dropout = dropout
     model.config.dropout = dropout
     # GPT-2's tokens: released GPT-2, or a directory with GPT-2's tokenizer (export_hf of a Qwen3 trained on them)
-    gpt2_tokens = hf_config.model_type == 'gpt2' or _has_gpt2_tokenizer(name_or_path)
+    gpt2_tokens = hf_config.model_type == 'gpt2' or (not extra and _has_gpt2_tokenizer(name_or_path))
     model.config.tokenizer = 'gpt2' if gpt2_tokens else name_or_path
     return model
 

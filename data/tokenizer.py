@@ -89,13 +89,18 @@ def gpt2_encoding():
 
 @functools.lru_cache(maxsize=None)
 def get_tokenizer(name="gpt2"):
-    """'gpt2' (tiktoken) or a Hugging Face tokenizer name / local directory (e.g. for released Qwen3 weights)."""
+    """'gpt2' (tiktoken), a Hugging Face tokenizer name / local directory (e.g. for released Qwen3 weights), or a
+    .gguf file (the tokenizer it carries, through transformers' gguf_file=)."""
     if name == "gpt2":
         enc = gpt2_encoding()
         return Tokenizer("gpt2", enc.encode_ordinary, enc.decode, enc.eot_token, enc.n_vocab)
     try:
         from transformers import AutoTokenizer
-        hf = AutoTokenizer.from_pretrained(name)
+        if name.endswith(".gguf"):
+            folder, file = os.path.split(os.path.abspath(name))
+            hf = AutoTokenizer.from_pretrained(folder, gguf_file=file)
+        else:
+            hf = AutoTokenizer.from_pretrained(name)
     except Exception as e:
         raise RuntimeError(f"Could not load the tokenizer '{name}': it is not a local directory and the Hugging Face "
                            f"hub is unreachable; save it with save_pretrained on a machine with internet. ({e})") from None

@@ -22,6 +22,23 @@ def _dtype_for(n_vocab):
     return np.uint16 if n_vocab <= 2 ** 16 else np.uint32
 
 
+def corpus_args(argv, corpus_dir, doc):
+    """(tokenizer, out_dir) of a corpus script's command line: --tokenizer NAME (default gpt2: GPT-2's BPE; or a
+    transformers tokenizer folder / name, or a .gguf file, for a released model's own tokens) and --name FOLDER
+    (data/FOLDER; default: the corpus's own folder with GPT-2's tokens, <corpus>_<tokenizer base name> otherwise)."""
+    import argparse
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tokenizer", default="gpt2", help="gpt2, a transformers tokenizer folder / name, or a .gguf file")
+    p.add_argument("--name", default=None, help="output folder data/NAME/")
+    args = p.parse_args(argv)
+    name = args.name
+    if name is None:
+        base = os.path.basename(corpus_dir)
+        tag = os.path.splitext(os.path.basename(os.path.normpath(args.tokenizer)))[0].split(".")[0].lower()
+        name = base if args.tokenizer == "gpt2" else f"{base}_{tag}"
+    return args.tokenizer, os.path.join(os.path.dirname(corpus_dir), name)
+
+
 def write_tokens(splits, out_dir, tokenizer="gpt2", num_proc=1, text_key="text", append_eot=True, batch_rows=1024):
     """Tokenise each split and write out_dir/<split>.bin and out_dir/meta.json.
 

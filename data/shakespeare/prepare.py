@@ -9,6 +9,8 @@ About 1.53M GPT-2 tokens in all (1.41M train, 0.12M val).
 
   python data/shakespeare/prepare.py      ->  data/shakespeare/{train,val}.bin, meta.json
   python -m data.shakespeare.prepare      (the same)
+  python data/shakespeare/prepare.py --tokenizer ~/.cache/disperse-gpt/released/SmolLM2-135M-Instruct.Q4_1.gguf
+      ->  data/shakespeare_smollm2-135m-instruct/ in SmolLM2's own tokens (--name to choose the folder)
 """
 
 import os
@@ -25,7 +27,7 @@ if __name__ == "__main__" and not __package__:
 import importlib.util  # noqa: E402
 import re  # noqa: E402
 
-from data.tokens import write_tokens  # noqa: E402
+from data.tokens import corpus_args, write_tokens  # noqa: E402
 
 VAL_PLAYS = ("hamlet", "the-tempest", "twelfth-night")  # held out, a tragedy, a romance and a comedy
 
@@ -72,4 +74,5 @@ if __name__ == "__main__":
     train = [text for name, text in plays.items() if name not in VAL_PLAYS]
     val = [plays[name] for name in VAL_PLAYS]
     print(f"{len(plays)} plays: {len(train)} train, {len(val)} val ({', '.join(VAL_PLAYS)})")
-    write_tokens({"train": train, "val": val}, os.path.dirname(os.path.abspath(__file__)))
+    tokenizer, out_dir = corpus_args(sys.argv[1:], os.path.dirname(os.path.abspath(__file__)), __doc__)
+    write_tokens({"train": train, "val": val}, out_dir, tokenizer=tokenizer)
