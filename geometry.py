@@ -9,7 +9,7 @@ singular values (float64), p_i = sigma_i / sum_j sigma_j over the positive ones:
     effective_rank  exp(-sum p_i ln p_i)                            (Roy & Vetterli 2007)
     sv_entropy      -sum p_i log2 p_i                               (bits; = log2 effective_rank)
     mev             sigma_1^2 / ||X||_F^2                           (top direction's share of the energy)
-    vne             von Neumann entropy of the cosine matrix C (eval.cosine_matrix): eigenvalues clipped at 0,
+    vne             von Neumann entropy of the cosine matrix C (condensation.cosine_matrix): eigenvalues clipped at 0,
                     q = lambda / sum lambda, -sum (q + eps) log2 (q + eps) over q > 0   (eps = float64 eps)
     dse             diffusion spectral entropy (arXiv 2312.04823) of the L2-normalised rows u_i = x_i / (|x_i| +
                     1e-12): G_ij = exp(-|u_i - u_j|^2 / (2 sigma^2)) / (sigma sqrt(2 pi)), sigma = 1;
