@@ -165,22 +165,62 @@ def layer_stats(avg, bins=128):
     return stats
 
 
-def condensation(model, sequences, batch_size=8, device=None, bins=128, progress=False, geometry=False):
+def reference_pass(model, sequences, batch_size=8, device=None, progress=False):
+    """The first pass of anisotropy.py's measures over the same sequences: -> an anisotropy.Reference."""
+    from anisotropy import Reference
+    device = device or next(model.parameters()).device
+    batches = _batches(sequences, batch_size)
+    if not isinstance(batches, list):
+        raise ValueError("The standardized cosine reads the sequences twice (statistics, then cosines); give them "
+                         "as a LongTensor [N, S], not a one-shot iterable.")
+    ref, was_training = Reference(), model.training
+    model.eval()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=sum(len(b) for b in batches), unit="seq", desc="reference pass")
+    try:
+        with torch.no_grad():
+            for x in batches:
+                for l, h in enumerate(model.hidden_states(x.to(device))):
+                    ref.add(l, h)
+                if bar is not None:
+                    bar.update(x.shape[0])
+    finally:
+        model.train(was_training)
+        if bar is not None:
+            bar.close()
+    return ref
+
+
+def condensation(model, sequences, batch_size=8, device=None, bins=128, progress=False, geometry=False,
+                 anisotropy=False):
     """Measure embedding condensation of `model` on `sequences` (LongTensor [N, S] or an iterable of batches).
 
     Returns a dict: mean_cos (n+1 floats), spearman, kendall, last_n_mean {str(n): float}, last_half_n,
-    n_layers, hist (n+1 lists of `bins` densities over [-1, 1]), hist_edges, seq_len, num_sequences, and with
-    geometry=True the per-layer means of geometry.py's metrics under "geometry".
+    n_layers, hist (n+1 lists of `bins` densities over [-1, 1]), hist_edges, seq_len, num_sequences, with
+    geometry=True the per-layer means of geometry.py's metrics under "geometry", and with anisotropy=True
+    anisotropy.py's standardized cosine, rogue dimensions, cross-context anisotropy and intrinsic dimension
+    under "anisotropy" (one more pass over the sequences first, for the statistics).
     """
-    geo = None
+    hooks = []
+    geo = second = None
+    if anisotropy:
+        import anisotropy as an
+        second = an.Second(reference_pass(model, sequences, batch_size, device, progress))
+        hooks.append(second.add)
     if geometry:
         from geometry import Geometry
         geo = Geometry()
-    sums, count = cosine_sums(model, sequences, batch_size, device, progress, geo.add if geo else None)
+        hooks.append(geo.add)
+    on_layer = (lambda l, h, c: [f(l, h, c) for f in hooks]) if hooks else None
+    sums, count = cosine_sums(model, sequences, batch_size, device, progress, on_layer)
     stats = layer_stats(sums / count, bins)
     stats.update(seq_len=sums.shape[1], num_sequences=count)
     if geo:
         stats["geometry"] = geo.result(count)
+    if second:
+        stats["anisotropy"] = an.result(second.ref, second, count, sums.shape[1])
     return stats
 
 

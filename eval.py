@@ -48,73 +48,7 @@ from tasks import lm_eval_adapter
 from tasks.definitions import resolve_fewshot, resolve_tasks
 from tasks.engine import compare_results, hub_offline, load_json, results_table, run_benchmarks, write_results
 
-# sequences: seed i (0..N-1) draws sequence i, so the first 10 of N=100 are the N=10 set
-
 DATA_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")  # data/<dataset>, as in train.py
-WIKITEXT = ("Salesforce/wikitext", "wikitext-103-raw-v1", "test")  # the paper's text (its split is not stated)
-SPAN_WORDS = (1024, 1280)  # seed i picks a random span of 1024..1280 words, tokenised, cut to the first S tokens
-
-
-def val_windows(data_dir, num, seq_len, split="val"):
-    """Seed i -> a window of seq_len tokens of data_dir's split, starting where np.random.default_rng(i) says."""
-    n_tokens = len(load_split(data_dir, split))
-    if n_tokens <= seq_len:
-        raise ValueError(f"{data_dir}'s {split} split has {n_tokens} tokens, too few for windows of {seq_len}.")
-    # starts < n_tokens - seq_len leave room for get_batch's shifted targets
-    starts = np.array([np.random.default_rng(i).integers(0, n_tokens - seq_len) for i in range(num)])
-    x, _ = get_batch(data_dir, split, num, seq_len, None, "cpu", starts=starts)
-    assert x.shape == (num, seq_len), f"get_batch gave {tuple(x.shape)}, expected {(num, seq_len)}"
-    return x
-
-
-def text_spans(words, num, seq_len, encode):
-    """Seed i -> a random span of SPAN_WORDS words of `words`, encoded and cut to the first seq_len tokens."""
-    lo, hi = SPAN_WORDS
-    if len(words) < hi:
-        raise ValueError(f"The text has {len(words)} words, fewer than the {hi} a span may need.")
-    rows = []
-    for i in range(num):
-        rng = np.random.default_rng(i)
-        n = int(rng.integers(lo, hi + 1))
-        start = int(rng.integers(0, len(words) - n + 1))
-        ids = encode(" ".join(words[start:start + n]))[:seq_len]
-        if len(ids) < seq_len:
-            raise ValueError(f"Seed {i}'s span of {n} words gives {len(ids)} tokens, fewer than seq_len {seq_len}.")
-        rows.append(ids)
-    return torch.tensor(rows, dtype=torch.long)
-
-
-def read_words(path):
-    """The words of a local file: a .txt is one document, a .jsonl holds one {"text": ...} document a line."""
-    with open(path, encoding="utf-8") as f:
-        if not path.endswith(".jsonl"):
-            return f.read().split()
-        words = []
-        for k, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                doc = json.loads(line)
-            except ValueError:
-                doc = None
-            if not isinstance(doc, dict) or not isinstance(doc.get("text"), str):
-                raise ValueError(f"{path} line {k} is not a JSON object with a \"text\" string; a .jsonl source "
-                                 f"holds one {{\"text\": ...}} document a line.")
-            words += doc["text"].split()
-        return words
-
-
-def wikitext_words():
-    """The words of WikiText-103 (raw) through `datasets` (or its cache); offline this fails with one sentence."""
-    offline = hub_offline()
-    try:
-        from datasets import load_dataset
-        ds = load_dataset(WIKITEXT[0], WIKITEXT[1], split=WIKITEXT[2])
-    except Exception as e:  # offline, no cache, hub errors: all end the same way for the user
-        where = "the local hub cache (offline)" if offline else "the Hugging Face hub"
-        raise ValueError(f"WikiText-103 could not be loaded from {where} ({type(e).__name__}); "
-                         "use --source val or a local .txt/.jsonl file instead.") from e
-    return " ".join(ds["text"]).split()
 
 
 def _signed(v):
@@ -308,7 +242,7 @@ def condensation_sequences(source, num, model, ckpt, seq_len, text_data=None):
     data_dir = checkpoint_data_dir(ckpt) if source == "val" else source
     try:
         if source == "val" or os.path.isdir(source):
-            return val_windows(data_dir, num, seq_len), f"val windows of {data_dir}", None
+            return text_sources.val_windows(data_dir, num, seq_len), f"val windows of {data_dir}", None
         hf_tokenizer = getattr(model, "tokenizer", None)  # a transformers model (hf_lm.py) brings its own
         if source in text_sources.SOURCES:  # the authors' call: tokenizer(text, truncation=True, max_length=S)
             encode = (lambda t: model.encode(t, seq_len)) if hf_tokenizer is not None else \
@@ -318,11 +252,11 @@ def condensation_sequences(source, num, model, ckpt, seq_len, text_data=None):
         encode = (lambda t: hf_tokenizer.encode(t, add_special_tokens=False)) if hf_tokenizer is not None else \
             get_tokenizer(model.config.tokenizer).encode
         if source == "wikitext":
-            return text_spans(wikitext_words(), num, seq_len, encode), "/".join(WIKITEXT), None
+            return text_sources.text_spans(text_sources.wikitext_words(), num, seq_len, encode), "/".join(text_sources.WIKITEXT), None
         if not os.path.isfile(source):
             raise SystemExit(f"--source {source} is not val, {', '.join(NAMED_SOURCES[1:])}, a data directory or "
                              f"a file.")
-        return text_spans(read_words(source), num, seq_len, encode), source, None
+        return text_sources.text_spans(text_sources.read_words(source), num, seq_len, encode), source, None
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(str(e))
 

@@ -12,6 +12,7 @@ import torch
 
 import condensation as cond
 import eval as ev
+import text_sources
 
 
 def get_tokenizer(name):
@@ -228,7 +229,7 @@ def test_cli_on_checkpoint(tmp_path, text_file, model_type, n_layer, capsys):
     assert "block_size" in capsys.readouterr().out
     # the same numbers from the model's own hidden states on the same sequences
     tok = get_tokenizer("gpt2")
-    x = ev.text_spans(ev.read_words(text_file), 3, 32, tok.encode)
+    x = text_sources.text_spans(text_sources.read_words(text_file), 3, 32, tok.encode)
     with torch.no_grad():
         _, _, hidden = model(x, return_hidden=True)
     assert len(hidden) == n_layer + 1
@@ -249,7 +250,7 @@ def test_cli_val_windows(tmp_path, monkeypatch):
     stats = json.loads((tmp_path / "o" / "condensation_val_S16_N4.json").read_text())
     assert stats["num_sequences"] == 4 and stats["seq_len"] == 16 and "tinyset" in stats["source"]
     # seed i draws window i: the first 2 of 4 are the 2 of N=2, and they are the memmap's tokens
-    x4, x2 = ev.val_windows(str(data_dir), 4, 16), ev.val_windows(str(data_dir), 2, 16)
+    x4, x2 = text_sources.val_windows(str(data_dir), 4, 16), text_sources.val_windows(str(data_dir), 2, 16)
     torch.testing.assert_close(x4[:2], x2)
     tokens = np.fromfile(data_dir / "val.bin", dtype=np.uint16)
     start = int(np.random.default_rng(1).integers(0, 5000 - 16))
@@ -265,7 +266,7 @@ def test_cli_hf_directory_matches_transformers(tmp_path, text_file):
     ev.main(["--init_from", str(tmp_path / "hf"), "--source", text_file, "--num_sequences", "2", "--seq_len", "24",
              "--out", str(tmp_path / "o"), "--device", "cpu"])
     stats = json.loads((tmp_path / "o" / "condensation_docs_S24_N2.json").read_text())
-    x = ev.text_spans(ev.read_words(text_file), 2, 24, get_tokenizer("gpt2").encode)
+    x = text_sources.text_spans(text_sources.read_words(text_file), 2, 24, get_tokenizer("gpt2").encode)
     with torch.no_grad():
         hidden = hf(x, output_hidden_states=True).hidden_states  # HF's own convention: n_layer + 1 states
     C = [cond.cosine_matrix(h).mean(0) for h in hidden]
@@ -346,13 +347,13 @@ def test_jsonl_line_without_text_names_file_and_line(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text('{"text": "a b c"}\n\n{"title": "no text"}\n')
     with pytest.raises(ValueError, match=r"d\.jsonl line 3 is not a JSON object with a \"text\" string"):
-        ev.read_words(str(path))
+        text_sources.read_words(str(path))
     path.write_text('{"text": "a b c"}\n{"text": 5}\n')
     with pytest.raises(ValueError, match="line 2"):
-        ev.read_words(str(path))
+        text_sources.read_words(str(path))
     path.write_text('{"text": "a b c"}\nnot json\n')
     with pytest.raises(ValueError, match="line 2"):
-        ev.read_words(str(path))
+        text_sources.read_words(str(path))
 
 
 def test_checkpoint_that_is_a_directory_is_one_sentence(tmp_path):
@@ -379,7 +380,7 @@ def test_wikitext_offline_is_one_sentence(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ValueError, match="use --source val or a local"):
-        ev.wikitext_words()
+        text_sources.wikitext_words()
 
 
 @pytest.mark.slow
