@@ -88,6 +88,10 @@ def plot_condensation(stats, path, label=""):
     fig, ax = _figure()
     im = ax.imshow(hist, origin="lower", aspect="auto", extent=(-half, 1 + half, -1, 1), cmap="Reds", vmin=0, vmax=10)
     ax.plot(frac, stats["mean_cos"], color="black", marker="o", markersize=3, linewidth=1.2, label="mean cosine")
+    if "anisotropy" in stats:  # the same measure on standardized dimensions (anisotropy.py)
+        a = stats["anisotropy"]
+        ax.plot(frac, a["std_cos"], color="tab:blue", linestyle="--", marker="s", markersize=3, linewidth=1.2,
+                label=f"standardized (rho {_signed(a['std_spearman'])})")
     fig.colorbar(im, ax=ax, label="density")
     ax.set(xlabel="layer fraction l / n", ylabel="cosine similarity", ylim=(-1, 1))
     ax.set_title(f"{label}  Spearman rho = {_signed(stats['spearman'])}".strip(), fontsize=10)
@@ -112,6 +116,22 @@ def plot_compare(runs, path):
     fig.savefig(path, dpi=120, bbox_inches="tight")
     return fig
 
+
+def plot_anisotropy(stats, path, label=""):
+    """Raw vs standardized mean cosine, cross-context cosine and the raw cosine without the top-2 dimensions,
+    per layer fraction (anisotropy.py), with each curve's Spearman rho where it has one."""
+    a = stats["anisotropy"]
+    fig, ax = _figure()
+    x = _layer_fraction(stats["mean_cos"])
+    for y, name in ((stats["mean_cos"], f"raw (rho {_signed(stats['spearman'])})"),
+                    (a["std_cos"], f"standardized (rho {_signed(a['std_spearman'])})"),
+                    (a["cross_cos"], "cross-context (different sequences)"),
+                    (a["cos_without_top"]["2"], "raw without the top-2 dimensions")):
+        ax.plot(x, y, marker="o", markersize=3, label=name)
+    ax.set(xlabel="layer fraction l / n", ylabel="mean cosine similarity", title=f"{label}  {measured_on(stats)}")
+    ax.legend(fontsize=7)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return fig
 
 
 NAMED_SOURCES = ("val", "wikitext") + tuple(text_sources.SOURCES)  # the authors' four: text_sources.py
@@ -178,7 +198,9 @@ def build_parser():
                    "(python text_sources.py --download DIR)")
     g.add_argument("--include_logits_layer", action="store_true", help="the logits as one more layer (authors' option)")
     g.add_argument("--geometry", action="store_true", help="also rank, effective rank, singular-value entropy, "
-                   "von Neumann entropy, top-direction energy share, diffusion spectral entropy (geometry.py)")
+                   "von Neumann entropy, top-direction energy share, diffusion spectral entropy, HFC/LFC (geometry.py)")
+    g.add_argument("--anisotropy", action="store_true", help="also the standardized cosine, rogue dimensions, "
+                   "cross-context anisotropy and TwoNN intrinsic dimension (anisotropy.py; one more pass first)")
     g.add_argument("--load_dtype", default="float32", choices=["float32", "auto", "bfloat16", "float16"],
                    help="--init_from: dtype of the weights (float32 as the authors; auto = the checkpoint's own)")
     g.add_argument("--device_map", default=None, help="--init_from: accelerate's device_map (auto: spread the "
@@ -273,6 +295,29 @@ def print_condensation(stats):
           f"(theirs in the tables; n_layers // 2 before): {stats['last_n_mean'][str(half)]:.4f}")
     for k, v in stats.get("geometry", {}).items():
         print(f"{k:>14}: " + " ".join(f"{x:.3g}" for x in v))
+    if "anisotropy" in stats:
+        print_anisotropy(stats)
+
+
+def print_anisotropy(stats):
+    """The per-layer table of anisotropy.py's measures beside the raw cosine."""
+    a = stats["anisotropy"]
+    print(f"standardized over {a['reference_tokens']} reference tokens ({a['reference']})")
+    print(f"{'layer':>5} {'raw cos':>8} {'std cos':>8} {'cross':>7} {'excess':>7} {'top1':>6} {'top2':>6} "
+          f"{'top5':>6} {'w/o 1':>7} {'w/o 2':>7} {'w/o 5':>7} {'TwoNN':>6} {'0-var':>5}")
+    for l, m in enumerate(stats["mean_cos"]):
+        d = a["twonn"][l]
+        print(f"{l:>5} {m:>8.4f} {a['std_cos'][l]:>8.4f} {a['cross_cos'][l]:>7.4f} {a['within_minus_cross'][l]:>7.4f} "
+              + " ".join(f"{a['rogue_share'][k][l]:>6.3f}" for k in ("1", "2", "5")) + " "
+              + " ".join(f"{a['cos_without_top'][k][l]:>7.4f}" for k in ("1", "2", "5"))
+              + f" {d if d is None else round(d, 1)!s:>6} {a['zero_variance_dims'][l]:>5}")
+    print(f"raw:          Spearman rho {_signed(stats['spearman'])}  Kendall tau {_signed(stats['kendall'])}")
+    print(f"standardized: Spearman rho {_signed(a['std_spearman'])}  Kendall tau {_signed(a['std_kendall'])}")
+    print("cross = mean cosine between tokens of different sequences; excess = within-sequence (off-diagonal) "
+          "minus cross; topk = share of the squared norm in the k largest dimensions; w/o k = raw cosine without "
+          "them; 0-var = dimensions constant over the reference (standardized to 0)")
+    if a.get("twonn_note"):
+        print(f"TwoNN None: {a['twonn_note']}")
 
 
 def condensation_main(args):
@@ -312,7 +357,8 @@ def condensation_main(args):
                                                       args.text_data)
     print(f"condensation of {name}: {len(x)} sequences of {seq_len} tokens from {description}")
     try:
-        stats = condensation(model, x, args.batch_size, device, progress=True, geometry=args.geometry)
+        stats = condensation(model, x, args.batch_size, device, progress=True, geometry=args.geometry,
+                             anisotropy=args.anisotropy)
     except ValueError as e:  # e.g. a model that gives no hidden states: one sentence, nothing written
         raise SystemExit(str(e))
     # provenance: enough to recompute the numbers independently (the windows' ids are in the sidecar)
@@ -331,6 +377,8 @@ def condensation_main(args):
         json.dump(_finite(stats), f, indent=1)
     png = path[:-len(".json")] + ".png"
     plot_condensation(stats, png, name if len(name) <= 48 else "..." + name[-45:])
+    if "anisotropy" in stats:
+        plot_anisotropy(stats, path[:-len(".json")] + "_anisotropy.png", name if len(name) <= 48 else "..." + name[-45:])
     print(f"wrote {path}, {os.path.basename(png)} and {os.path.basename(sidecar)} (the token ids of every window)")
     return path
 
