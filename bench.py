@@ -160,7 +160,7 @@ def condensation_run():
     """One condensation measurement in this process: a 6-layer, 384-wide GPT (30M parameters), N sequences of
     seq_len tokens; prints seconds and this process's peak resident memory."""
     import resource
-    from eval import condensation
+    from condensation import condensation
     torch.manual_seed(seed)
     model = smollm_135m() if hf else GPT(GPTConfig(n_layer=6, n_head=6, n_embd=384, block_size=seq_len)).to(device).eval()
     seqs = torch.randint(0, 49152 if hf else 50257, (num_sequences, seq_len))

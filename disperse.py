@@ -150,7 +150,7 @@ def _offdiag(k, device):
 
 # Two cosines, on purpose: this loss's u = z / (|z| + eps), eps = 1e-2 (arXiv 2602.00217 section 3; the authors'
 # lm_dispersion/dispersion.py, `z / (torch.linalg.norm(z, dim=2, keepdim=True) + self.epsilon)`), so |u| < 1 and
-# small vectors get small cosines; the condensation measurement (eval.cosine_matrix) divides by max(|z|, 1e-3)
+# small vectors get small cosines; the condensation measurement (condensation.cosine_matrix) divides by max(|z|, 1e-3)
 # instead (section 2; the authors' key_observations/compute_embedding_cossim.py, `x / np.maximum(norm, eps)`).
 def _cosines(z, eps):
     """c_ij = <u_i, u_j> with u = z / (|z| + eps); |z| = 0 gives u = 0 (vector_norm's grad at 0 is 0)."""

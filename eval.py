@@ -39,317 +39,16 @@ import torch
 
 import hardware
 import text_sources
+from condensation import condensation
 from configurator import doc_section
 from data.tokenizer import get_tokenizer
 from data.tokens import fixed_starts, get_batch, load_meta, load_split
 from model import from_pretrained, load_checkpoint
-from disperse import gram  # the Gram matrix in IEEE float32 (TF32 off), shared with the loss
 from tasks import lm_eval_adapter
 from tasks.definitions import resolve_fewshot, resolve_tasks
 from tasks.engine import compare_results, hub_offline, load_json, results_table, run_benchmarks, write_results
 
-# -----------------------------------------------------------------------------
-# condensation: per-layer token cosine similarity
-
-NORM_FLOOR = 1e-3  # the paper's clamp of |z| (keeps all-zero vectors at cosine 0 instead of NaN)
-
-
-# Not the dispersion loss's cosine: that one divides by |z| + 1e-2 (disperse._cosines, the authors' training
-# code); this is the measurement's max(|z|, 1e-3) (arXiv 2602.00217 section 2; the authors'
-# key_observations/compute_embedding_cossim.py, `x / np.maximum(norm, eps)` with eps = 1e-3).
-def cosine_matrix(h):
-    """[..., S, C] hidden states -> [..., S, S] float32 cosine matrix (norms clamped at 1e-3, clipped to [-1, 1])."""
-    # float32 even inside the trainer's autocast (which would run the matmul in bf16: ~3 significant digits), and
-    # IEEE float32 where the trainer allows TF32 (disperse.gram sets the 'highest' matmul precision around it)
-    with torch.autocast(device_type=h.device.type, enabled=False):
-        h = h.float()
-        # max(|z_i|, eps) max(|z_j|, eps) factorises, so each row is divided by its own clamped norm once
-        u = h / h.norm(dim=-1, keepdim=True).clamp_min(NORM_FLOOR)
-        return gram(u).clamp_(-1.0, 1.0)
-
-
-def average_ranks(x):
-    """Ranks 1..n of the values of x, ties sharing the mean of the ranks they span (as for Spearman)."""
-    x = np.asarray(x, dtype=np.float64)
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x), dtype=np.float64)
-    i = 0
-    while i < len(x):
-        j = i
-        while j + 1 < len(x) and x[order[j + 1]] == x[order[i]]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1  # positions i..j hold ranks i+1..j+1
-        i = j + 1
-    return ranks
-
-
-def spearman(x, y):
-    """Spearman's rho: Pearson correlation of the average ranks; NaN when either side is constant."""
-    rx, ry = average_ranks(x), average_ranks(y)
-    assert rx.shape == ry.shape, "spearman needs two sequences of the same length"
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    denom = math.sqrt((rx @ rx) * (ry @ ry))
-    return float(rx @ ry / denom) if denom > 0 else float("nan")
-
-
-def kendall(x, y):
-    """Kendall's tau-b: (concordant - discordant) / sqrt((n0 - ties_x)(n0 - ties_y)) over all pairs i < j."""
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    assert x.shape == y.shape and x.ndim == 1, "kendall needs two 1-D sequences of the same length"
-    i, j = np.triu_indices(len(x), k=1)
-    sx, sy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
-    n0 = len(i)
-    denom = math.sqrt((n0 - np.sum(sx == 0)) * (n0 - np.sum(sy == 0)))
-    return float(np.sum(sx * sy) / denom) if denom > 0 else float("nan")
-
-
-def last_half(n_entries):
-    """The authors' "last half" (their cossim_family_tables.py): n = max(1, L // 2) of the L = n_layers + 1
-    entries (one more with the logits layer), i.e. max(1, (n_layers + 1) // 2); it can include layer 0."""
-    return max(1, n_entries // 2)
-
-
-def last_n_sizes(n_layers):
-    """The paper's last-n windows: n = 1..5 (never reaching back to the embedding output) and the last half."""
-    return sorted({n for n in (1, 2, 3, 4, 5) if n <= n_layers} | {last_half(n_layers + 1)})
-
-
-def _batches(sequences, batch_size):
-    """A LongTensor [N, S] in slices of batch_size rows, or any iterable of [B, S] batches as it is."""
-    if torch.is_tensor(sequences):
-        assert sequences.ndim == 2, f"sequences must be [N, S], got {tuple(sequences.shape)}"
-        return list(sequences.split(batch_size))
-    return sequences
-
-
-def cosine_sums(model, sequences, batch_size=8, device=None, progress=False, on_layer=None):
-    """Run the model over the sequences and sum the per-layer S x S cosine matrices -> ([L+1, S, S] sum, N).
-    on_layer(l, h, c), if given, sees each batch's layer-l hidden states h [B, S, C] and cosines c [B, S, S].
-
-    Memory holds one batch's hidden states and the [L+1, S, S] running sum, whatever N is.
-    """
-    device = device or next(model.parameters()).device
-    batches = _batches(sequences, batch_size)
-    if isinstance(batches, list) and batches and batches[0].shape[1] < 2:
-        raise ValueError(f"Condensation needs sequences of at least 2 tokens (the cosine matrix of one token "
-                         f"is the constant 1), got {batches[0].shape[1]}; raise --seq_len.")
-    total = sum(len(b) for b in batches) if isinstance(batches, list) else None
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=total, unit="seq", desc="condensation")
-    was_training = model.training
-    model.eval()
-    sums, count = None, 0
-    try:
-        with torch.no_grad():
-            for x in batches:
-                x = x.to(device)
-                hidden = model.hidden_states(x)  # no LM head: the [B, S, vocab] logits would double the memory
-                if x.shape[1] < 2:
-                    raise ValueError(f"Condensation needs sequences of at least 2 tokens (the cosine matrix of "
-                                     f"one token is the constant 1), got {x.shape[1]}; raise --seq_len.")
-                if sums is None:
-                    sums = torch.zeros(len(hidden), x.shape[1], x.shape[1], dtype=torch.float32, device=device)
-                assert len(hidden) == sums.shape[0] and x.shape[1] == sums.shape[1], \
-                    "every batch must give the same number of hidden states and sequence length"
-                for l, h in enumerate(hidden):
-                    assert h.shape[:2] == x.shape, f"hidden[{l}] is {tuple(h.shape)}, expected [B, S, C]"
-                    c = cosine_matrix(h)
-                    sums[l] += c.sum(0).to(sums.device)  # under a device_map, layers live on several GPUs
-                    if on_layer is not None:
-                        on_layer(l, h, c)
-                count += x.shape[0]
-                if bar is not None:
-                    bar.update(x.shape[0])
-    finally:
-        model.train(was_training)
-        if bar is not None:
-            bar.close()
-    if count == 0:
-        raise ValueError("condensation needs at least one sequence, and none were given.")
-    return sums, count
-
-
-def layer_stats(avg, bins=128):
-    """Statistics of the averaged [L+1, S, S] cosine matrices (see the top of this section)."""
-    assert avg.ndim == 3 and avg.shape[1] == avg.shape[2], f"expected [L+1, S, S], got {tuple(avg.shape)}"
-    # float64 one layer at a time on the CPU: no fp64 copy of the whole [L+1, S, S] stack on the device (37 x 4096^2
-    # x 8 bytes = 5 GB at the 8B recipe's shape), and none at all on MPS, which has no float64
-    mean_cos = [float(a.cpu().double().mean()) for a in avg]
-    n_layers = len(mean_cos) - 1
-    idx = list(range(len(mean_cos)))
-    finite = all(map(math.isfinite, mean_cos))  # a NaN layer would take a rank of its own: no correlation then
-    stats = {
-        "mean_cos": mean_cos,
-        "spearman": spearman(mean_cos, idx) if finite else float("nan"),
-        "kendall": kendall(mean_cos, idx) if finite else float("nan"),
-        "last_n_mean": {str(n): float(np.mean(mean_cos[-n:])) for n in last_n_sizes(n_layers)},
-        "last_half_n": last_half(len(mean_cos)),  # the authors' rule: max(1, (n_layers + 1) // 2)
-        "n_layers": n_layers,
-    }
-    if bins:
-        flat = avg.reshape(len(mean_cos), -1).cpu().numpy()
-        stats["hist_edges"] = np.linspace(-1.0, 1.0, bins + 1).tolist()
-        stats["hist"] = [np.histogram(f, bins=bins, range=(-1.0, 1.0), density=True)[0].tolist() for f in flat]
-    return stats
-
-
-def condensation(model, sequences, batch_size=8, device=None, bins=128, progress=False, geometry=False):
-    """Measure embedding condensation of `model` on `sequences` (LongTensor [N, S] or an iterable of batches).
-
-    Returns a dict: mean_cos (n+1 floats), spearman, kendall, last_n_mean {str(n): float}, last_half_n,
-    n_layers, hist (n+1 lists of `bins` densities over [-1, 1]), hist_edges, seq_len, num_sequences, and with
-    geometry=True the per-layer means of geometry.py's metrics under "geometry".
-    """
-    geo = None
-    if geometry:
-        from geometry import Geometry
-        geo = Geometry()
-    sums, count = cosine_sums(model, sequences, batch_size, device, progress, geo.add if geo else None)
-    stats = layer_stats(sums / count, bins)
-    stats.update(seq_len=sums.shape[1], num_sequences=count)
-    if geo:
-        stats["geometry"] = geo.result(count)
-    return stats
-
-
-PROBE_TOKENS = 4096  # tokens per forward of the trainer's probe: max(1, 4096 // T) windows at a time
-
-
-def _all_reduce(t):
-    """Sum a CPU tensor over the processes (in place; NCCL reduces only GPU tensors, so it travels there and back)."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return t
-    if torch.distributed.get_backend() == "nccl":
-        gpu = t.to(f"cuda:{torch.cuda.current_device()}")
-        torch.distributed.all_reduce(gpu)
-        return t.copy_(gpu.cpu())
-    torch.distributed.all_reduce(t)
-    return t
-
-
-@torch.no_grad()
-def condensation_probe(model, x, bins=0):
-    """The trainer's probe on fixed windows x [N, T]: the numbers condensation(model, x) gives (mean_cos,
-    last_mean, spearman; with bins also the heatmap's hist and hist_edges), computed by every process of a run.
-
-    Every process must call it: a sharded (FSDP) model's forward is a collective. Process r measures windows
-    r::world, max(1, PROBE_TOKENS // T) per forward, and all run the same number of forwards (one that has run
-    out of windows repeats window 0 and drops the result), so uneven shares never leave a process waiting.
-    Memory on the device: one forward's hidden states (n+1 x PROBE_TOKENS x C) and one layer's cosine matrices;
-    what is kept is one float per layer (the sum of its entries: mean_cos = sum / (N T^2)), and with bins the
-    [n+1, T, T] sums on the CPU (4 (n+1) T^2 bytes of host memory: 2.5 GB at the 8B recipe's T = 4096), never a
-    stack of [n+1, T, T] matrices on the device (fsdp.memory_gb counts this probe)."""
-    assert x.ndim == 2 and x.shape[1] >= 2, f"the probe needs windows [N, T >= 2], got {tuple(x.shape)}"
-    dist_on = torch.distributed.is_available() and torch.distributed.is_initialized()
-    rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if dist_on else (0, 1)
-    N, T = x.shape
-    per = max(1, PROBE_TOKENS // T)
-    mine = x[rank::world]
-    device = next(model.parameters()).device
-    entry_sums, full = None, None  # [n+1] float64 on the CPU; [n+1, T, T] float32 on the CPU (bins only)
-    was_training = model.training
-    model.eval()
-    try:
-        for turn in range(math.ceil(math.ceil(N / world) / per)):
-            batch = mine[turn * per:(turn + 1) * per]
-            real = len(batch) > 0
-            hidden = model.hidden_states((batch if real else x[:1]).to(device))
-            if entry_sums is None:
-                entry_sums = torch.zeros(len(hidden), dtype=torch.float64)
-                full = torch.zeros(len(hidden), T, T) if bins else None
-            if not real:  # a padding forward: it only keeps this process in step with the others
-                continue
-            sums = []
-            for l, h in enumerate(hidden):
-                c = cosine_matrix(h)  # [B, T, T] float32
-                sums.append(c.sum())
-                if bins:
-                    full[l] += c.sum(0).cpu()
-            entry_sums += torch.stack(sums).cpu().double()  # one transfer per forward; float64 on the CPU only
-    finally:
-        model.train(was_training)
-    n = len(entry_sums)  # every process ran at least one forward (N >= 1)
-    _all_reduce(entry_sums)
-    if bins:
-        for l in range(n):  # one [T, T] layer at a time through the accelerator
-            _all_reduce(full[l])
-        stats = layer_stats(full / N, bins)
-    else:
-        mean_cos = (entry_sums / (N * T * T)).tolist()
-        stats = {"mean_cos": mean_cos, "spearman": spearman(mean_cos, range(n)) if all(map(math.isfinite, mean_cos))
-                 else float("nan")}
-    return dict(stats, last_mean=stats["mean_cos"][-1])
-
-
-# sequences: seed i (0..N-1) draws sequence i, so the first 10 of N=100 are the N=10 set
-
 DATA_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")  # data/<dataset>, as in train.py
-WIKITEXT = ("Salesforce/wikitext", "wikitext-103-raw-v1", "test")  # the paper's text (its split is not stated)
-SPAN_WORDS = (1024, 1280)  # seed i picks a random span of 1024..1280 words, tokenised, cut to the first S tokens
-
-
-def val_windows(data_dir, num, seq_len, split="val"):
-    """Seed i -> a window of seq_len tokens of data_dir's split, starting where np.random.default_rng(i) says."""
-    n_tokens = len(load_split(data_dir, split))
-    if n_tokens <= seq_len:
-        raise ValueError(f"{data_dir}'s {split} split has {n_tokens} tokens, too few for windows of {seq_len}.")
-    # starts < n_tokens - seq_len leave room for get_batch's shifted targets
-    starts = np.array([np.random.default_rng(i).integers(0, n_tokens - seq_len) for i in range(num)])
-    x, _ = get_batch(data_dir, split, num, seq_len, None, "cpu", starts=starts)
-    assert x.shape == (num, seq_len), f"get_batch gave {tuple(x.shape)}, expected {(num, seq_len)}"
-    return x
-
-
-def text_spans(words, num, seq_len, encode):
-    """Seed i -> a random span of SPAN_WORDS words of `words`, encoded and cut to the first seq_len tokens."""
-    lo, hi = SPAN_WORDS
-    if len(words) < hi:
-        raise ValueError(f"The text has {len(words)} words, fewer than the {hi} a span may need.")
-    rows = []
-    for i in range(num):
-        rng = np.random.default_rng(i)
-        n = int(rng.integers(lo, hi + 1))
-        start = int(rng.integers(0, len(words) - n + 1))
-        ids = encode(" ".join(words[start:start + n]))[:seq_len]
-        if len(ids) < seq_len:
-            raise ValueError(f"Seed {i}'s span of {n} words gives {len(ids)} tokens, fewer than seq_len {seq_len}.")
-        rows.append(ids)
-    return torch.tensor(rows, dtype=torch.long)
-
-
-def read_words(path):
-    """The words of a local file: a .txt is one document, a .jsonl holds one {"text": ...} document a line."""
-    with open(path, encoding="utf-8") as f:
-        if not path.endswith(".jsonl"):
-            return f.read().split()
-        words = []
-        for k, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                doc = json.loads(line)
-            except ValueError:
-                doc = None
-            if not isinstance(doc, dict) or not isinstance(doc.get("text"), str):
-                raise ValueError(f"{path} line {k} is not a JSON object with a \"text\" string; a .jsonl source "
-                                 f"holds one {{\"text\": ...}} document a line.")
-            words += doc["text"].split()
-        return words
-
-
-def wikitext_words():
-    """The words of WikiText-103 (raw) through `datasets` (or its cache); offline this fails with one sentence."""
-    offline = hub_offline()
-    try:
-        from datasets import load_dataset
-        ds = load_dataset(WIKITEXT[0], WIKITEXT[1], split=WIKITEXT[2])
-    except Exception as e:  # offline, no cache, hub errors: all end the same way for the user
-        where = "the local hub cache (offline)" if offline else "the Hugging Face hub"
-        raise ValueError(f"WikiText-103 could not be loaded from {where} ({type(e).__name__}); "
-                         "use --source val or a local .txt/.jsonl file instead.") from e
-    return " ".join(ds["text"]).split()
 
 
 def _signed(v):
@@ -389,6 +88,10 @@ def plot_condensation(stats, path, label=""):
     fig, ax = _figure()
     im = ax.imshow(hist, origin="lower", aspect="auto", extent=(-half, 1 + half, -1, 1), cmap="Reds", vmin=0, vmax=10)
     ax.plot(frac, stats["mean_cos"], color="black", marker="o", markersize=3, linewidth=1.2, label="mean cosine")
+    if "anisotropy" in stats:  # the same measure on standardized dimensions (anisotropy.py)
+        a = stats["anisotropy"]
+        ax.plot(frac, a["std_cos"], color="tab:blue", linestyle="--", marker="s", markersize=3, linewidth=1.2,
+                label=f"standardized (rho {_signed(a['std_spearman'])})")
     fig.colorbar(im, ax=ax, label="density")
     ax.set(xlabel="layer fraction l / n", ylabel="cosine similarity", ylim=(-1, 1))
     ax.set_title(f"{label}  Spearman rho = {_signed(stats['spearman'])}".strip(), fontsize=10)
@@ -413,6 +116,22 @@ def plot_compare(runs, path):
     fig.savefig(path, dpi=120, bbox_inches="tight")
     return fig
 
+
+def plot_anisotropy(stats, path, label=""):
+    """Raw vs standardized mean cosine, cross-context cosine and the raw cosine without the top-2 dimensions,
+    per layer fraction (anisotropy.py), with each curve's Spearman rho where it has one."""
+    a = stats["anisotropy"]
+    fig, ax = _figure()
+    x = _layer_fraction(stats["mean_cos"])
+    for y, name in ((stats["mean_cos"], f"raw (rho {_signed(stats['spearman'])})"),
+                    (a["std_cos"], f"standardized (rho {_signed(a['std_spearman'])})"),
+                    (a["cross_cos"], "cross-context (different sequences)"),
+                    (a["cos_without_top"]["2"], "raw without the top-2 dimensions")):
+        ax.plot(x, y, marker="o", markersize=3, label=name)
+    ax.set(xlabel="layer fraction l / n", ylabel="mean cosine similarity", title=f"{label}  {measured_on(stats)}")
+    ax.legend(fontsize=7)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return fig
 
 
 NAMED_SOURCES = ("val", "wikitext") + tuple(text_sources.SOURCES)  # the authors' four: text_sources.py
@@ -479,7 +198,9 @@ def build_parser():
                    "(python text_sources.py --download DIR)")
     g.add_argument("--include_logits_layer", action="store_true", help="the logits as one more layer (authors' option)")
     g.add_argument("--geometry", action="store_true", help="also rank, effective rank, singular-value entropy, "
-                   "von Neumann entropy, top-direction energy share, diffusion spectral entropy (geometry.py)")
+                   "von Neumann entropy, top-direction energy share, diffusion spectral entropy, HFC/LFC (geometry.py)")
+    g.add_argument("--anisotropy", action="store_true", help="also the standardized cosine, rogue dimensions, "
+                   "cross-context anisotropy and TwoNN intrinsic dimension (anisotropy.py; one more pass first)")
     g.add_argument("--load_dtype", default="float32", choices=["float32", "auto", "bfloat16", "float16"],
                    help="--init_from: dtype of the weights (float32 as the authors; auto = the checkpoint's own)")
     g.add_argument("--device_map", default=None, help="--init_from: accelerate's device_map (auto: spread the "
@@ -543,7 +264,7 @@ def condensation_sequences(source, num, model, ckpt, seq_len, text_data=None):
     data_dir = checkpoint_data_dir(ckpt) if source == "val" else source
     try:
         if source == "val" or os.path.isdir(source):
-            return val_windows(data_dir, num, seq_len), f"val windows of {data_dir}", None
+            return text_sources.val_windows(data_dir, num, seq_len), f"val windows of {data_dir}", None
         hf_tokenizer = getattr(model, "tokenizer", None)  # a transformers model (hf_lm.py) brings its own
         if source in text_sources.SOURCES:  # the authors' call: tokenizer(text, truncation=True, max_length=S)
             encode = (lambda t: model.encode(t, seq_len)) if hf_tokenizer is not None else \
@@ -553,11 +274,11 @@ def condensation_sequences(source, num, model, ckpt, seq_len, text_data=None):
         encode = (lambda t: hf_tokenizer.encode(t, add_special_tokens=False)) if hf_tokenizer is not None else \
             get_tokenizer(model.config.tokenizer).encode
         if source == "wikitext":
-            return text_spans(wikitext_words(), num, seq_len, encode), "/".join(WIKITEXT), None
+            return text_sources.text_spans(text_sources.wikitext_words(), num, seq_len, encode), "/".join(text_sources.WIKITEXT), None
         if not os.path.isfile(source):
             raise SystemExit(f"--source {source} is not val, {', '.join(NAMED_SOURCES[1:])}, a data directory or "
                              f"a file.")
-        return text_spans(read_words(source), num, seq_len, encode), source, None
+        return text_sources.text_spans(text_sources.read_words(source), num, seq_len, encode), source, None
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(str(e))
 
@@ -574,6 +295,29 @@ def print_condensation(stats):
           f"(theirs in the tables; n_layers // 2 before): {stats['last_n_mean'][str(half)]:.4f}")
     for k, v in stats.get("geometry", {}).items():
         print(f"{k:>14}: " + " ".join(f"{x:.3g}" for x in v))
+    if "anisotropy" in stats:
+        print_anisotropy(stats)
+
+
+def print_anisotropy(stats):
+    """The per-layer table of anisotropy.py's measures beside the raw cosine."""
+    a = stats["anisotropy"]
+    print(f"standardized over {a['reference_tokens']} reference tokens ({a['reference']})")
+    print(f"{'layer':>5} {'raw cos':>8} {'std cos':>8} {'cross':>7} {'excess':>7} {'top1':>6} {'top2':>6} "
+          f"{'top5':>6} {'w/o 1':>7} {'w/o 2':>7} {'w/o 5':>7} {'TwoNN':>6} {'0-var':>5}")
+    for l, m in enumerate(stats["mean_cos"]):
+        d = a["twonn"][l]
+        print(f"{l:>5} {m:>8.4f} {a['std_cos'][l]:>8.4f} {a['cross_cos'][l]:>7.4f} {a['within_minus_cross'][l]:>7.4f} "
+              + " ".join(f"{a['rogue_share'][k][l]:>6.3f}" for k in ("1", "2", "5")) + " "
+              + " ".join(f"{a['cos_without_top'][k][l]:>7.4f}" for k in ("1", "2", "5"))
+              + f" {d if d is None else round(d, 1)!s:>6} {a['zero_variance_dims'][l]:>5}")
+    print(f"raw:          Spearman rho {_signed(stats['spearman'])}  Kendall tau {_signed(stats['kendall'])}")
+    print(f"standardized: Spearman rho {_signed(a['std_spearman'])}  Kendall tau {_signed(a['std_kendall'])}")
+    print("cross = mean cosine between tokens of different sequences; excess = within-sequence (off-diagonal) "
+          "minus cross; topk = share of the squared norm in the k largest dimensions; w/o k = raw cosine without "
+          "them; 0-var = dimensions constant over the reference (standardized to 0)")
+    if a.get("twonn_note"):
+        print(f"TwoNN None: {a['twonn_note']}")
 
 
 def condensation_main(args):
@@ -613,7 +357,8 @@ def condensation_main(args):
                                                       args.text_data)
     print(f"condensation of {name}: {len(x)} sequences of {seq_len} tokens from {description}")
     try:
-        stats = condensation(model, x, args.batch_size, device, progress=True, geometry=args.geometry)
+        stats = condensation(model, x, args.batch_size, device, progress=True, geometry=args.geometry,
+                             anisotropy=args.anisotropy)
     except ValueError as e:  # e.g. a model that gives no hidden states: one sentence, nothing written
         raise SystemExit(str(e))
     # provenance: enough to recompute the numbers independently (the windows' ids are in the sidecar)
@@ -632,6 +377,8 @@ def condensation_main(args):
         json.dump(_finite(stats), f, indent=1)
     png = path[:-len(".json")] + ".png"
     plot_condensation(stats, png, name if len(name) <= 48 else "..." + name[-45:])
+    if "anisotropy" in stats:
+        plot_anisotropy(stats, path[:-len(".json")] + "_anisotropy.png", name if len(name) <= 48 else "..." + name[-45:])
     print(f"wrote {path}, {os.path.basename(png)} and {os.path.basename(sidecar)} (the token ids of every window)")
     return path
 

@@ -394,7 +394,7 @@ def comparison(name, committed, rerun):
 def mlp_section(groups, out):
     """MLP width against condensation at initialisation and after training (seed 1), with a two-panel figure."""
     import matplotlib.pyplot as plt
-    from eval import kendall, spearman
+    from condensation import kendall, spearman
     mlp = sorted(((int(s[3:]), runs[0]) for (e, s), runs in groups.items() if e == 'mlp'), key=lambda t: t[0])
     ce = groups.get(REFERENCE)
     if not (mlp and ce):

@@ -9,12 +9,17 @@ singular values (float64), p_i = sigma_i / sum_j sigma_j over the positive ones:
     effective_rank  exp(-sum p_i ln p_i)                            (Roy & Vetterli 2007)
     sv_entropy      -sum p_i log2 p_i                               (bits; = log2 effective_rank)
     mev             sigma_1^2 / ||X||_F^2                           (top direction's share of the energy)
-    vne             von Neumann entropy of the cosine matrix C (eval.cosine_matrix): eigenvalues clipped at 0,
+    vne             von Neumann entropy of the cosine matrix C (condensation.cosine_matrix): eigenvalues clipped at 0,
                     q = lambda / sum lambda, -sum (q + eps) log2 (q + eps) over q > 0   (eps = float64 eps)
     dse             diffusion spectral entropy (arXiv 2312.04823) of the L2-normalised rows u_i = x_i / (|x_i| +
                     1e-12): G_ij = exp(-|u_i - u_j|^2 / (2 sigma^2)) / (sigma sqrt(2 pi)), sigma = 1;
                     K = D^-1/2 G D^-1/2 (D = diag of row sums; K has the eigenvalues of the diffusion matrix
                     D^-1 G); lambda = |eig K|^t, t = 1; q = lambda / sum lambda + eps; -sum q log2 q
+    hfc_lfc         ||X - (1/S) 1 1^T X||_2 / ||(1/S) 1 1^T X||_2   (spectral norms: the high-frequency part, X
+                    minus its token mean, against the low-frequency part, the mean broadcast to every row;
+                    ||1 m^T||_2 = sqrt(S) |m|; inf when the token mean is exactly 0)
+    log_hfc         ln(||HFC(X_l)||_F / ||HFC(X_0)||_F)              (against the embedding output of the same
+                    sequence; -inf for a layer whose tokens are all equal, NaN when layer 0's are)
 Each is averaged over the N sequences, per layer. Their VNE normalised with eps 1e-12 and no clip; ours reads
 the condensation's own cosine matrix (norms floored at 1e-3, clipped to [-1, 1]): the same unless a token's
 hidden state has norm below 1e-3.
@@ -26,7 +31,7 @@ import math
 
 import torch
 
-METRICS = ("matrix_rank", "effective_rank", "sv_entropy", "mev", "vne", "dse")
+METRICS = ("matrix_rank", "effective_rank", "sv_entropy", "mev", "vne", "dse", "hfc_lfc", "log_hfc")
 EPS = torch.finfo(torch.float64).eps  # numpy's np.finfo(float).eps, as their entropies add it
 DSE_SIGMA, DSE_T = 1.0, 1
 
@@ -70,11 +75,23 @@ def diffusion_spectral_entropy(x, sigma=DSE_SIGMA, t=DSE_T):
     return _entropy_bits(lam / lam.sum())
 
 
+def hfc_lfc(x):
+    """(||HFC(X)||_2 / ||LFC(X)||_2, ||HFC(X)||_F) of one [S, C] matrix, float64 (see the docstring)."""
+    assert x.ndim == 2, f"expected one sequence's [S, C] hidden states, got {tuple(x.shape)}"
+    x = x.double()
+    m = x.mean(0, keepdim=True)
+    hfc = x - m
+    lfc = math.sqrt(x.shape[0]) * float(m.norm())  # the spectral norm of the rank-1 matrix 1 m^T
+    top = float(torch.linalg.matrix_norm(hfc, ord=2))
+    return (top / lfc if lfc > 0 else math.inf), float(hfc.norm())
+
+
 def sequence_geometry(x, c):
     """Every metric of one sequence at one layer: x [S, C] hidden states, c [S, S] their cosine matrix."""
     out = spectrum_metrics(x)
     out["vne"] = von_neumann_entropy(c)
     out["dse"] = diffusion_spectral_entropy(x)
+    out["hfc_lfc"], out["hfc_fro"] = hfc_lfc(x)
     return out
 
 
@@ -84,12 +101,21 @@ class Geometry:
 
     def __init__(self):
         self.sums = {}
+        self.hfc0 = None  # this batch's ||HFC(X_0)||_F per sequence (layer 0 comes first in every batch)
 
     def add(self, l, h, c):
         assert h.ndim == 3 and c.shape == (h.shape[0], h.shape[1], h.shape[1]), "h [B, S, C] and c [B, S, S]"
         layer = self.sums.setdefault(l, dict.fromkeys(METRICS, 0.0))
+        if l == 0:
+            self.hfc0 = []
         for b in range(h.shape[0]):
-            for k, v in sequence_geometry(h[b], c[b]).items():
+            g = sequence_geometry(h[b], c[b])
+            fro = g.pop("hfc_fro")
+            if l == 0:
+                self.hfc0.append(fro)
+            ratio = fro / self.hfc0[b] if self.hfc0[b] > 0 else math.nan
+            g["log_hfc"] = math.log(ratio) if ratio > 0 else (-math.inf if ratio == 0 else math.nan)
+            for k, v in g.items():
                 layer[k] += v
 
     def result(self, count):

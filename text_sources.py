@@ -1,6 +1,8 @@
 """
 text_sources.py: the authors' text sampler for condensation (arXiv 2602.00217 section 2, their
-key_observations/utils/text_data.py), as eval.py sources: wikitext103 (the paper's), pubmed_qa, imdb, squad.
+key_observations/utils/text_data.py), as eval.py sources: wikitext103 (the paper's), pubmed_qa, imdb, squad;
+and the other sources eval.py reads: word spans of a local .txt / .jsonl file or raw WikiText-103 (text_spans), and
+windows of a prepared token split (val_windows).
 
     python eval.py --init_from gpt2 --source wikitext103           # from the hub or its local cache
     python eval.py --init_from gpt2 --source imdb --text_data DIR  # from DIR/imdb/ (parquet / save_to_disk)
@@ -26,6 +28,7 @@ pubmed_qa = qiaojin/PubMedQA pqa_labeled (long_answer), imdb = stanfordnlp/imdb 
 import argparse
 import functools
 import glob
+import json
 import os
 
 import numpy as np
@@ -156,6 +159,78 @@ def download(out):
         path = os.path.join(out, source, "train.parquet")
         ds.to_parquet(path)
         print(f"wrote {path} ({len(ds)} rows)")
+
+
+
+# word spans and val windows: what eval.py measures when the source is not one of the four above
+# sequences: seed i (0..N-1) draws sequence i, so the first 10 of N=100 are the N=10 set
+
+WIKITEXT = ("Salesforce/wikitext", "wikitext-103-raw-v1", "test")  # the paper's text (its split is not stated)
+SPAN_WORDS = (1024, 1280)  # seed i picks a random span of 1024..1280 words, tokenised, cut to the first S tokens
+
+
+def val_windows(data_dir, num, seq_len, split="val"):
+    """Seed i -> a window of seq_len tokens of data_dir's split, starting where np.random.default_rng(i) says."""
+    from data.tokens import get_batch, load_split
+    n_tokens = len(load_split(data_dir, split))
+    if n_tokens <= seq_len:
+        raise ValueError(f"{data_dir}'s {split} split has {n_tokens} tokens, too few for windows of {seq_len}.")
+    # starts < n_tokens - seq_len leave room for get_batch's shifted targets
+    starts = np.array([np.random.default_rng(i).integers(0, n_tokens - seq_len) for i in range(num)])
+    x, _ = get_batch(data_dir, split, num, seq_len, None, "cpu", starts=starts)
+    assert x.shape == (num, seq_len), f"get_batch gave {tuple(x.shape)}, expected {(num, seq_len)}"
+    return x
+
+
+def text_spans(words, num, seq_len, encode):
+    """Seed i -> a random span of SPAN_WORDS words of `words`, encoded and cut to the first seq_len tokens."""
+    lo, hi = SPAN_WORDS
+    if len(words) < hi:
+        raise ValueError(f"The text has {len(words)} words, fewer than the {hi} a span may need.")
+    rows = []
+    for i in range(num):
+        rng = np.random.default_rng(i)
+        n = int(rng.integers(lo, hi + 1))
+        start = int(rng.integers(0, len(words) - n + 1))
+        ids = encode(" ".join(words[start:start + n]))[:seq_len]
+        if len(ids) < seq_len:
+            raise ValueError(f"Seed {i}'s span of {n} words gives {len(ids)} tokens, fewer than seq_len {seq_len}.")
+        rows.append(ids)
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def read_words(path):
+    """The words of a local file: a .txt is one document, a .jsonl holds one {"text": ...} document a line."""
+    with open(path, encoding="utf-8") as f:
+        if not path.endswith(".jsonl"):
+            return f.read().split()
+        words = []
+        for k, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                doc = None
+            if not isinstance(doc, dict) or not isinstance(doc.get("text"), str):
+                raise ValueError(f"{path} line {k} is not a JSON object with a \"text\" string; a .jsonl source "
+                                 f"holds one {{\"text\": ...}} document a line.")
+            words += doc["text"].split()
+        return words
+
+
+def wikitext_words():
+    """The words of WikiText-103 (raw) through `datasets` (or its cache); offline this fails with one sentence."""
+    from tasks.engine import hub_offline
+    offline = hub_offline()
+    try:
+        from datasets import load_dataset
+        ds = load_dataset(WIKITEXT[0], WIKITEXT[1], split=WIKITEXT[2])
+    except Exception as e:  # offline, no cache, hub errors: all end the same way for the user
+        where = "the local hub cache (offline)" if offline else "the Hugging Face hub"
+        raise ValueError(f"WikiText-103 could not be loaded from {where} ({type(e).__name__}); "
+                         "use --source val or a local .txt/.jsonl file instead.") from e
+    return " ".join(ds["text"]).split()
 
 
 if __name__ == "__main__":

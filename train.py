@@ -652,7 +652,7 @@ def evaluate_and_log(it, lr, kept):
                          f"Lower the learning rate or use bfloat16/float32.")
     record = {'iter': it, 'train_loss': losses['train'], 'val_loss': losses['val'], 'lr': lr}
     if probe_windows > 0:  # every process: the windows are shared out (and the forward is a collective under FSDP)
-        from eval import condensation_probe
+        from condensation import condensation_probe
         spread = val_starts[np.linspace(0, len(val_starts) - 1, min(probe_windows, len(val_starts))).astype(int)]
         probe_x, _ = get_batch(data_dir, 'val', 0, block_size, device=device, starts=spread)
         with ctx:  # with wandb also the histograms of the paper's heatmap, from the same forwards

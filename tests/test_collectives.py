@@ -7,7 +7,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import disperse
-import eval as ev
+import condensation as cond
 import fsdp
 from model import build_model
 from tasks import engine as E
@@ -38,13 +38,13 @@ def _collectives_worker(rank):
     x = torch.randint(0, 300, (3, 12), generator=torch.Generator().manual_seed(1))
     # the probe: 3 windows over 2 processes (2 + 1), and 1 window (rank 1 measures nothing but must still forward)
     for n in (3, 1):
-        want = ev.condensation(whole, x[:n], batch_size=n, bins=8)
-        got = ev.condensation_probe(model, x[:n], bins=8)
+        want = cond.condensation(whole, x[:n], batch_size=n, bins=8)
+        got = cond.condensation_probe(model, x[:n], bins=8)
         assert got["mean_cos"] == pytest.approx(want["mean_cos"], abs=1e-6)
         assert got["spearman"] == pytest.approx(want["spearman"], abs=1e-9, nan_ok=True)
         for a, b in zip(got["hist"], want["hist"]):
             assert a == pytest.approx(b, abs=1e-6)
-        scalar = ev.condensation_probe(model, x[:n])
+        scalar = cond.condensation_probe(model, x[:n])
         assert scalar["mean_cos"] == pytest.approx(want["mean_cos"], abs=1e-6) and "hist" not in scalar
     # task scoring: 1 document over 2 processes, and 3 with a tiny forward size so the shares need unequal numbers
     # of forwards; the scores equal one process scoring everything with the whole model
@@ -126,9 +126,9 @@ def test_the_probe_never_holds_the_stack_of_cosine_matrices():
     model = build_model(dict(model_type='gpt', vocab_size=64, block_size=64, n_layer=8, n_head=2, n_embd=16))
     x = torch.randint(0, 64, (4, 64))
     with LargestTensor() as seen:
-        probe = ev.condensation_probe(model, x)
+        probe = cond.condensation_probe(model, x)
     assert seen.largest <= 4 * 64 * 64 < 9 * 64 * 64  # one layer's [B, T, T], never [n+1, T, T]
-    assert probe["mean_cos"] == pytest.approx(ev.condensation(model, x, bins=0)["mean_cos"], abs=1e-6)
+    assert probe["mean_cos"] == pytest.approx(cond.condensation(model, x, bins=0)["mean_cos"], abs=1e-6)
 
 
 def test_memory_gb_counts_the_probe():

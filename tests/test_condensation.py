@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+import condensation as cond
 import eval as ev
+import text_sources
 
 
 def get_tokenizer(name):
@@ -23,30 +25,30 @@ def get_tokenizer(name):
 
 def test_orthogonal_tokens_give_identity():
     h = 3.0 * torch.eye(6, 10)[None]  # 6 orthogonal token vectors of norm 3
-    C = ev.cosine_matrix(h)
+    C = cond.cosine_matrix(h)
     assert C.dtype == torch.float32 and C.shape == (1, 6, 6)
     torch.testing.assert_close(C[0], torch.eye(6))
 
 
 def test_identical_tokens_give_all_ones():
     h = torch.randn(1, 1, 16).expand(2, 7, 16)
-    torch.testing.assert_close(ev.cosine_matrix(h), torch.ones(2, 7, 7))
+    torch.testing.assert_close(cond.cosine_matrix(h), torch.ones(2, 7, 7))
 
 
 def test_norm_floor_and_clip():
     # |z| = 1e-4 is clamped to 1e-3: cos(z, z) = 1e-8 / 1e-6 = 0.01; a zero vector has cosine 0 with everything
     z = torch.tensor([[[1e-4, 0.0], [0.0, 0.0], [2.0, 0.0]]], dtype=torch.float64)
-    C = ev.cosine_matrix(z)
+    C = cond.cosine_matrix(z)
     expected = torch.tensor([[0.01, 0.0, 0.1], [0.0, 0.0, 0.0], [0.1, 0.0, 1.0]])
     torch.testing.assert_close(C[0], expected)
     assert C.dtype == torch.float32
     big = torch.full((1, 2, 3), 1e3) + torch.tensor([0.0, 1e-4, 0.0])  # rounding would give 1 + ulp
-    assert ev.cosine_matrix(big).max() <= 1.0
+    assert cond.cosine_matrix(big).max() <= 1.0
 
 
 def test_cosine_matrix_matches_pairwise_formula():
     h = torch.randn(2, 5, 8, dtype=torch.float64)
-    C = ev.cosine_matrix(h)
+    C = cond.cosine_matrix(h)
     for b in range(2):
         for i in range(5):
             for j in range(5):
@@ -58,49 +60,49 @@ def test_cosine_matrix_matches_pairwise_formula():
 def test_float32_inside_autocast():
     h = torch.randn(2, 9, 64)
     with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
-        C = ev.cosine_matrix(h)
+        C = cond.cosine_matrix(h)
     assert C.dtype == torch.float32
-    torch.testing.assert_close(C, ev.cosine_matrix(h), rtol=0, atol=1e-6)
+    torch.testing.assert_close(C, cond.cosine_matrix(h), rtol=0, atol=1e-6)
 
 
 # -----------------------------------------------------------------------------
 # rank correlations (hand-computed)
 
 def test_average_ranks_with_ties():
-    np.testing.assert_array_equal(ev.average_ranks([10, 20, 20, 5, 20]), [2, 4, 4, 1, 4])
+    np.testing.assert_array_equal(cond.average_ranks([10, 20, 20, 5, 20]), [2, 4, 4, 1, 4])
 
 
 def test_spearman_kendall_monotone():
     up = [0.1, 0.2, 0.5, 0.51, 0.9]
-    assert ev.spearman(up, range(5)) == pytest.approx(1.0)
-    assert ev.kendall(up, range(5)) == pytest.approx(1.0)
-    assert ev.spearman(up[::-1], range(5)) == pytest.approx(-1.0)
-    assert ev.kendall(up[::-1], range(5)) == pytest.approx(-1.0)
+    assert cond.spearman(up, range(5)) == pytest.approx(1.0)
+    assert cond.kendall(up, range(5)) == pytest.approx(1.0)
+    assert cond.spearman(up[::-1], range(5)) == pytest.approx(-1.0)
+    assert cond.kendall(up[::-1], range(5)) == pytest.approx(-1.0)
 
 
 def test_spearman_kendall_hand_values():
     # d = (-1, 1, -1, 1, 0): rho = 1 - 6 * 4 / (5 * 24) = 0.8; pairs (0,1), (2,3) discordant of 10: tau = 0.6
     x, y = [1, 2, 3, 4, 5], [2, 1, 4, 3, 5]
-    assert ev.spearman(x, y) == pytest.approx(0.8)
-    assert ev.kendall(x, y) == pytest.approx(0.6)
+    assert cond.spearman(x, y) == pytest.approx(0.8)
+    assert cond.kendall(x, y) == pytest.approx(0.6)
 
 
 def test_spearman_kendall_with_ties():
     # x ranks (1, 2.5, 2.5, 4): rho = 4.5 / sqrt(4.5 * 5) = 3 / sqrt(10)
     # pairs: 5 concordant, 1 tied in x, 0 discordant: tau_b = 5 / sqrt((6 - 1) * 6)
     x, y = [1, 2, 2, 3], [1, 2, 3, 4]
-    assert ev.spearman(x, y) == pytest.approx(3 / math.sqrt(10))
-    assert ev.kendall(x, y) == pytest.approx(5 / math.sqrt(30))
+    assert cond.spearman(x, y) == pytest.approx(3 / math.sqrt(10))
+    assert cond.kendall(x, y) == pytest.approx(5 / math.sqrt(30))
     # ties on both sides: centred ranks x (-1, -1, 0.5, 1.5), y (-1.5, 0, 0, 1.5)
     # rho = (1.5 + 0 + 0 + 2.25) / sqrt(4.5 * 4.5) = 5 / 6; tau_b: C = 4, D = 0, ties x 1, ties y 1 -> 4 / 5
     x, y = [1, 1, 2, 3], [1, 2, 2, 3]
-    assert ev.spearman(x, y) == pytest.approx(5 / 6)
-    assert ev.kendall(x, y) == pytest.approx(4 / 5)
+    assert cond.spearman(x, y) == pytest.approx(5 / 6)
+    assert cond.kendall(x, y) == pytest.approx(4 / 5)
 
 
 def test_constant_sequence_is_nan():
-    assert math.isnan(ev.spearman([0.3, 0.3, 0.3], [0, 1, 2]))
-    assert math.isnan(ev.kendall([0.3, 0.3, 0.3], [0, 1, 2]))
+    assert math.isnan(cond.spearman([0.3, 0.3, 0.3], [0, 1, 2]))
+    assert math.isnan(cond.kendall([0.3, 0.3, 0.3], [0, 1, 2]))
 
 
 # -----------------------------------------------------------------------------
@@ -124,7 +126,7 @@ def test_toy_model_condenses_with_depth():
     torch.manual_seed(0)
     model = ToyModel(n_layer=4)
     seqs = torch.randint(0, 50, (5, 9))
-    out = ev.condensation(model, seqs, batch_size=2)
+    out = cond.condensation(model, seqs, batch_size=2)
     assert len(out["mean_cos"]) == 5 and out["n_layers"] == 4
     assert out["spearman"] == pytest.approx(1.0) and out["kendall"] == pytest.approx(1.0)
     assert out["seq_len"] == 9 and out["num_sequences"] == 5
@@ -141,8 +143,8 @@ def test_streaming_average_equals_dense():
     torch.manual_seed(1)
     model = ToyModel(n_layer=3)
     seqs = torch.randint(0, 50, (7, 6))
-    stream = ev.condensation(model, seqs, batch_size=3)  # batches of 3, 3, 1
-    batches = ev.condensation(model, iter(list(seqs.split(2))), batch_size=99)  # an iterable of batches
+    stream = cond.condensation(model, seqs, batch_size=3)  # batches of 3, 3, 1
+    batches = cond.condensation(model, iter(list(seqs.split(2))), batch_size=99)  # an iterable of batches
     # dense: every sequence's matrices at once, averaged over N, in float64 from the formula
     with torch.no_grad():
         hidden = model.hidden_states(seqs)
@@ -163,7 +165,7 @@ def test_identical_tokens_histogram_in_last_bin():
         def hidden_states(self, idx):
             h = self.shared.expand(*idx.shape, -1)
             return [h, h]
-    out = ev.condensation(Flat(n_layer=1), torch.zeros(2, 4, dtype=torch.long))
+    out = cond.condensation(Flat(n_layer=1), torch.zeros(2, 4, dtype=torch.long))
     assert out["mean_cos"] == pytest.approx([1.0, 1.0])
     assert out["hist"][0][-1] == pytest.approx(64.0) and sum(out["hist"][0][:-1]) == 0  # all mass in [1-1/64, 1]
     assert math.isnan(out["spearman"])
@@ -171,7 +173,7 @@ def test_identical_tokens_histogram_in_last_bin():
 
 def test_probe_restores_training_mode():
     model = ToyModel(n_layer=2).train()
-    probe = ev.condensation_probe(model, torch.randint(0, 50, (2, 5)))
+    probe = cond.condensation_probe(model, torch.randint(0, 50, (2, 5)))
     assert model.training
     assert set(probe) == {"mean_cos", "last_mean", "spearman"} and len(probe["mean_cos"]) == 3
     assert probe["last_mean"] == probe["mean_cos"][-1]
@@ -227,11 +229,11 @@ def test_cli_on_checkpoint(tmp_path, text_file, model_type, n_layer, capsys):
     assert "block_size" in capsys.readouterr().out
     # the same numbers from the model's own hidden states on the same sequences
     tok = get_tokenizer("gpt2")
-    x = ev.text_spans(ev.read_words(text_file), 3, 32, tok.encode)
+    x = text_sources.text_spans(text_sources.read_words(text_file), 3, 32, tok.encode)
     with torch.no_grad():
         _, _, hidden = model(x, return_hidden=True)
     assert len(hidden) == n_layer + 1
-    expected = [float(ev.cosine_matrix(h).mean()) for h in hidden]
+    expected = [float(cond.cosine_matrix(h).mean()) for h in hidden]
     assert stats["mean_cos"] == pytest.approx(expected, abs=1e-5)
 
 
@@ -248,7 +250,7 @@ def test_cli_val_windows(tmp_path, monkeypatch):
     stats = json.loads((tmp_path / "o" / "condensation_val_S16_N4.json").read_text())
     assert stats["num_sequences"] == 4 and stats["seq_len"] == 16 and "tinyset" in stats["source"]
     # seed i draws window i: the first 2 of 4 are the 2 of N=2, and they are the memmap's tokens
-    x4, x2 = ev.val_windows(str(data_dir), 4, 16), ev.val_windows(str(data_dir), 2, 16)
+    x4, x2 = text_sources.val_windows(str(data_dir), 4, 16), text_sources.val_windows(str(data_dir), 2, 16)
     torch.testing.assert_close(x4[:2], x2)
     tokens = np.fromfile(data_dir / "val.bin", dtype=np.uint16)
     start = int(np.random.default_rng(1).integers(0, 5000 - 16))
@@ -264,13 +266,13 @@ def test_cli_hf_directory_matches_transformers(tmp_path, text_file):
     ev.main(["--init_from", str(tmp_path / "hf"), "--source", text_file, "--num_sequences", "2", "--seq_len", "24",
              "--out", str(tmp_path / "o"), "--device", "cpu"])
     stats = json.loads((tmp_path / "o" / "condensation_docs_S24_N2.json").read_text())
-    x = ev.text_spans(ev.read_words(text_file), 2, 24, get_tokenizer("gpt2").encode)
+    x = text_sources.text_spans(text_sources.read_words(text_file), 2, 24, get_tokenizer("gpt2").encode)
     with torch.no_grad():
         hidden = hf(x, output_hidden_states=True).hidden_states  # HF's own convention: n_layer + 1 states
-    C = [ev.cosine_matrix(h).mean(0) for h in hidden]
+    C = [cond.cosine_matrix(h).mean(0) for h in hidden]
     assert stats["mean_cos"] == pytest.approx([float(c.mean()) for c in C], abs=1e-5)
     idx = list(range(len(C)))
-    assert stats["spearman"] == pytest.approx(ev.spearman([float(c.mean()) for c in C], idx), abs=1e-9)
+    assert stats["spearman"] == pytest.approx(cond.spearman([float(c.mean()) for c in C], idx), abs=1e-9)
 
 
 def test_compare_plots_each_curve_with_its_source_and_length(tmp_path, capsys):
@@ -327,16 +329,16 @@ def test_measurements_of_other_settings_never_replace_each_other(tmp_path, text_
 
 def test_sequences_shorter_than_two_tokens_are_refused(tmp_path):
     with pytest.raises(ValueError, match="at least 2 tokens"):
-        ev.condensation(ToyModel(), torch.zeros(3, 1, dtype=torch.long))
+        cond.condensation(ToyModel(), torch.zeros(3, 1, dtype=torch.long))
     with pytest.raises(ValueError, match="at least 2 tokens"):
-        ev.condensation(ToyModel(), iter([torch.zeros(3, 1, dtype=torch.long)]))
+        cond.condensation(ToyModel(), iter([torch.zeros(3, 1, dtype=torch.long)]))
     with pytest.raises(SystemExit, match="--seq_len >= 2"):
         ev.main(["--ckpt", "never-loaded.pt", "--seq_len", "1"])
 
 
 def test_a_nan_layer_never_ranks_into_rho_and_tau(tmp_path):
     avg = torch.stack([torch.full((3, 3), v) for v in (0.1, 0.2, float("nan"), 0.4)])
-    stats = ev.layer_stats(avg, bins=0)
+    stats = cond.layer_stats(avg, bins=0)
     assert math.isnan(stats["spearman"]) and math.isnan(stats["kendall"])
     assert ev._finite(stats)["spearman"] is None and ev._finite(stats)["kendall"] is None
 
@@ -345,13 +347,13 @@ def test_jsonl_line_without_text_names_file_and_line(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text('{"text": "a b c"}\n\n{"title": "no text"}\n')
     with pytest.raises(ValueError, match=r"d\.jsonl line 3 is not a JSON object with a \"text\" string"):
-        ev.read_words(str(path))
+        text_sources.read_words(str(path))
     path.write_text('{"text": "a b c"}\n{"text": 5}\n')
     with pytest.raises(ValueError, match="line 2"):
-        ev.read_words(str(path))
+        text_sources.read_words(str(path))
     path.write_text('{"text": "a b c"}\nnot json\n')
     with pytest.raises(ValueError, match="line 2"):
-        ev.read_words(str(path))
+        text_sources.read_words(str(path))
 
 
 def test_checkpoint_that_is_a_directory_is_one_sentence(tmp_path):
@@ -378,7 +380,7 @@ def test_wikitext_offline_is_one_sentence(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ValueError, match="use --source val or a local"):
-        ev.wikitext_words()
+        text_sources.wikitext_words()
 
 
 @pytest.mark.slow

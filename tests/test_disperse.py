@@ -487,7 +487,7 @@ def test_cosine_matmuls_run_in_full_fp32_even_where_the_trainer_allows_tf32(vari
     """train.py allows TF32 on CUDA; this CPU (AVX512-BF16) can run float32 matmuls through bf16 when allowed.
     The loss's Gram matmuls, forward and backward, and eval.py's cosine matrix must run in IEEE float32 anyway,
     and give the numbers of such a run; the caller's setting must come back."""
-    from eval import cosine_matrix
+    from condensation import cosine_matrix
     z = torch.randn(3, 40, 64, generator=torch.Generator().manual_seed(0))
     want = dispersion_loss(z, variant, tau_l2=128.0)
     want_cos = cosine_matrix(z)
@@ -548,7 +548,7 @@ def test_no_host_round_trip_per_layer(monkeypatch):
 def test_bf16_hidden_states_are_measured_in_float32():
     """FSDP's bf16 parameters give bf16 hidden states: the loss and eval.py's cosines cast them to float32 first,
     so they equal the float32 computation on the same (bf16-rounded) values."""
-    from eval import cosine_matrix
+    from condensation import cosine_matrix
     z = torch.randn(2, 24, 32, generator=torch.Generator().manual_seed(0)).bfloat16()
     assert torch.equal(dispersion_loss(z), dispersion_loss(z.float()))
     cos = cosine_matrix(z)

@@ -7,13 +7,14 @@ import json
 import numpy as np
 import pytest
 
+import condensation as cond
 import eval as ev
 import families
 
 
 def result(tmp_path, model, curve, n_params, model_type=None):
     idx = list(range(len(curve)))
-    stats = {"mean_cos": curve, "spearman": ev.spearman(curve, idx), "kendall": ev.kendall(curve, idx),
+    stats = {"mean_cos": curve, "spearman": cond.spearman(curve, idx), "kendall": cond.kendall(curve, idx),
              "model": model, "n_params": n_params}
     if model_type:
         stats["model_type"] = model_type
@@ -84,7 +85,7 @@ def test_run_fig5_reuses_results_already_measured(tmp_path, monkeypatch):
             d = tmp_path / os.path.basename(m)
             d.mkdir()
             (d / "condensation_wikitext103_S512_N100.json").write_text(json.dumps(
-                {"mean_cos": curve, "spearman": ev.spearman(curve, [0, 1, 2]), "kendall": 0.0, "model": m,
+                {"mean_cos": curve, "spearman": cond.spearman(curve, [0, 1, 2]), "kendall": 0.0, "model": m,
                  "n_params": 1e9}))
     monkeypatch.setattr(ev, "main", lambda argv: pytest.fail(f"measured again: {argv}"))
     families.main(["run", "fig5", "--out", str(tmp_path)])

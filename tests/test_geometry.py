@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import eval as ev
+import condensation as cond
 import geometry as geo
 
 
@@ -79,7 +79,7 @@ def test_layerwise_means_through_the_measurement():
             eye = 2.0 * torch.eye(S, 8).expand(B, S, 8)
             return [eye, torch.ones(B, S, 8)]
 
-    stats = ev.condensation(Two(), torch.zeros(3, 4, dtype=torch.long), batch_size=2, bins=0, geometry=True)
+    stats = cond.condensation(Two(), torch.zeros(3, 4, dtype=torch.long), batch_size=2, bins=0, geometry=True)
     g = stats["geometry"]
     assert set(g) == set(geo.METRICS) and all(len(v) == 2 for v in g.values())
     assert g["matrix_rank"] == [4, 1] and g["effective_rank"] == pytest.approx([4, 1])
