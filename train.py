@@ -57,7 +57,7 @@ out_dir = 'out'
 eval_interval = 2000
 log_interval = 1
 eval_iters = 200  # val loss over eval_iters * batch_size fixed windows
-eval_only = False  # evaluate once and exit
+eval_only = False  # evaluate once, print the losses and exit; nothing in out_dir is written (its log, checkpoints)
 always_save_checkpoint = True  # save ckpt.pt at every eval, not only when val loss improves
 save_best = True  # also keep best.pt, the checkpoint with the lowest val loss
 init_from = 'scratch'  # 'scratch', 'resume' (out_dir/ckpt.pt), 'gpt2'..'gpt2-xl', 'Qwen/Qwen3-0.6B'.., or a local HF dir
@@ -604,10 +604,13 @@ def checkpoints_note(kept):
 
 
 def log_record(record):
-    """One JSON line in out_dir/log.jsonl (runlog.py), and the same to wandb: lists become one curve per layer."""
+    """One JSON line in out_dir/log.jsonl (runlog.py), and the same to wandb: lists become one curve per layer.
+    eval_only writes nothing there: its start record at the checkpoint's iteration would read as a resume and
+    hide every later record of the run it evaluates (runlog.read_log)."""
     if not master_process:
         return
-    append_record(os.path.join(out_dir, 'log.jsonl'), record)
+    if not eval_only:
+        append_record(os.path.join(out_dir, 'log.jsonl'), record)
     if wandb_log:
         flat = {}
         for k, v in record.items():
@@ -622,7 +625,8 @@ if wandb_log and master_process:  # before the first record
     import wandb
     wandb.init(project=wandb_project, name=wandb_run_name, config=config)
 if master_process:
-    os.makedirs(out_dir, exist_ok=True)
+    if not eval_only:
+        os.makedirs(out_dir, exist_ok=True)
     log_record({'iter': iter_num, 'event': 'start', 'config': config, 'model_args': model_args,
                 'world_size': world_size, 'device': device, 'dtype': dtype, 'compile': compile})
 
@@ -669,7 +673,7 @@ def evaluate_and_log(it, lr, kept):
         if scored['average'] is not None:
             record['acc_average'] = scored['average']
     log_record(record)
-    if wandb_log and master_process and probe_windows > 0:  # the paper's heatmap of this eval, as an image
+    if wandb_log and master_process and probe_windows > 0 and not eval_only:  # the paper's heatmap, as an image
         from eval import plot_condensation
         plot_condensation(probe, os.path.join(out_dir, 'probe.png'), label=f"iter {it}")
         wandb.log({'condensation': wandb.Image(os.path.join(out_dir, 'probe.png'))}, step=it)
