@@ -197,9 +197,13 @@ def config_error():
     if n_kv_head and n_head % n_kv_head != 0:
         return f"n_head ({n_head}) must be a multiple of n_kv_head ({n_kv_head})."
     for key in ('max_iters', 'noise_alpha', 'forget_every', 'probe_windows', 'dropout', 'dispersion_coeff',
-                'distill_coeff', 'forget_lr'):
+                'distill_coeff', 'forget_lr', 'learning_rate', 'min_lr', 'weight_decay', 'grad_clip', 'warmup_iters',
+                'warmup_frac', 'lr_decay_iters', 'tasks_interval'):
         if not config[key] >= 0:
             return f"{key} must be 0 or more, not {config[key]}."
+    for key in ('beta1', 'beta2'):  # AdamW's moving averages: a weight of 1 or more never forgets
+        if not 0 <= config[key] < 1:
+            return f"{key} must lie in [0, 1), not {config[key]}."
     if dispersion is not None:
         if isinstance(dispersion_loc, str) and dispersion_loc not in disperse.LOCS:
             return f"dispersion_loc must be one of {', '.join(disperse.LOCS)} or a list of block indices, not '{dispersion_loc}'."
