@@ -57,7 +57,7 @@ out_dir = 'out'
 eval_interval = 2000
 log_interval = 1
 eval_iters = 200  # val loss over eval_iters * batch_size fixed windows
-eval_only = False  # evaluate once and exit
+eval_only = False  # evaluate once, print the losses and exit; nothing in out_dir is written (its log, checkpoints)
 always_save_checkpoint = True  # save ckpt.pt at every eval, not only when val loss improves
 save_best = True  # also keep best.pt, the checkpoint with the lowest val loss
 init_from = 'scratch'  # 'scratch', 'resume' (out_dir/ckpt.pt), 'gpt2'..'gpt2-xl', 'Qwen/Qwen3-0.6B'.., or a local HF dir
@@ -197,9 +197,13 @@ def config_error():
     if n_kv_head and n_head % n_kv_head != 0:
         return f"n_head ({n_head}) must be a multiple of n_kv_head ({n_kv_head})."
     for key in ('max_iters', 'noise_alpha', 'forget_every', 'probe_windows', 'dropout', 'dispersion_coeff',
-                'distill_coeff', 'forget_lr'):
+                'distill_coeff', 'forget_lr', 'learning_rate', 'min_lr', 'weight_decay', 'grad_clip', 'warmup_iters',
+                'warmup_frac', 'lr_decay_iters', 'tasks_interval'):
         if not config[key] >= 0:
             return f"{key} must be 0 or more, not {config[key]}."
+    for key in ('beta1', 'beta2'):  # AdamW's moving averages: a weight of 1 or more never forgets
+        if not 0 <= config[key] < 1:
+            return f"{key} must lie in [0, 1), not {config[key]}."
     if dispersion is not None:
         if isinstance(dispersion_loc, str) and dispersion_loc not in disperse.LOCS:
             return f"dispersion_loc must be one of {', '.join(disperse.LOCS)} or a list of block indices, not '{dispersion_loc}'."
@@ -604,10 +608,13 @@ def checkpoints_note(kept):
 
 
 def log_record(record):
-    """One JSON line in out_dir/log.jsonl (runlog.py), and the same to wandb: lists become one curve per layer."""
+    """One JSON line in out_dir/log.jsonl (runlog.py), and the same to wandb: lists become one curve per layer.
+    eval_only writes nothing there: its start record at the checkpoint's iteration would read as a resume and
+    hide every later record of the run it evaluates (runlog.read_log)."""
     if not master_process:
         return
-    append_record(os.path.join(out_dir, 'log.jsonl'), record)
+    if not eval_only:
+        append_record(os.path.join(out_dir, 'log.jsonl'), record)
     if wandb_log:
         flat = {}
         for k, v in record.items():
@@ -622,7 +629,8 @@ if wandb_log and master_process:  # before the first record
     import wandb
     wandb.init(project=wandb_project, name=wandb_run_name, config=config)
 if master_process:
-    os.makedirs(out_dir, exist_ok=True)
+    if not eval_only:
+        os.makedirs(out_dir, exist_ok=True)
     log_record({'iter': iter_num, 'event': 'start', 'config': config, 'model_args': model_args,
                 'world_size': world_size, 'device': device, 'dtype': dtype, 'compile': compile})
 
@@ -669,7 +677,7 @@ def evaluate_and_log(it, lr, kept):
         if scored['average'] is not None:
             record['acc_average'] = scored['average']
     log_record(record)
-    if wandb_log and master_process and probe_windows > 0:  # the paper's heatmap of this eval, as an image
+    if wandb_log and master_process and probe_windows > 0 and not eval_only:  # the paper's heatmap, as an image
         from eval import plot_condensation
         plot_condensation(probe, os.path.join(out_dir, 'probe.png'), label=f"iter {it}")
         wandb.log({'condensation': wandb.Image(os.path.join(out_dir, 'probe.png'))}, step=it)

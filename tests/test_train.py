@@ -364,6 +364,27 @@ def test_max_iters_off_the_eval_grid_saves_the_last_step(tmp_path, data_dir):
     assert [r["iter"] for r in records(out) if "val_loss" in r] == [0, 4, 5]
 
 
+def test_eval_only_on_an_existing_run_changes_nothing_in_it(tmp_path, data_dir):
+    """An eval of a finished run prints the val loss of its checkpoint (the one the run logged at that iteration)
+    and leaves every file of the run as it was: its history still reads to the last step."""
+    out = tmp_path / "out"
+    train(out, data_dir, "--max_iters=6", "--eval_interval=3", "--always_save_checkpoint=False")
+    files = {f: (out / f).read_bytes() for f in sorted(os.listdir(out)) if f != "train.lock"}
+    history = read_log(out / "log.jsonl")
+    saved = torch.load(out / "ckpt.pt", weights_only=True)
+    logged = next(r["val_loss"] for r in history if r.get("iter") == saved["iter_num"] and "val_loss" in r)
+    for init in ("resume", "scratch"):
+        p = train(out, data_dir, "--max_iters=6", "--eval_interval=3", "--eval_only=True", f"--init_from={init}")
+        assert {f: (out / f).read_bytes() for f in sorted(os.listdir(out)) if f != "train.lock"} == files
+        assert read_log(out / "log.jsonl") == history and history[-1]["iter"] == 6
+    p = train(out, data_dir, "--max_iters=6", "--eval_interval=3", "--eval_only=True", "--init_from=resume")
+    said = float(p.stdout.split(f"step {saved['iter_num']}: train loss ")[1].split("val loss ")[1].split()[0])
+    assert said == pytest.approx(logged, abs=1e-4)
+    fresh = tmp_path / "never-trained"
+    train(fresh, data_dir, "--max_iters=6", "--eval_only=True")
+    assert not fresh.exists()
+
+
 def test_a_new_run_refuses_an_out_dir_with_a_checkpoint(tmp_path, data_dir):
     out = tmp_path / "out"
     train(out, data_dir, "--max_iters=2", "--eval_interval=2")
@@ -505,6 +526,10 @@ def test_token_ids_beyond_the_vocabulary_name_the_file(tmp_path, data_dir):
     (["--gradient_accumulation_steps=0"], "gradient_accumulation_steps must be at least 1"),
     (["--eval_interval=0"], "eval_interval must be at least 1"),
     (["--block_size=0"], "block_size must be at least 1"),
+    (["--learning_rate=-1.0"], "learning_rate must be 0 or more, not -1.0."),
+    (["--min_lr=-1e-5"], "min_lr must be 0 or more, not -1e-05."),
+    (["--weight_decay=-0.1"], "weight_decay must be 0 or more, not -0.1."),
+    (["--beta2=1.0"], "beta2 must lie in [0, 1), not 1.0."),
     (["--n_embd=30", "--n_head=4"], "n_embd (30) must be divisible by n_head (4)."),
     (["--compile=sometimes"], "'compile' expects None or a bool"),
     (["--parallelism=zero"], "parallelism must be 'ddp' or 'fsdp'"),
