@@ -19,7 +19,7 @@ and RUN/eval/loss_lee_news.json exist; a finished run that lacks one is measured
 checkpoint short of max_iters continues with --init_from=resume, so a later session finishes what an earlier one
 could not.
 
-The experiments (README, "Results"):
+The experiments (RESULTS.md):
   main      CE only; CE + angular_spread at lambda 0.1 and 1.0; noisy embeddings (alpha 1); active forgetting
             (once, after step 200 of 300: the paper's 1000 of 1526 steps is 2/3 of training; the authors' embedding
             schedule, disperse.forget_lr). Seeds 1, 2, 3.

@@ -181,7 +181,7 @@ def loglikelihoods(model, requests, max_length, batch_tokens=None, autocast=None
     only, so every logit is that of the request alone and the context is computed once. Rows are sorted
     longest first (like lm-eval) and packed, right-padded, into batches of at most batch_tokens tokens; one
     forward per batch. Default: 16384 tokens on a GPU, 1024 on a CPU, where bigger batches were slower
-    (README, "measured here"). in_step: every process of the group calls this with its own requests and runs
+    (RESULTS.md, "Speed and cost"). in_step: every process of the group calls this with its own requests and runs
     as many forwards as the busiest one (a sharded model's forward is a collective), padding with one-token rows."""
     units = {}  # model input -> indices of the requests it answers
     for i, (ctx, cont) in enumerate(requests):
