@@ -25,8 +25,9 @@ Checkpoints (out_dir/ckpt.pt, the latest; best.pt, the lowest val loss) hold the
 model state dict, the optimizer, model_args (with the tokenizer), iter_num, best_val_loss, config and every
 process's torch RNG state (dropout), tensors and plain values only, so that they load with
 torch.load(weights_only=True) and --init_from=resume continues exactly where the run stopped. They are written
-atomically, at every eval and at max_iters; one trainer at a time holds out_dir (a lock the OS releases when
-the process ends, even by a crash), and a new run never replaces another run's checkpoint unless overwrite=True.
+atomically after an eval (every eval_interval iters and at max_iters): ckpt.pt after every one with
+always_save_checkpoint=True, otherwise only when the val loss improved. One trainer at a time holds out_dir (a
+lock the OS releases when the process ends, even by a crash), and a new run never replaces another run's checkpoint unless overwrite=True.
 """
 
 import fcntl
