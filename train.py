@@ -647,8 +647,8 @@ if master_process:
     log_record({'iter': iter_num, 'event': 'start', 'config': config, 'model_args': model_args,
                 'world_size': world_size, 'device': device, 'dtype': dtype, 'compile': compile})
 
-if peak_flops == 0 and device_type == 'cuda':  # None for a GPU the table does not know: no MFU then
-    peak_flops = hardware.peak_flops(torch.cuda.get_device_name(), dtype)
+# the MFU's denominator: the config's, else the table's (None for a GPU the table does not know: no MFU then)
+mfu_peak = peak_flops or (hardware.peak_flops(torch.cuda.get_device_name(), dtype) if device_type == 'cuda' else None)
 
 # one iteration's steps, in the order the loop runs them
 
@@ -747,8 +747,8 @@ def forget(it):
 def log_step(it, dt, terms, lr, emb_lr, running_mfu, local_iter_num):
     """Rank 0: the step's line on stdout and its record -> (the record, the running MFU); local_iter_num: steps
     taken by this process (the MFU skips the first 5, compilation and warm-up)."""
-    if local_iter_num >= 5 and device_type == 'cuda' and peak_flops:  # MFU where the peak is known
-        mfu = raw_model.estimate_mfu(batch_size * grad_accum, dt, peak_flops)
+    if local_iter_num >= 5 and device_type == 'cuda' and mfu_peak:  # MFU where the peak is known
+        mfu = raw_model.estimate_mfu(batch_size * grad_accum, dt, mfu_peak)
         running_mfu = mfu if running_mfu == -1.0 else 0.9 * running_mfu + 0.1 * mfu
     total = total_loss(terms)
     extra = "".join(f", {k} {v:.4f}" for k, v in terms.items()) if len(terms) > 1 else ""
