@@ -27,7 +27,8 @@ process's torch RNG state (dropout), tensors and plain values only, so that they
 torch.load(weights_only=True) and --init_from=resume continues exactly where the run stopped. They are written
 atomically after an eval (every eval_interval iters and at max_iters): ckpt.pt after every one with
 always_save_checkpoint=True, otherwise only when the val loss improved. One trainer at a time holds out_dir (a
-lock the OS releases when the process ends, even by a crash), and a new run never replaces another run's checkpoint unless overwrite=True.
+lock the OS releases when the process ends, even by a crash), and a new run never replaces another run's
+checkpoint unless overwrite=True.
 """
 
 import fcntl
