@@ -297,7 +297,7 @@ def disperse(hidden, loc='all', **loss_kwargs):
 
 
 # -----------------------------------------------------------------------------
-# knowledge distillation (Hinton et al. 2015, arXiv 1503.02531): the issue-18 experiment "does a student take a
+# knowledge distillation (Hinton et al. 2015, arXiv 1503.02531): the experiment "does a student take a
 # larger teacher's geometry, or only its predictions?" (the paper's abstract: condensation "is not reliably
 # mitigated by knowledge distillation")
 

@@ -1,5 +1,5 @@
 """
-eval.py: measure a checkpoint (or a released GPT-2 / Qwen3 model). Five modes, one command line:
+eval.py: measure a checkpoint (or a released GPT-2 / Qwen3 model). Its modes, one command line each:
 
   condensation (the default; arXiv 2602.00217 section 2): per-layer token cosine similarity
     python eval.py --ckpt out/ckpt.pt [--source val|wikitext|data/NAME|FILE.txt|FILE.jsonl] [--num_sequences 100]
@@ -40,7 +40,6 @@ import torch
 import hardware
 import text_sources
 from condensation import condensation
-from configurator import doc_section
 from data.tokenizer import get_tokenizer
 from data.tokens import fixed_starts, get_batch, load_meta, load_split
 from model import from_pretrained, load_checkpoint
@@ -176,12 +175,14 @@ def condensation_path(out, source, seq_len, num):
 # -----------------------------------------------------------------------------
 # command line
 
-MODES = doc_section(__doc__, "Five modes", "\nCondensation:")
+# the modes: the docstring after its first line, up to the Condensation paragraph (partition never raises)
+MODES = __doc__.strip().partition("\n")[2].partition("\nCondensation:")[0].strip("\n")
 
 
 def build_parser():
     p = argparse.ArgumentParser(prog="eval.py", formatter_class=argparse.RawDescriptionHelpFormatter,
-                                description="Measure a checkpoint or a released GPT-2 / Qwen3 model. " + MODES)
+                                description="Measure a checkpoint or a released GPT-2 / Qwen3 model, one "
+                                            "mode per command line:\n\n" + MODES)
     which = p.add_mutually_exclusive_group()
     which.add_argument("--ckpt", help="a checkpoint written by train.py, e.g. out/ckpt.pt")
     which.add_argument("--init_from", help="released weights: gpt2..gpt2-xl, Qwen/Qwen3-0.6B.., or a local HF directory; "
@@ -292,7 +293,7 @@ def print_condensation(stats):
     print(f"Spearman rho {_signed(stats['spearman'])}  Kendall tau {_signed(stats['kendall'])}  {last}")
     half = stats["last_half_n"]
     print(f"last half = the last {half} of {n + 1} entries: max(1, (n_layers + 1) // 2), the authors' rule "
-          f"(theirs in the tables; n_layers // 2 before): {stats['last_n_mean'][str(half)]:.4f}")
+          f"(the one in the paper's tables): {stats['last_n_mean'][str(half)]:.4f}")
     for k, v in stats.get("geometry", {}).items():
         print(f"{k:>14}: " + " ".join(f"{x:.3g}" for x in v))
     if "anisotropy" in stats:

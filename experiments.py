@@ -16,8 +16,8 @@ Every run is `python train.py config/research.py [config/dispersion.py] --key=va
 100 val windows) and `python eval.py --ckpt RUN/ckpt.pt --loss_data lee_news --out RUN/eval` (the loss on a second
 held-out corpus, modern English news: data/lee_news). A run is done when both RUN/eval/condensation_val_S128_N100.json
 and RUN/eval/loss_lee_news.json exist; a finished run that lacks one is measured, not retrained; a run with a
-checkpoint short of max_iters continues with --init_from=resume, so a later session finishes what an earlier one
-could not.
+checkpoint short of max_iters continues with --init_from=resume, so a later invocation finishes what an earlier
+one could not.
 
 The experiments (RESULTS.md):
   main      CE only; CE + angular_spread at lambda 0.1 and 1.0; noisy embeddings (alpha 1); active forgetting

@@ -11,9 +11,9 @@ code as our checkpoints.
     python eval.py --init_from Qwen/Qwen2.5-0.5B                        # hub name (or the local hub cache)
     python eval.py --init_from ./my-model                               # a save_pretrained directory
     python eval.py --init_from ./gguf-dir/model-Q8_0.gguf               # a GGUF file (transformers' gguf_file)
-    python eval.py --init_from Qwen/Qwen2.5-72B --device_map auto --dtype auto   # spread over the GPUs
+    python eval.py --init_from Qwen/Qwen2.5-72B --device_map auto --load_dtype auto   # spread over the GPUs
 
---dtype float32 (default: the authors measured in float32) or auto (the checkpoint's own dtype, e.g. bf16:
+--load_dtype float32 (default: the authors measured in float32) or auto (the checkpoint's own dtype, e.g. bf16:
 2 bytes per parameter instead of 4). The cosine matrices are float32 in either case. --include_logits_layer
 appends the [B, S, vocab] logits as one more "layer" (the authors' option), else the LM head never runs.
 """
@@ -137,7 +137,7 @@ def load(name_or_path, seq_len, dtype="float32", device="cpu", device_map=None, 
         raise SystemExit(f"--seq_len {seq_len} is longer than {name_or_path}'s context of {context} positions; "
                          f"give --seq_len {context} or less.")
     if dtype not in DTYPES:
-        raise SystemExit(f"--dtype {dtype}: choose one of {', '.join(DTYPES)} for a transformers model.")
+        raise SystemExit(f"--load_dtype {dtype}: choose one of {', '.join(DTYPES)} for a transformers model.")
     tokenizer, error = None, None
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code, **kw)

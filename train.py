@@ -25,8 +25,10 @@ Checkpoints (out_dir/ckpt.pt, the latest; best.pt, the lowest val loss) hold the
 model state dict, the optimizer, model_args (with the tokenizer), iter_num, best_val_loss, config and every
 process's torch RNG state (dropout), tensors and plain values only, so that they load with
 torch.load(weights_only=True) and --init_from=resume continues exactly where the run stopped. They are written
-atomically, at every eval and at max_iters; one trainer at a time holds out_dir (a lock the OS releases when
-the process ends, even by a crash), and a new run never replaces another run's checkpoint unless overwrite=True.
+atomically after an eval (every eval_interval iters and at max_iters): ckpt.pt after every one with
+always_save_checkpoint=True, otherwise only when the val loss improved. One trainer at a time holds out_dir (a
+lock the OS releases when the process ends, even by a crash), and a new run never replaces another run's
+checkpoint unless overwrite=True.
 """
 
 import fcntl
@@ -421,6 +423,10 @@ def load_teacher():
 
 
 teacher_model = load_teacher() if distill_coeff > 0 else None
+# the training loss's terms and their coefficients: loss = sum of coefficient * term (forward_loss computes the
+# terms under these names; accumulation, the non-finite stop, the step line and log.jsonl iterate over this dict)
+loss_coeffs = {'ce': 1.0, **({'disp': dispersion_coeff} if dispersion else {}),
+               **({'distill': distill_coeff} if teacher_model is not None else {})}
 if teacher_model is not None:
     log0(f"distilling from {teacher} ({sum(p.numel() for p in teacher_model.parameters()):,} parameters, frozen) "
          f"at T = {distill_temperature}, coefficient {distill_coeff}, over the data's {meta['vocab_size']} tokens")
@@ -474,24 +480,32 @@ if distributed and parallelism == 'ddp':
 
 
 def forward_loss(X, Y, train, disp_seed=None):
-    """(total, ce, disp, distill) for one micro-batch. The dispersion and distillation terms exist in training only
-    (None otherwise); the dispersion's token subsets are drawn with disp_seed. Hidden states are returned only when
-    it is on (the forward computes them anyway). The distillation term compares the student's logits with the
-    frozen teacher's on the same windows, over the data's real vocabulary (disperse.distill_loss)."""
+    """{name: term} for one micro-batch: 'ce', and in training the auxiliary terms of loss_coeffs. The dispersion's
+    token subsets are drawn with disp_seed; hidden states are returned only when it is on (the forward computes them
+    anyway). The distillation term compares the student's logits with the frozen teacher's on the same windows,
+    over the data's real vocabulary (disperse.distill_loss). A new auxiliary loss: one more term here, under a
+    name with its coefficient in loss_coeffs."""
     with ctx:
-        disp = kd = None
-        if train and dispersion:
+        if train and 'disp' in loss_coeffs:
             logits, ce, hidden = model(X, Y, return_hidden=True)
-            disp = disperse.disperse(hidden, generator=torch.Generator().manual_seed(disp_seed), **disp_kwargs)
         else:
             logits, ce = model(X, Y)
-        total = ce if disp is None else ce + dispersion_coeff * disp
-        if train and teacher_model is not None:
+        terms = {'ce': ce}
+        if train and 'disp' in loss_coeffs:
+            terms['disp'] = disperse.disperse(hidden, generator=torch.Generator().manual_seed(disp_seed), **disp_kwargs)
+        if train and 'distill' in loss_coeffs:
             with torch.no_grad():
                 teacher_logits, _ = teacher_model(X)
-            kd = disperse.distill_loss(logits, teacher_logits, distill_temperature, meta['vocab_size'], Y)
-            total = total + distill_coeff * kd
-        return total, ce, disp, kd
+            terms['distill'] = disperse.distill_loss(logits, teacher_logits, distill_temperature, meta['vocab_size'], Y)
+        return terms
+
+
+def total_loss(terms):
+    """sum of coefficient * term over loss_coeffs (tensors or floats), 'ce' first as is."""
+    total = terms['ce']
+    for name in list(loss_coeffs)[1:]:
+        total = total + loss_coeffs[name] * terms[name]
+    return total
 
 
 @torch.no_grad()
@@ -513,7 +527,7 @@ def estimate_loss():
                                  starts=part if len(part) else starts[:1], vocab_size=vocab_size)
             except ValueError as e:
                 raise SystemExit(str(e))
-            _, loss, _, _ = forward_loss(X, Y, train=False)
+            loss = forward_loss(X, Y, train=False)['ce']
             if len(part):
                 total += torch.tensor([loss.item() * len(part), len(part)], device=device, dtype=total.dtype)
         if distributed:
@@ -634,8 +648,8 @@ if master_process:
     log_record({'iter': iter_num, 'event': 'start', 'config': config, 'model_args': model_args,
                 'world_size': world_size, 'device': device, 'dtype': dtype, 'compile': compile})
 
-if peak_flops == 0 and device_type == 'cuda':  # None for a GPU the table does not know: no MFU then
-    peak_flops = hardware.peak_flops(torch.cuda.get_device_name(), dtype)
+# the MFU's denominator: the config's, else the table's (None for a GPU the table does not know: no MFU then)
+mfu_peak = peak_flops or (hardware.peak_flops(torch.cuda.get_device_name(), dtype) if device_type == 'cuda' else None)
 
 # one iteration's steps, in the order the loop runs them
 
@@ -686,45 +700,39 @@ def evaluate_and_log(it, lr, kept):
 
 def accumulate_gradients(it, X, Y):
     """Forward and backward over this process's grad_accum micro-batches, the gradients synchronised after the
-    last only -> (sums of the ce, dispersion, distillation terms over them, the next step's first batch)."""
-    sums = torch.zeros(3, device=device)  # ce, dispersion, distillation terms: summed over this process's micro-batches
+    last only -> (the sums of loss_coeffs' terms over them, in its order; the next step's first batch)."""
+    sums = torch.zeros(len(loss_coeffs), device=device)  # each term summed over this process's micro-batches
     for micro_step in range(grad_accum):
         if distributed and parallelism == 'ddp':  # all-reduce the gradients only after the last micro-batch
             model.require_backward_grad_sync = (micro_step == grad_accum - 1)
         elif parallelism == 'fsdp':  # reduce-scatter only after the last (costs one unsharded gradient meanwhile)
             model.set_requires_gradient_sync(micro_step == grad_accum - 1)
-        loss, ce, disp, kd = forward_loss(X, Y, train=True, disp_seed=disp_seed(it, micro_step))
-        loss = loss / grad_accum  # the accumulated gradient is the gradient of the mean loss
+        terms = forward_loss(X, Y, train=True, disp_seed=disp_seed(it, micro_step))
+        loss = total_loss(terms) / grad_accum  # the accumulated gradient is the gradient of the mean loss
         # draw the next batch while the accelerator works on this one
         last = micro_step == grad_accum - 1
         X, Y = train_batch(it + 1, 0) if last else train_batch(it, micro_step + 1)
         scaler.scale(loss).backward()
-        sums[0] += ce.detach().float()
-        if disp is not None:
-            sums[1] += disp.detach().float()
-        if kd is not None:
-            sums[2] += kd.detach().float()
+        sums += torch.stack([terms[name].detach().float() for name in loss_coeffs])
     return sums, X, Y
 
 
 def clip_and_step(it, sums, kept):
-    """Clip the gradient, take the optimizer step -> (ce, dispersion, distillation) means over every process's
-    micro-batches (None for a term that is off). A non-finite loss stops before the step, on every process."""
+    """Clip the gradient, take the optimizer step -> {name: mean of the term over every process's micro-batches}.
+    A non-finite loss stops before the step, on every process."""
     if grad_clip != 0.0:
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     if distributed:  # the logged loss is the mean over every process's micro-batches (and all stop together on a NaN)
         dist.all_reduce(sums)
-    lossf, dispf, kdf = (sums / gradient_accumulation_steps).tolist()  # one host sync per step, for the NaN stop
-    dispf = dispf if dispersion else None
-    kdf = kdf if teacher_model is not None else None
-    if not all(math.isfinite(v) for v in (lossf, dispf, kdf) if v is not None):
-        raise SystemExit(f"Non-finite loss at iter {it} (ce {lossf}, dispersion {dispf}, distillation {kdf}): stopping; "
-                         f"{checkpoints_note(kept)}. Lower the learning rate or use bfloat16/float32.")
+    means = dict(zip(loss_coeffs, (sums / gradient_accumulation_steps).tolist()))  # one host sync per step
+    if not all(map(math.isfinite, means.values())):
+        raise SystemExit(f"Non-finite loss at iter {it} ({', '.join(f'{k} {v}' for k, v in means.items())}): "
+                         f"stopping; {checkpoints_note(kept)}. Lower the learning rate or use bfloat16/float32.")
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
-    return lossf, dispf, kdf
+    return means
 
 
 def forget(it):
@@ -740,25 +748,17 @@ def forget(it):
 def log_step(it, dt, terms, lr, emb_lr, running_mfu, local_iter_num):
     """Rank 0: the step's line on stdout and its record -> (the record, the running MFU); local_iter_num: steps
     taken by this process (the MFU skips the first 5, compilation and warm-up)."""
-    lossf, dispf, kdf = terms
-    if local_iter_num >= 5 and device_type == 'cuda' and peak_flops:  # MFU where the peak is known
-        mfu = raw_model.estimate_mfu(batch_size * grad_accum, dt, peak_flops)
+    if local_iter_num >= 5 and device_type == 'cuda' and mfu_peak:  # MFU where the peak is known
+        mfu = raw_model.estimate_mfu(batch_size * grad_accum, dt, mfu_peak)
         running_mfu = mfu if running_mfu == -1.0 else 0.9 * running_mfu + 0.1 * mfu
-    total = lossf + (dispersion_coeff * dispf if dispf is not None else 0.0)
-    total += distill_coeff * kdf if kdf is not None else 0.0
-    extra = f", ce {lossf:.4f}" if dispf is not None or kdf is not None else ""
-    extra += f", disp {dispf:.4f}" if dispf is not None else ""
-    extra += f", distill {kdf:.4f}" if kdf is not None else ""
+    total = total_loss(terms)
+    extra = "".join(f", {k} {v:.4f}" for k, v in terms.items()) if len(terms) > 1 else ""
     extra += f", embedding lr {emb_lr:.2e}" if forget_every > 0 else ""
     mfu_txt = f", mfu {running_mfu * 100:.2f}%" if running_mfu >= 0 else ""
     print(f"iter {it}: loss {total:.4f}{extra}, lr {lr:.2e}, {tokens_per_iter / dt:,.0f} tok/s, "
           f"{dt * 1000:.0f} ms/iter{mfu_txt}", flush=True)
-    record = {'iter': it, 'loss': total, 'ce': lossf, 'lr': lr, 'tokens_per_s': tokens_per_iter / dt,
+    record = {'iter': it, 'loss': total, **terms, 'lr': lr, 'tokens_per_s': tokens_per_iter / dt,
               'ms_per_iter': dt * 1000}
-    if dispf is not None:
-        record['disp'] = dispf
-    if kdf is not None:
-        record['distill'] = kdf
     if forget_every > 0:
         record['lr_embedding'] = emb_lr
     if running_mfu >= 0:

