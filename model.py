@@ -3,7 +3,9 @@ model.py: the two decoder-only transformers we study, in one file.
 
   GPT    GPT-2 (Radford et al. 2019): learned positions, pre-LayerNorm blocks, GELU MLP, tied LM head.
   Qwen3  Hugging Face's Qwen3 dense model: RMSNorm, RoPE (theta 1e6), QK-norm, grouped-query attention,
-         SwiGLU MLP, no biases, tied or untied LM head.
+         SwiGLU MLP, no biases, tied or untied LM head. The same class is Llama (SmolLM2, TinyLlama, Llama-3.x)
+         and Qwen2 / Qwen2.5 through Qwen3Config's switches: qk_norm off, q/k/v biases (Qwen2), RoPE theta and
+         scaling ('linear', 'llama3'), norm eps, head_dim; hf_type names the architecture it came from.
 
 Both are the same skeleton, so they share one attention, one MLP, one block and one forward:
 
@@ -28,20 +30,17 @@ continuation with positions restarting after the context and attending to the co
 generate(idx, max_new_tokens, temperature, top_k) samples text (sample.py) with a KV cache: hidden_states
 with kv_cache runs only the new tokens, at their positions, against the cached keys and values of the earlier ones.
 
-Released weights: from_pretrained('gpt2' | 'gpt2-medium' | 'gpt2-large' | 'gpt2-xl' | 'Qwen/Qwen3-0.6B' | ...
-or a local directory written by transformers' save_pretrained), through transformers.
-Checkpoints written by train.py: load_checkpoint('out/ckpt.pt'); export.py writes one as a
-transformers directory (python eval.py --export_hf out/ckpt.pt DIR), which from_pretrained(DIR) reads back.
+Released weights (a hub name, a save_pretrained folder or a .gguf file) come in through hf_convert.from_pretrained,
+and hf_convert.export_hf writes a checkpoint back out as a transformers folder (python eval.py --export_hf ...).
+Checkpoints written by train.py: load_checkpoint('out/ckpt.pt').
 
 Quick look:  python -c "from model import GPT, GPTConfig; print(GPT(GPTConfig()).num_params())"
 """
 
 import inspect
-import json
 import math
 import os
 import pickle
-import re
 import tempfile
 import zipfile
 from dataclasses import dataclass, fields, asdict
@@ -64,7 +63,7 @@ class GPTConfig:
     n_embd: int = 768
     n_inner: int = 0  # MLP width; 0 means 4 * n_embd (the paper's sweep varies it: 64 / 256 / 1024 / 4096)
     dropout: float = 0.0
-    bias: bool = True  # biases in Linears and LayerNorms: GPT-2's layout (released weights, from_hf); train.py's
+    bias: bool = True  # biases in Linears and LayerNorms: GPT-2's layout (released weights, hf_convert); train.py's
     # from-scratch default is False (nanoGPT's: a bit better and faster), and checkpoints store the value used
     tokenizer: str = 'gpt2'  # data/tokenizer.py name: what the token ids mean (eval.py encodes text with it)
 
@@ -84,6 +83,16 @@ class Qwen3Config:
     tie_embeddings: bool = True
     dropout: float = 0.0
     tokenizer: str = 'gpt2'  # data/tokenizer.py name: GPT-2's from scratch, the released model's name or folder
+    # the switches that make this skeleton Llama (SmolLM2, TinyLlama, Llama-3.x) or Qwen2/2.5 instead of Qwen3
+    qk_norm: bool = True  # Qwen3's RMSNorm of q and k per head; Llama and Qwen2 have none
+    qkv_bias: bool = False  # biases on the q/k/v projections: Qwen2 always, Llama with attention_bias
+    o_bias: bool = False  # a bias on the output projection: Llama / Qwen3 with attention_bias (never Qwen2)
+    rope_type: str = 'default'  # 'default', 'linear' (positions / factor) or 'llama3' (Llama-3.1's band rescaling)
+    rope_factor: float = 1.0  # the scaling factor of 'linear' and 'llama3'
+    rope_low_freq_factor: float = 1.0  # 'llama3' only: wavelengths beyond original / low are divided by factor
+    rope_high_freq_factor: float = 4.0  # 'llama3' only: wavelengths below original / high are kept
+    rope_original_context: int = 8192  # 'llama3' only: the context the model was pretrained at
+    hf_type: str = 'qwen3'  # the transformers architecture it came from and exports to: 'qwen3', 'qwen2', 'llama'
 
     def __post_init__(self):  # 0 = the usual choice, so a config file can leave these out
         self.n_kv_head = self.n_kv_head or self.n_head
@@ -132,11 +141,37 @@ class RMSNorm(nn.Module):
         return self.weight * x.to(dtype)
 
 
-def rope_cos_sin(T, head_dim, theta, device, pos=None):
-    """RoPE tables [T, head_dim] in float32, split-halves convention (Hugging Face's rotate_half):
-    angle(t, j) = t * theta^(-2j / head_dim) for j < head_dim / 2, repeated for the second half.
-    With position ids pos [B, T]: tables [B, 1, T, head_dim] for those positions (1 broadcasts over heads)."""
+ROPE_TYPES = ('default', 'linear', 'llama3')
+
+
+def rope_inv_freq(head_dim, theta, device, scaling=None):
+    """The head_dim / 2 RoPE frequencies w_j = theta^(-2j / head_dim), as transformers' rope_init functions:
+    'linear' divides them all by factor (positions stretched factor times); 'llama3' (Llama-3.1) keeps the high
+    frequencies (wavelength 2 pi / w < original / high_freq_factor), divides the low ones (wavelength >
+    original / low_freq_factor) by factor, and blends the band between with s = (original / wavelength - low) /
+    (high - low): w' = (1 - s) w / factor + s w. scaling: None or the config (its rope_* fields)."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
+    kind = 'default' if scaling is None else scaling.rope_type
+    assert kind in ROPE_TYPES, f"rope_type must be one of {ROPE_TYPES}, not {kind!r}"
+    if kind == 'linear':
+        inv_freq = inv_freq / scaling.rope_factor
+    elif kind == 'llama3':
+        factor, low, high = scaling.rope_factor, scaling.rope_low_freq_factor, scaling.rope_high_freq_factor
+        original = scaling.rope_original_context
+        wavelen = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelen > original / low, inv_freq / factor, inv_freq)
+        smooth = (original / wavelen - low) / (high - low)
+        blended = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelen < original / high) * ~(wavelen > original / low)
+        inv_freq = torch.where(medium, blended, scaled)
+    return inv_freq
+
+
+def rope_cos_sin(T, head_dim, theta, device, pos=None, scaling=None):
+    """RoPE tables [T, head_dim] in float32, split-halves convention (Hugging Face's rotate_half):
+    angle(t, j) = t * w_j for j < head_dim / 2 (w_j: rope_inv_freq), repeated for the second half.
+    With position ids pos [B, T]: tables [B, 1, T, head_dim] for those positions (1 broadcasts over heads)."""
+    inv_freq = rope_inv_freq(head_dim, theta, device, scaling)
     t = torch.arange(T, device=device, dtype=torch.float32) if pos is None else pos.float()[:, None, :]
     angles = t[..., None] * inv_freq  # the same float32 products as torch.outer
     angles = torch.cat([angles, angles], dim=-1)
@@ -157,12 +192,13 @@ class CausalSelfAttention(nn.Module):
     GPT-2 is the case n_kv_head = n_head, head_dim = n_embd / n_head, no QK-norm, no RoPE.
     """
 
-    def __init__(self, n_embd, n_head, n_kv_head, head_dim, bias, dropout, qk_norm_eps=None):
+    def __init__(self, n_embd, n_head, n_kv_head, head_dim, bias, dropout, qk_norm_eps=None, o_bias=None):
         super().__init__()
         assert n_head % n_kv_head == 0, f"n_head ({n_head}) must be a multiple of n_kv_head ({n_kv_head})"
         self.n_head, self.n_kv_head, self.head_dim = n_head, n_kv_head, head_dim
         self.c_attn = nn.Linear(n_embd, (n_head + 2 * n_kv_head) * head_dim, bias=bias)
-        self.c_proj = nn.Linear(n_head * head_dim, n_embd, bias=bias)
+        # Qwen2 has biases on q/k/v but not on the output projection: o_bias None = the same as bias
+        self.c_proj = nn.Linear(n_head * head_dim, n_embd, bias=bias if o_bias is None else o_bias)
         # Qwen3's QK-norm: one RMSNorm over head_dim, weights shared by all heads, applied before RoPE
         self.q_norm = RMSNorm(head_dim, qk_norm_eps) if qk_norm_eps else None
         self.k_norm = RMSNorm(head_dim, qk_norm_eps) if qk_norm_eps else None
@@ -411,18 +447,6 @@ class GPT(LanguageModel):
             pos = torch.arange(idx.size(1), dtype=torch.long, device=idx.device)
         return self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos)), None
 
-    @classmethod
-    def from_hf(cls, hf_config, sd):
-        """Our GPT from a Hugging Face GPT2LMHeadModel's config and state dict (names: HF_NAMES)."""
-        if getattr(hf_config, 'activation_function', 'gelu_new') not in ('gelu_new', 'gelu_pytorch_tanh'):
-            raise ValueError(f"GPT uses GELU (tanh); this checkpoint uses {hf_config.activation_function}.")
-        config = GPTConfig(block_size=hf_config.n_positions, vocab_size=hf_config.vocab_size,
-                           n_layer=hf_config.n_layer, n_head=hf_config.n_head, n_embd=hf_config.n_embd,
-                           n_inner=hf_config.n_inner or 0, dropout=0.0, bias=True)
-        model = cls(config)
-        _load_exact(model, ours_from_hf(model, sd))
-        return model
-
 
 class Qwen3(LanguageModel):
     model_type = 'qwen3'
@@ -435,8 +459,9 @@ class Qwen3(LanguageModel):
             drop=nn.Dropout(c.dropout),
             h=nn.ModuleList([Block(ln_1=RMSNorm(c.n_embd, eps=c.norm_eps),
                                    attn=CausalSelfAttention(n_embd=c.n_embd, n_head=c.n_head, n_kv_head=c.n_kv_head,
-                                                            head_dim=c.head_dim, bias=False, dropout=c.dropout,
-                                                            qk_norm_eps=c.norm_eps),
+                                                            head_dim=c.head_dim, bias=c.qkv_bias, dropout=c.dropout,
+                                                            qk_norm_eps=c.norm_eps if c.qk_norm else None,
+                                                            o_bias=c.o_bias),
                                    ln_2=RMSNorm(c.n_embd, eps=c.norm_eps),
                                    mlp=MLP(n_embd=c.n_embd, n_inner=c.n_inner, bias=False, dropout=c.dropout,
                                            gated=True))
@@ -449,101 +474,15 @@ class Qwen3(LanguageModel):
     def embed(self, idx, pos=None):
         # cos/sin are recomputed in float32 each call (cheap: T x head_dim), so a model cast to bf16 keeps
         # full-precision angles, as Hugging Face does
-        rope = rope_cos_sin(idx.size(1), self.config.head_dim, self.config.rope_theta, idx.device, pos)
+        rope = rope_cos_sin(idx.size(1), self.config.head_dim, self.config.rope_theta, idx.device, pos, self.config)
         return self.transformer.drop(self.transformer.wte(idx)), rope
-
-    @classmethod
-    def from_hf(cls, hf_config, sd):
-        """Our Qwen3 from a Hugging Face Qwen3ForCausalLM's config and state dict (names: HF_NAMES)."""
-        c = hf_config
-        if getattr(c, 'attention_bias', False):
-            raise ValueError("Qwen3 checkpoints with attention biases are not supported.")
-        rope_theta = getattr(c, 'rope_theta', None) or (getattr(c, 'rope_parameters', None) or {}).get('rope_theta')
-        config = Qwen3Config(block_size=c.max_position_embeddings, vocab_size=c.vocab_size,
-                             n_layer=c.num_hidden_layers, n_head=c.num_attention_heads,
-                             n_kv_head=c.num_key_value_heads, head_dim=c.head_dim, n_embd=c.hidden_size,
-                             n_inner=c.intermediate_size, rope_theta=float(rope_theta), norm_eps=c.rms_norm_eps,
-                             tie_embeddings=bool(c.tie_word_embeddings), dropout=0.0)
-        model = cls(config)
-        _load_exact(model, ours_from_hf(model, sd))
-        return model
-
-
-# -----------------------------------------------------------------------------
-# Hugging Face's names for our weights: one table per architecture, read HF -> ours by from_hf (released
-# weights, exported directories) and ours -> HF by export.py. A block's entries stand for every block i. Several
-# HF names: their tensors are concatenated along dim 0 in ours (Qwen3's q/k/v and gate/up projections are fused
-# here); HF_TRANSPOSED: HF's GPT-2 stores these Linear weights as Conv1D, [in, out] where ours is [out, in].
-HF_NAMES = {
-    'gpt': {},  # GPT2LMHeadModel uses our names (nanoGPT took them from it), only the Conv1D weights transposed
-    'qwen3': {
-        'transformer.wte.weight': ('model.embed_tokens.weight',),
-        'transformer.ln_f.weight': ('model.norm.weight',),
-        'lm_head.weight': ('lm_head.weight',),
-        'transformer.h.{i}.ln_1.weight': ('model.layers.{i}.input_layernorm.weight',),
-        'transformer.h.{i}.ln_2.weight': ('model.layers.{i}.post_attention_layernorm.weight',),
-        'transformer.h.{i}.attn.c_attn.weight': ('model.layers.{i}.self_attn.q_proj.weight',
-                                                 'model.layers.{i}.self_attn.k_proj.weight',
-                                                 'model.layers.{i}.self_attn.v_proj.weight'),
-        'transformer.h.{i}.attn.c_proj.weight': ('model.layers.{i}.self_attn.o_proj.weight',),
-        'transformer.h.{i}.attn.q_norm.weight': ('model.layers.{i}.self_attn.q_norm.weight',),
-        'transformer.h.{i}.attn.k_norm.weight': ('model.layers.{i}.self_attn.k_norm.weight',),
-        'transformer.h.{i}.mlp.c_fc.weight': ('model.layers.{i}.mlp.gate_proj.weight',
-                                              'model.layers.{i}.mlp.up_proj.weight'),
-        'transformer.h.{i}.mlp.c_proj.weight': ('model.layers.{i}.mlp.down_proj.weight',),
-    },
-}
-HF_TRANSPOSED = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')  # GPT-2 only
-
-
-def hf_key_table(model):
-    """[(our key, (HF keys...), transposed)] for every tensor of model.state_dict(), from HF_NAMES."""
-    names, rows = HF_NAMES[model.model_type], []
-    for key in model.state_dict():
-        block = re.fullmatch(r'transformer\.h\.(\d+)\.(.+)', key)
-        pattern = f'transformer.h.{{i}}.{block[2]}' if block else key
-        hf = tuple(n.format(i=block[1] if block else '') for n in names[pattern]) if names else (key,)
-        rows.append((key, hf, model.model_type == 'gpt' and key.endswith(HF_TRANSPOSED)))
-    return rows
-
-
-def ours_from_hf(model, sd):
-    """Our state dict for `model` from a Hugging Face state dict sd, by hf_key_table. ValueError in one sentence
-    for a missing or unexpected HF key."""
-    # older transformers versions keep GPT-2's causal masks in the state dict; a tied Qwen3 head may be saved once
-    sd = {k: v for k, v in sd.items() if not k.endswith(('.attn.bias', '.attn.masked_bias'))}
-    if 'lm_head.weight' not in sd and 'model.embed_tokens.weight' in sd:
-        sd['lm_head.weight'] = sd['model.embed_tokens.weight']
-    table = hf_key_table(model)
-    missing = sorted(n for _, hf, _ in table for n in hf if n not in sd)
-    unexpected = sorted(set(sd) - {n for _, hf, _ in table for n in hf})
-    if missing or unexpected:
-        raise ValueError(f"Weights do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}.")
-    ours = {}
-    for key, hf, transposed in table:
-        w = torch.cat([sd[n] for n in hf])
-        ours[key] = w.t() if transposed else w
-    return ours
-
-
-def _load_exact(model, sd):
-    """Copy sd into model; every parameter must be matched with the same shape (tied weights once)."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    if missing or unexpected:
-        raise ValueError(f"Weights do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}.")
-    with torch.no_grad():
-        for k, v in sd.items():
-            if own[k].shape != v.shape:
-                raise ValueError(f"Weight {k} has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}.")
-            own[k].copy_(v)
 
 
 # -----------------------------------------------------------------------------
 # building models: from a checkpoint's arguments, from a checkpoint file, from released weights
 
 # The one table of architectures: model_type -> (config dataclass, model class, Hugging Face model_type).
+# ('qwen3' also holds Llama and Qwen2 weights: hf_convert.HF_TYPES lists what from_pretrained reads.)
 # Adding an architecture is one entry here; train.py's model keys are the config's fields (tests/test_configs.py
 # checks that train.py has a default for each).
 MODELS = {
@@ -654,53 +593,3 @@ def load_checkpoint(path, device='cpu', **overrides):
         raise ValueError(f"The weights in {path} do not fit the {model.model_type} model its model_args describe "
                          f"({first}).") from None
     return model.to(device).eval(), ckpt
-
-
-def from_pretrained(name_or_path, dropout=0.0):
-    """Released weights through transformers: 'gpt2'..'gpt2-xl', 'Qwen/Qwen3-0.6B'.., or a local directory
-    written by save_pretrained. The model comes back in float32, its config.tokenizer naming its tokenizer."""
-    try:
-        from transformers import AutoConfig, AutoModelForCausalLM
-    except ImportError:
-        raise SystemExit("Loading released weights needs transformers: pip install transformers")
-    try:
-        hf_config = AutoConfig.from_pretrained(name_or_path)
-    except (OSError, ValueError) as e:
-        offline = os.environ.get('HF_HUB_OFFLINE') == '1'
-        raise SystemExit(f"Could not load '{name_or_path}': it is not a local model directory and the Hugging Face "
-                         f"hub is {'switched off (HF_HUB_OFFLINE=1)' if offline else 'unreachable or has no such model'}"
-                         f"; download it on a machine with internet (save_pretrained) and pass the directory. ({e})")
-    loaders = {hf_type: model_cls for _, model_cls, hf_type in MODELS.values()}
-    if hf_config.model_type not in loaders:
-        raise SystemExit(f"'{name_or_path}' is a {hf_config.model_type} model; supported: {', '.join(loaders)}.")
-    hf = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32)
-    model = loaders[hf_config.model_type].from_hf(hf_config, hf.state_dict())
-    del hf
-    for m in model.modules():  # dropout for fine-tuning, if asked
-        if isinstance(m, nn.Dropout):
-            m.p = dropout
-        if isinstance(m, CausalSelfAttention):
-            m.dropout = dropout
-    model.config.dropout = dropout
-    # GPT-2's tokens: released GPT-2, or a directory with GPT-2's tokenizer (export_hf of a Qwen3 trained on them)
-    gpt2_tokens = hf_config.model_type == 'gpt2' or _has_gpt2_tokenizer(name_or_path)
-    model.config.tokenizer = 'gpt2' if gpt2_tokens else name_or_path
-    return model
-
-
-def _has_gpt2_tokenizer(path):
-    """True for a local directory whose tokenizer is GPT-2's (as export_hf writes for GPT-2-token models)."""
-    config, vocab = os.path.join(path, 'tokenizer_config.json'), os.path.join(path, 'vocab.json')
-    if not (os.path.isfile(config) and os.path.isfile(vocab)):
-        return False
-    with open(config) as f:
-        if json.load(f).get('tokenizer_class') not in ('GPT2Tokenizer', 'GPT2TokenizerFast'):
-            return False
-    from data.tokenizer import gpt2_files
-    try:
-        encoder_json = gpt2_files()[0]
-    except FileNotFoundError as e:
-        raise SystemExit(str(e))
-    with open(vocab) as f, open(encoder_json) as g:
-        return json.load(f) == json.load(g)
-
