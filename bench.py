@@ -197,7 +197,7 @@ def lmeval_speed(shape, seeds=10, shots=1, device='cpu', quiet=False):
     from lm_eval.models.huggingface import HFLM
     from transformers import GPT2Config, GPT2LMHeadModel
     from data.tokenizer import get_tokenizer, write_gpt2_hf_tokenizer
-    from model import from_pretrained
+    from hf_convert import from_pretrained
     from tasks.engine import TASKS, doc_requests, prepare, resolve_fewshot
     from tasks.lm_eval_adapter import register_lm_eval
     fixtures = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'tests', 'fixtures', 'tasks')

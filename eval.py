@@ -42,7 +42,8 @@ import text_sources
 from condensation import condensation
 from data.tokenizer import get_tokenizer
 from data.tokens import fixed_starts, get_batch, load_meta, load_split
-from model import from_pretrained, load_checkpoint
+from hf_convert import from_pretrained
+from model import load_checkpoint
 from tasks import lm_eval_adapter
 from tasks.definitions import resolve_fewshot, resolve_tasks
 from tasks.engine import compare_results, hub_offline, load_json, results_table, run_benchmarks, write_results
@@ -513,7 +514,7 @@ def main(argv=None):
         hub_offline()
         return lm_eval_adapter.cli(argv[1:])
     if argv[:1] == ["--export_hf"]:  # python eval.py --export_hf out/ckpt.pt DIR: a transformers directory
-        from export import export_hf
+        from hf_convert import export_hf
         return export_hf(*argv[1:]) if len(argv) == 3 else sys.exit("Usage: python eval.py --export_hf CKPT DIR")
     args = build_parser().parse_args(argv)
     if args.lm_eval is not None:

@@ -53,9 +53,10 @@ def build_device(parallelism, rank, init_from):
 
 
 def from_pretrained(name_or_path, dropout, rank):
-    """Released weights: rank 0 reads them (model.from_pretrained, fp32 on the CPU), the others build the same
+    """Released weights: rank 0 reads them (hf_convert.from_pretrained, fp32 on the CPU), the others build the same
     shapes on the meta device from rank 0's model_args; shard() then sends rank 0's tensors out one at a time."""
-    from model import build_model, from_pretrained as load, model_args_of
+    from hf_convert import from_pretrained as load
+    from model import build_model, model_args_of
     model = load(name_or_path, dropout=dropout) if rank == 0 else None
     shape = [model_args_of(model) if rank == 0 else None]  # the shapes and the tokenizer
     dist.broadcast_object_list(shape, src=0)

@@ -23,6 +23,8 @@ from types import SimpleNamespace
 
 import torch
 
+from data.tokenizer import hf_location
+
 # config attributes that bound the positions a model can take (Bloom's ALiBi has none: no bound then)
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "seq_length", "max_sequence_length", "n_ctx")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
@@ -90,24 +92,10 @@ def context_length(config):
     return None
 
 
-def _where(name_or_path):
-    """(what from_pretrained reads, extra keyword arguments): a .gguf file is read from its folder."""
-    if name_or_path.endswith(".gguf"):
-        if not os.path.isfile(name_or_path):
-            raise SystemExit(f"{name_or_path} is not a file; give the path of a .gguf file.")
-        try:
-            import gguf  # noqa: F401  (transformers reads GGUF through it)
-        except ImportError:
-            raise SystemExit("Reading a GGUF file needs the package gguf: pip install gguf") from None
-        folder, file = os.path.split(os.path.abspath(name_or_path))
-        return folder, {"gguf_file": file}
-    return name_or_path, {}
-
-
 def load_config(name_or_path, trust_remote_code=False):
     """transformers' config of a hub name / local folder / GGUF file; every failure is one sentence."""
     import transformers
-    where, kw = _where(name_or_path)
+    where, kw = hf_location(name_or_path)
     try:
         config = transformers.AutoConfig.from_pretrained(where, trust_remote_code=trust_remote_code, **kw)
     except (OSError, EnvironmentError) as e:

@@ -3,7 +3,9 @@ model.py: the two decoder-only transformers we study, in one file.
 
   GPT    GPT-2 (Radford et al. 2019): learned positions, pre-LayerNorm blocks, GELU MLP, tied LM head.
   Qwen3  Hugging Face's Qwen3 dense model: RMSNorm, RoPE (theta 1e6), QK-norm, grouped-query attention,
-         SwiGLU MLP, no biases, tied or untied LM head.
+         SwiGLU MLP, no biases, tied or untied LM head. The same class is Llama (SmolLM2, TinyLlama, Llama-3.x)
+         and Qwen2 / Qwen2.5 through Qwen3Config's switches: qk_norm off, q/k/v biases (Qwen2), RoPE theta and
+         scaling ('linear', 'llama3'), norm eps, head_dim; hf_type names the architecture it came from.
 
 Both are the same skeleton, so they share one attention, one MLP, one block and one forward:
 
@@ -28,20 +30,17 @@ continuation with positions restarting after the context and attending to the co
 generate(idx, max_new_tokens, temperature, top_k) samples text (sample.py) with a KV cache: hidden_states
 with kv_cache runs only the new tokens, at their positions, against the cached keys and values of the earlier ones.
 
-Released weights: from_pretrained('gpt2' | 'gpt2-medium' | 'gpt2-large' | 'gpt2-xl' | 'Qwen/Qwen3-0.6B' | ...
-or a local directory written by transformers' save_pretrained), through transformers.
-Checkpoints written by train.py: load_checkpoint('out/ckpt.pt'); export.py writes one as a
-transformers directory (python eval.py --export_hf out/ckpt.pt DIR), which from_pretrained(DIR) reads back.
+Released weights (a hub name, a save_pretrained folder or a .gguf file) come in through hf_convert.from_pretrained,
+and hf_convert.export_hf writes a checkpoint back out as a transformers folder (python eval.py --export_hf ...).
+Checkpoints written by train.py: load_checkpoint('out/ckpt.pt').
 
 Quick look:  python -c "from model import GPT, GPTConfig; print(GPT(GPTConfig()).num_params())"
 """
 
 import inspect
-import json
 import math
 import os
 import pickle
-import re
 import tempfile
 import zipfile
 from dataclasses import dataclass, fields, asdict
@@ -64,7 +63,7 @@ class GPTConfig:
     n_embd: int = 768
     n_inner: int = 0  # MLP width; 0 means 4 * n_embd (the paper's sweep varies it: 64 / 256 / 1024 / 4096)
     dropout: float = 0.0
-    bias: bool = True  # biases in Linears and LayerNorms: GPT-2's layout (released weights, from_hf); train.py's
+    bias: bool = True  # biases in Linears and LayerNorms: GPT-2's layout (released weights, hf_convert); train.py's
     # from-scratch default is False (nanoGPT's: a bit better and faster), and checkpoints store the value used
     tokenizer: str = 'gpt2'  # data/tokenizer.py name: what the token ids mean (eval.py encodes text with it)
 
@@ -448,18 +447,6 @@ class GPT(LanguageModel):
             pos = torch.arange(idx.size(1), dtype=torch.long, device=idx.device)
         return self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos)), None
 
-    @classmethod
-    def from_hf(cls, hf_config, sd):
-        """Our GPT from a Hugging Face GPT2LMHeadModel's config and state dict (names: HF_NAMES)."""
-        if getattr(hf_config, 'activation_function', 'gelu_new') not in ('gelu_new', 'gelu_pytorch_tanh'):
-            raise ValueError(f"GPT uses GELU (tanh); this checkpoint uses {hf_config.activation_function}.")
-        config = GPTConfig(block_size=hf_config.n_positions, vocab_size=hf_config.vocab_size,
-                           n_layer=hf_config.n_layer, n_head=hf_config.n_head, n_embd=hf_config.n_embd,
-                           n_inner=hf_config.n_inner or 0, dropout=0.0, bias=True)
-        model = cls(config)
-        _load_exact(model, ours_from_hf(model, sd))
-        return model
-
 
 class Qwen3(LanguageModel):
     model_type = 'qwen3'
@@ -490,139 +477,18 @@ class Qwen3(LanguageModel):
         rope = rope_cos_sin(idx.size(1), self.config.head_dim, self.config.rope_theta, idx.device, pos, self.config)
         return self.transformer.drop(self.transformer.wte(idx)), rope
 
-    @classmethod
-    def from_hf(cls, hf_config, sd):
-        """Our model from a transformers Qwen3 / Qwen2 / Llama config and state dict (names: HF_NAMES)."""
-        model = cls(qwen3_config_from_hf(hf_config))
-        _load_exact(model, ours_from_hf(model, sd))
-        return model
-
-
-def qwen3_config_from_hf(c):
-    """Our Qwen3Config for a transformers Qwen3, Qwen2/2.5 or Llama (SmolLM2, TinyLlama, Llama-3.x) config.
-
-    The three are one skeleton (pre-norm RMSNorm blocks, RoPE, grouped-query attention, SwiGLU MLP) that differs by
-    switches: Qwen3 normalises q and k per head (qk_norm) and has no biases; Qwen2 has biases on q/k/v only; Llama
-    has none unless attention_bias (then on q/k/v and o). ValueError in one sentence for what the skeleton lacks."""
-    kind = c.model_type
-    if kind not in HF_SKELETON:
-        raise ValueError(f"A {kind} model is not one this class represents; it loads {', '.join(HF_SKELETON)}.")
-    if getattr(c, 'hidden_act', 'silu') != 'silu' or getattr(c, 'mlp_bias', False):
-        raise ValueError(f"This {kind} model's MLP (activation {c.hidden_act}, mlp_bias "
-                         f"{getattr(c, 'mlp_bias', False)}) is not the SwiGLU without biases this class has.")
-    if getattr(c, 'use_sliding_window', False):
-        raise ValueError(f"This {kind} model uses sliding-window attention, which this class does not have.")
-    rope = dict(getattr(c, 'rope_parameters', None) or getattr(c, 'rope_scaling', None) or {})
-    rope_theta = getattr(c, 'rope_theta', None) or rope.get('rope_theta')
-    rope_type = rope.get('rope_type', rope.get('type', 'default'))
-    if rope_type not in ROPE_TYPES:
-        raise ValueError(f"This {kind} model's RoPE scaling '{rope_type}' is not one of {ROPE_TYPES}.")
-    bias = bool(getattr(c, 'attention_bias', False))
-    if kind == 'qwen3' and bias:
-        raise ValueError("Qwen3 checkpoints with attention biases are not supported.")
-    llama3 = rope_type == 'llama3'
-    return Qwen3Config(
-        block_size=c.max_position_embeddings, vocab_size=c.vocab_size, n_layer=c.num_hidden_layers,
-        n_head=c.num_attention_heads, n_kv_head=c.num_key_value_heads or c.num_attention_heads,
-        head_dim=getattr(c, 'head_dim', None) or c.hidden_size // c.num_attention_heads, n_embd=c.hidden_size,
-        n_inner=c.intermediate_size, rope_theta=float(rope_theta), norm_eps=c.rms_norm_eps,
-        tie_embeddings=bool(c.tie_word_embeddings), dropout=0.0, qk_norm=kind == 'qwen3',
-        qkv_bias=kind == 'qwen2' or bias, o_bias=kind != 'qwen2' and bias, rope_type=rope_type,
-        rope_factor=float(rope.get('factor', 1.0)),
-        rope_low_freq_factor=float(rope.get('low_freq_factor', 1.0)) if llama3 else 1.0,
-        rope_high_freq_factor=float(rope.get('high_freq_factor', 4.0)) if llama3 else 4.0,
-        rope_original_context=int(rope.get('original_max_position_embeddings', 8192)) if llama3 else 8192,
-        hf_type=kind)
-
-
-# -----------------------------------------------------------------------------
-# Hugging Face's names for our weights: one table per architecture, read HF -> ours by from_hf (released
-# weights, exported directories) and ours -> HF by export.py. A block's entries stand for every block i. Several
-# HF names: their tensors are concatenated along dim 0 in ours (Qwen3's q/k/v and gate/up projections are fused
-# here); HF_TRANSPOSED: HF's GPT-2 stores these Linear weights as Conv1D, [in, out] where ours is [out, in].
-HF_NAMES = {
-    'gpt': {},  # GPT2LMHeadModel uses our names (nanoGPT took them from it), only the Conv1D weights transposed
-    'qwen3': {
-        'transformer.wte.weight': ('model.embed_tokens.weight',),
-        'transformer.ln_f.weight': ('model.norm.weight',),
-        'lm_head.weight': ('lm_head.weight',),
-        'transformer.h.{i}.ln_1.weight': ('model.layers.{i}.input_layernorm.weight',),
-        'transformer.h.{i}.ln_2.weight': ('model.layers.{i}.post_attention_layernorm.weight',),
-        'transformer.h.{i}.attn.c_attn.weight': ('model.layers.{i}.self_attn.q_proj.weight',
-                                                 'model.layers.{i}.self_attn.k_proj.weight',
-                                                 'model.layers.{i}.self_attn.v_proj.weight'),
-        'transformer.h.{i}.attn.c_attn.bias': ('model.layers.{i}.self_attn.q_proj.bias',
-                                               'model.layers.{i}.self_attn.k_proj.bias',
-                                               'model.layers.{i}.self_attn.v_proj.bias'),
-        'transformer.h.{i}.attn.c_proj.weight': ('model.layers.{i}.self_attn.o_proj.weight',),
-        'transformer.h.{i}.attn.c_proj.bias': ('model.layers.{i}.self_attn.o_proj.bias',),
-        'transformer.h.{i}.attn.q_norm.weight': ('model.layers.{i}.self_attn.q_norm.weight',),
-        'transformer.h.{i}.attn.k_norm.weight': ('model.layers.{i}.self_attn.k_norm.weight',),
-        'transformer.h.{i}.mlp.c_fc.weight': ('model.layers.{i}.mlp.gate_proj.weight',
-                                              'model.layers.{i}.mlp.up_proj.weight'),
-        'transformer.h.{i}.mlp.c_proj.weight': ('model.layers.{i}.mlp.down_proj.weight',),
-    },
-}
-HF_TRANSPOSED = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')  # GPT-2 only
-
-
-def hf_key_table(model):
-    """[(our key, (HF keys...), transposed)] for every tensor of model.state_dict(), from HF_NAMES."""
-    names, rows = HF_NAMES[model.model_type], []
-    for key in model.state_dict():
-        block = re.fullmatch(r'transformer\.h\.(\d+)\.(.+)', key)
-        pattern = f'transformer.h.{{i}}.{block[2]}' if block else key
-        hf = tuple(n.format(i=block[1] if block else '') for n in names[pattern]) if names else (key,)
-        rows.append((key, hf, model.model_type == 'gpt' and key.endswith(HF_TRANSPOSED)))
-    return rows
-
-
-def ours_from_hf(model, sd):
-    """Our state dict for `model` from a Hugging Face state dict sd, by hf_key_table. ValueError in one sentence
-    for a missing or unexpected HF key."""
-    # older transformers versions keep GPT-2's causal masks in the state dict; a tied Qwen3 head may be saved once
-    sd = {k: v for k, v in sd.items() if not k.endswith(('.attn.bias', '.attn.masked_bias'))}
-    if 'lm_head.weight' not in sd and 'model.embed_tokens.weight' in sd:
-        sd['lm_head.weight'] = sd['model.embed_tokens.weight']
-    table = hf_key_table(model)
-    missing = sorted(n for _, hf, _ in table for n in hf if n not in sd)
-    unexpected = sorted(set(sd) - {n for _, hf, _ in table for n in hf})
-    if missing or unexpected:
-        raise ValueError(f"Weights do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}.")
-    ours = {}
-    for key, hf, transposed in table:
-        w = torch.cat([sd[n] for n in hf])
-        ours[key] = w.t() if transposed else w
-    return ours
-
-
-def _load_exact(model, sd):
-    """Copy sd into model; every parameter must be matched with the same shape (tied weights once)."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    if missing or unexpected:
-        raise ValueError(f"Weights do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}.")
-    with torch.no_grad():
-        for k, v in sd.items():
-            if own[k].shape != v.shape:
-                raise ValueError(f"Weight {k} has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}.")
-            own[k].copy_(v)
-
 
 # -----------------------------------------------------------------------------
 # building models: from a checkpoint's arguments, from a checkpoint file, from released weights
 
 # The one table of architectures: model_type -> (config dataclass, model class, Hugging Face model_type).
+# ('qwen3' also holds Llama and Qwen2 weights: hf_convert.HF_TYPES lists what from_pretrained reads.)
 # Adding an architecture is one entry here; train.py's model keys are the config's fields (tests/test_configs.py
 # checks that train.py has a default for each).
 MODELS = {
     'gpt': (GPTConfig, GPT, 'gpt2'),
     'qwen3': (Qwen3Config, Qwen3, 'qwen3'),
 }
-# transformers model_types the Qwen3-style class also represents (Qwen3Config.hf_type records which, for export);
-# they share HF_NAMES['qwen3']: the same tensor names, without q_norm / k_norm, with biases where the model has them
-HF_SKELETON = ('qwen3', 'qwen2', 'llama')
 
 
 def build_model(model_args):
@@ -727,108 +593,3 @@ def load_checkpoint(path, device='cpu', **overrides):
         raise ValueError(f"The weights in {path} do not fit the {model.model_type} model its model_args describe "
                          f"({first}).") from None
     return model.to(device).eval(), ckpt
-
-
-def hf_source(name_or_path):
-    """(what transformers' from_pretrained reads, its extra keyword arguments): a .gguf file is read from its folder
-    with gguf_file= (transformers dequantizes it to float32)."""
-    if not name_or_path.endswith('.gguf'):
-        return name_or_path, {}
-    if not os.path.isfile(name_or_path):
-        raise SystemExit(f"{name_or_path} is not a file; give the path of a .gguf file.")
-    try:
-        import gguf  # noqa: F401  (transformers reads GGUF through it)
-    except ImportError:
-        raise SystemExit("Reading a GGUF file needs the package gguf: pip install gguf") from None
-    folder, file = os.path.split(os.path.abspath(name_or_path))
-    return folder, {'gguf_file': file}
-
-
-def available_memory_bytes():
-    """MemAvailable of /proc/meminfo (Linux), else None (then no estimate is made)."""
-    try:
-        with open('/proc/meminfo') as f:
-            for line in f:
-                if line.startswith('MemAvailable:'):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def check_memory(hf_config, name):
-    """SystemExit in one sentence, before any weight is read, when loading would not fit: transformers' float32
-    model and ours exist together while the weights are copied, 2 x 4 bytes per parameter (parameters estimated
-    from the config: embeddings, head if untied, and per block attention + MLP)."""
-    c = hf_config
-    d = getattr(c, 'hidden_size', None) or getattr(c, 'n_embd', None)
-    layers = getattr(c, 'num_hidden_layers', None) or getattr(c, 'n_layer', None)
-    if not d or not layers:
-        return
-    inner = getattr(c, 'intermediate_size', None) or getattr(c, 'n_inner', None) or 4 * d
-    heads = getattr(c, 'num_attention_heads', None) or getattr(c, 'n_head', 1)
-    kv = getattr(c, 'num_key_value_heads', None) or heads
-    head_dim = getattr(c, 'head_dim', None) or d // heads
-    gated = 3 if getattr(c, 'model_type', '') in HF_SKELETON else 2
-    n = c.vocab_size * d * (1 if getattr(c, 'tie_word_embeddings', True) else 2) + layers * (
-        d * head_dim * (2 * heads + 2 * kv) + gated * d * inner)
-    need, have = 2 * 4 * n, available_memory_bytes()
-    if have is not None and need > have:
-        raise SystemExit(f"'{name}' has about {n / 1e9:.2f}B parameters: loading it in float32 takes about "
-                         f"{need / 2**30:.1f} GiB and this machine has {have / 2**30:.1f} GiB available.")
-
-
-def from_pretrained(name_or_path, dropout=0.0):
-    """Released weights through transformers: 'gpt2'..'gpt2-xl', 'Qwen/Qwen3-0.6B'.., a local directory written
-    by save_pretrained (GPT-2, Qwen3, Qwen2/2.5, Llama), or a .gguf file of one of them. The model comes back in
-    float32, its config.tokenizer naming its tokenizer."""
-    try:
-        from transformers import AutoConfig, AutoModelForCausalLM
-    except ImportError:
-        raise SystemExit("Loading released weights needs transformers: pip install transformers")
-    source, extra = hf_source(name_or_path)
-    try:
-        hf_config = AutoConfig.from_pretrained(source, **extra)
-    except (OSError, ValueError) as e:
-        offline = os.environ.get('HF_HUB_OFFLINE') == '1'
-        raise SystemExit(f"Could not load '{name_or_path}': it is not a local model directory and the Hugging Face "
-                         f"hub is {'switched off (HF_HUB_OFFLINE=1)' if offline else 'unreachable or has no such model'}"
-                         f"; download it on a machine with internet (save_pretrained) and pass the directory. ({e})")
-    loaders = {'gpt2': GPT, **{t: Qwen3 for t in HF_SKELETON}}
-    if hf_config.model_type not in loaders:
-        raise SystemExit(f"'{name_or_path}' is a {hf_config.model_type} model; supported: {', '.join(loaders)}.")
-    check_memory(hf_config, name_or_path)
-    hf = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **extra)
-    try:
-        model = loaders[hf_config.model_type].from_hf(hf.config, hf.state_dict())
-    except ValueError as e:
-        raise SystemExit(f"'{name_or_path}': {e}") from None
-    del hf
-    for m in model.modules():  # dropout for fine-tuning, if asked
-        if isinstance(m, nn.Dropout):
-            m.p = dropout
-        if isinstance(m, CausalSelfAttention):
-            m.dropout = dropout
-    model.config.dropout = dropout
-    # GPT-2's tokens: released GPT-2, or a directory with GPT-2's tokenizer (export_hf of a Qwen3 trained on them)
-    gpt2_tokens = hf_config.model_type == 'gpt2' or (not extra and _has_gpt2_tokenizer(name_or_path))
-    model.config.tokenizer = 'gpt2' if gpt2_tokens else name_or_path
-    return model
-
-
-def _has_gpt2_tokenizer(path):
-    """True for a local directory whose tokenizer is GPT-2's (as export_hf writes for GPT-2-token models)."""
-    config, vocab = os.path.join(path, 'tokenizer_config.json'), os.path.join(path, 'vocab.json')
-    if not (os.path.isfile(config) and os.path.isfile(vocab)):
-        return False
-    with open(config) as f:
-        if json.load(f).get('tokenizer_class') not in ('GPT2Tokenizer', 'GPT2TokenizerFast'):
-            return False
-    from data.tokenizer import gpt2_files
-    try:
-        encoder_json = gpt2_files()[0]
-    except FileNotFoundError as e:
-        raise SystemExit(str(e))
-    with open(vocab) as f, open(encoder_json) as g:
-        return json.load(f) == json.load(g)
-

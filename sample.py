@@ -50,7 +50,8 @@ def read_prompt(start):
 
 def load(args, device):
     """(model in eval mode on device, the name of its tokenizer)."""
-    from model import from_pretrained, load_checkpoint
+    from hf_convert import from_pretrained
+    from model import load_checkpoint
     if args.ckpt:
         try:
             model, _ = load_checkpoint(args.ckpt, device)

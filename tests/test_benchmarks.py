@@ -602,9 +602,9 @@ def harness(tmp_path_factory):
 
 
 def our_side(model_dir):
-    """The project's own loading path: model.from_pretrained(HF folder) and its tokenizer (tiktoken GPT-2)."""
+    """The project's own loading path: hf_convert.from_pretrained(HF folder) and its tokenizer (tiktoken GPT-2)."""
     from data.tokenizer import get_tokenizer
-    from model import from_pretrained
+    from hf_convert import from_pretrained
     model = from_pretrained(model_dir).eval()
     return model, get_tokenizer(model.config.tokenizer)
 

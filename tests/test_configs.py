@@ -56,7 +56,8 @@ def test_config_applies_and_its_tokens_per_step_comment_holds(name):
     assert claims or name in UNCLAIMED, f"{name} says nothing about its tokens per step"
     for claim in claims:
         assert int(claim.replace(",", "")) == tokens, (name, claim, tokens)
-    if name.startswith("midtrain_"):  # the paper: 131,072 tokens per step, 1526 steps = 200M tokens
+    if name.startswith("midtrain_") and "smollm2" not in name:  # the paper: 131,072 tokens per step, 1526 steps =
+        # 200M tokens; SmolLM2's configs are the same recipe at CPU scale (100k tokens)
         assert abs(tokens * c["max_iters"] - 200e6) < 0.01 * 200e6
 
 

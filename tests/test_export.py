@@ -12,7 +12,8 @@ import transformers
 
 import eval as evaluate
 from data.tokenizer import get_tokenizer
-from model import GPT, GPTConfig, Qwen3, Qwen3Config, from_pretrained, model_args_of
+from hf_convert import from_pretrained
+from model import GPT, GPTConfig, Qwen3, Qwen3Config, model_args_of
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEXT = "ROMEO:\nBut soft, what light through yonder window breaks?  It is the east."

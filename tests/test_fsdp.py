@@ -11,7 +11,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import fsdp
-from model import GPT, GPTConfig, build_model, from_pretrained, load_checkpoint
+from hf_convert import from_pretrained
+from model import GPT, GPTConfig, build_model, load_checkpoint
 import subprocess
 import sys
 
@@ -220,10 +221,10 @@ def test_sharded_save_is_atomic_and_keeps_the_tie(tmp_path):
 
 
 def _pretrained_worker(rank, hf_dir):
-    import model as model_py
+    import hf_convert
     truth = from_pretrained(hf_dir)  # the single-process loader: the reference
     if rank != 0:  # only rank 0 may read the released weights
-        model_py.from_pretrained = lambda *a, **k: (_ for _ in ()).throw(AssertionError("rank 1 read the weights"))
+        hf_convert.from_pretrained = lambda *a, **k: (_ for _ in ()).throw(AssertionError("rank 1 read the weights"))
     m = fsdp.from_pretrained(hf_dir, 0.0, rank)
     assert (m.transformer.wte.weight.device.type == 'meta') == (rank != 0)
     m = fsdp.shard(m, 'cpu', 'float32')

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from model import (GPT, GPTConfig, Qwen3, Qwen3Config, build_model, from_pretrained, load_checkpoint, model_args_of,
+from hf_convert import from_pretrained
+from model import (GPT, GPTConfig, Qwen3, Qwen3Config, build_model, load_checkpoint, model_args_of,
                    save_checkpoint)
 
 def tiny_hf_gpt2(tmp_path, n_inner=None):
@@ -72,7 +73,7 @@ def test_qwen3_matches_hf(tmp_path, tie):
 
 
 def test_missing_model_is_one_sentence(tmp_path):
-    with pytest.raises(SystemExit, match="not a local model directory"):
+    with pytest.raises(SystemExit, match="not a local model folder"):
         from_pretrained(str(tmp_path / "nope"))
 
 

