@@ -1,0 +1,105 @@
+"""Tests of tasks/rolling.py (word perplexity of whole documents): the windows are lm_eval.utils' own, and the
+per-document log-likelihoods and word / byte perplexity equal lm-eval's hf model on lm-eval's
+paloma_wikitext_103 task file with its data swapped for fixture documents.
+
+    python -m pytest -q tests/test_rolling.py
+"""
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from tasks import rolling as R
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LAMBADA = os.path.join(ROOT, "tests", "fixtures", "tasks", "lambada_openai", "test.jsonl")
+
+
+def test_windows_are_lm_evals():
+    from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+    for n in (1, 5, 7, 8, 9, 15, 16, 17, 40):
+        tokens = list(range(100, 100 + n))
+        for L in (1, 2, 8):
+            want = [tuple(map(list, make_disjoint_window(w))) for w in
+                    get_rolling_token_windows(token_list=tokens, prefix_token=0, max_seq_len=L, context_len=1)]
+            got = R.rolling_windows(tokens, 0, L)
+            assert got == want, (n, L)
+            assert [t for _, cont in got for t in cont] == tokens  # every token scored exactly once
+    assert R.rolling_windows([], 0, 8) == []
+
+
+def fixture_texts():
+    """Documents of 1 to about 300 GPT-2 tokens (several 96-token windows), with runs of whitespace."""
+    with open(LAMBADA) as f:
+        base = [json.loads(line)["text"] for line in f if line.strip()]
+    return [base[0], " ".join(base * 4), "\n\n".join(base[:3]) + "  tail", "Hi", "  ".join(base[1:] * 3)]
+
+
+@pytest.fixture(scope="module")
+def lm_eval_paloma(tmp_path_factory):
+    """lm-eval's hf model (batch 1) on its own paloma_wikitext_103 task over the fixture texts."""
+    import lm_eval
+    import yaml
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from data.tokenizer import write_gpt2_hf_tokenizer
+    root = tmp_path_factory.mktemp("paloma")
+    model_dir = write_gpt2_hf_tokenizer(str(root / "tiny"))
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=96, vocab_size=50257)).save_pretrained(
+        model_dir)
+    data = root / "docs.jsonl"
+    with open(data, "w") as f:
+        for t in fixture_texts():
+            f.write(json.dumps({"text": t}) + "\n")
+    tasks = root / "tasks"
+    tasks.mkdir()
+    include = os.path.join(os.path.dirname(lm_eval.__file__), "tasks", "paloma", "paloma_wikitext_103.yaml")
+    with open(tasks / "fx_paloma.yaml", "w") as f:
+        yaml.safe_dump({"include": include, "task": "fx_paloma", "tag": [], "dataset_path": "json",
+                        "dataset_name": None, "dataset_kwargs": {"data_files": {"test": str(data)}},
+                        "validation_split": None, "test_split": "test"}, f)
+    out = simple_evaluate(model="hf", model_args=f"pretrained={model_dir},dtype=float32", tasks=["fx_paloma"],
+                          batch_size=1, device="cpu", task_manager=TaskManager(include_path=str(tasks),
+                                                                               include_defaults=False),
+                          log_samples=True)
+    return out, model_dir, str(data)
+
+
+def test_rolling_perplexity_equals_lm_evals_loglikelihood_rolling(lm_eval_paloma):
+    from data.tokenizer import get_tokenizer
+    from model import from_pretrained
+    out, model_dir, data = lm_eval_paloma
+    model = from_pretrained(model_dir).eval()
+    tok = get_tokenizer(model.config.tokenizer)
+    texts = R.read_texts(data)
+    assert texts == fixture_texts() and len(tok.encode(texts[1])) > 2 * 96 + 1  # several windows
+    samples = sorted(out["samples"]["fx_paloma"], key=lambda s: s["doc_id"])
+    theirs = [s["resps"][0][0] if isinstance(s["resps"][0], list) else s["resps"][0] for s in samples]
+    for batch_tokens in (64, None):
+        ours = R.rolling_loglikelihoods(model, tok.encode, tok.eot_token, texts, 96, batch_tokens)
+        assert ours == pytest.approx([float(x) for x in theirs], abs=1e-4)
+    got = R.rolling_perplexity(model, tok, texts)
+    res = out["results"]["fx_paloma"]
+    for metric in ("word_perplexity", "byte_perplexity", "bits_per_byte"):
+        assert got[metric] == pytest.approx(float(res[f"{metric},none"]), rel=1e-6), metric
+    assert got["docs"] == 5 and math.isfinite(got["word_perplexity"])
+
+
+def test_read_texts_bad_input_is_one_sentence(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "a"}\nnot json\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl line 2 is not a JSON object"):
+        R.read_texts(str(bad))
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n")
+    with pytest.raises(ValueError, match="holds no text"):
+        R.read_texts(str(empty))
+    with pytest.raises(ValueError, match="Cannot read"):
+        R.read_texts(str(tmp_path / "missing.txt"))
+    whole = tmp_path / "one.txt"
+    whole.write_text("one document\n\nof two paragraphs")
+    assert R.read_texts(str(whole)) == ["one document\n\nof two paragraphs"]
