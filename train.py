@@ -108,6 +108,7 @@ probe_windows = 8  # 0 = off
 tasks_interval = 0  # every this many iters (a multiple of eval_interval); 0 = off
 tasks = 'paper'  # 'paper', 'all' or a comma list such as 'arc_easy,piqa'
 tasks_limit = 100  # first N documents per task (and per MMLU subject)
+tasks_fewshot = ''  # shots, as eval.py --fewshot: '' = the paper's per task, '5' = all, 'mmlu=5,arc_easy=1'
 tasks_data = ''  # offline task data (python -m tasks.download --out DIR); '' = the Hugging Face hub
 # AdamW
 learning_rate = 6e-4
@@ -663,7 +664,7 @@ def evaluate_and_log(it, lr, kept):
         from data.tokenizer import get_tokenizer
         # every process scores a share of the documents; all get the gathered results back
         scored = run_benchmarks(raw_model, get_tokenizer(meta['tokenizer']), tasks, tasks_limit,
-                                data_dir=tasks_data or None, autocast=ctx, progress=False,
+                                fewshot=tasks_fewshot or None, data_dir=tasks_data or None, autocast=ctx, progress=False,
                                 log=log0 if it == 0 else None)
         record.update({f'acc_{name}': r['acc'] for name, r in scored['tasks'].items()})
         if scored['average'] is not None:

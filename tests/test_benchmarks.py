@@ -390,6 +390,36 @@ def _rank(rank, world, tmp):
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
+def test_distributed_shared_prefixes_give_the_single_process_result(tmp_path):
+    """Two gloo ranks, a tiny GPT, few-shot MMLU and ARC: each rank runs its own prefixes and as many forwards as
+    the busiest; the results equal one process's."""
+    import torch.multiprocessing as mp
+    single = _prefix_run()
+    assert E.LAST_RUN["prefixes"] >= 1  # the MMLU subject (first_n: one block for all its documents)
+    mp.spawn(_prefix_rank, args=(2, str(tmp_path)), nprocs=2, join=True)
+    for r in range(2):
+        with open(tmp_path / f"rank{r}.json") as f:
+            assert json.load(f) == json.loads(json.dumps(single))
+
+
+def _prefix_run():
+    from data.tokenizer import get_tokenizer
+    from model import GPT, GPTConfig
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=512, vocab_size=50304, n_layer=2, n_head=2, n_embd=32)).eval()
+    return E.run_benchmarks(model, get_tokenizer("gpt2"), "mmlu_anatomy,arc_easy",
+                            fewshot="mmlu_anatomy=2,arc_easy=2", data_dir=FIXTURES, progress=False, log=None)
+
+
+def _prefix_rank(rank, world, tmp):
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp}/store", rank=rank, world_size=world)
+    out = _prefix_run()
+    with open(os.path.join(tmp, f"rank{rank}.json"), "w") as f:
+        json.dump(out, f)
+    torch.distributed.destroy_process_group()
+
+
 # ---- data and outputs
 
 def test_missing_data_is_one_sentence_and_the_rest_runs(tmp_path):
