@@ -111,3 +111,39 @@ def rolling_perplexity(model, tokenizer, texts, batch_tokens=None, autocast=None
         model.train(was_training)
     got = dict(_gather(list(zip(mine, lls))))
     return perplexities(texts, [got[k] for k in range(len(texts))])
+
+
+def perplexity_main(args, load_model, resolve_device):
+    """eval.py --perplexity_data FILE [--limit N] [--batch_tokens B] [--dtype D]: the rolling perplexity of the
+    file's documents -> perplexity_<file name>.json in --out (default: eval/ beside the checkpoint), printed.
+    load_model(args, device) -> (model, checkpoint, name, default output directory) and resolve_device(--device)
+    -> this process's device: eval.py's own, so that every mode loads and places a model the same way."""
+    import os
+
+    import hardware
+    from data.tokenizer import get_tokenizer
+    try:
+        texts = read_texts(args.perplexity_data, args.limit)  # before the model load: a bad file costs nothing
+    except ValueError as e:
+        raise SystemExit(str(e))
+    device = resolve_device(args.device)
+    hardware.init_distributed(device)
+    try:
+        model, _, name, default_out = load_model(args, device)
+        result = {"model": name, "data": args.perplexity_data, "limit": args.limit, "dtype": args.dtype,
+                  "max_length": model.config.block_size,
+                  **rolling_perplexity(model, get_tokenizer(model.config.tokenizer), texts, args.batch_tokens,
+                                       hardware.autocast(args.dtype, device), progress=True)}
+        if _dist()[0] == 0:
+            out = args.out or default_out
+            path = os.path.join(out, f"perplexity_{os.path.splitext(os.path.basename(args.perplexity_data))[0]}.json")
+            os.makedirs(out, exist_ok=True)
+            with open(path, "w") as f:
+                json.dump(result, f, indent=1)
+            print(f"{name} on {result['docs']} documents of {args.perplexity_data}: word perplexity "
+                  f"{result['word_perplexity']:.3f}, byte perplexity {result['byte_perplexity']:.4f}, "
+                  f"bits per byte {result['bits_per_byte']:.4f}; wrote {path}")
+            return path
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()

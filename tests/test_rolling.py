@@ -7,6 +7,7 @@ paloma_wikitext_103 task file with its data swapped for fixture documents.
 import json
 import math
 import os
+import re
 
 import pytest
 import torch
@@ -103,3 +104,21 @@ def test_read_texts_bad_input_is_one_sentence(tmp_path):
     whole = tmp_path / "one.txt"
     whole.write_text("one document\n\nof two paragraphs")
     assert R.read_texts(str(whole)) == ["one document\n\nof two paragraphs"]
+
+
+def test_eval_cli_writes_lm_evals_perplexities(lm_eval_paloma, tmp_path, capsys):
+    import eval as ev
+    out, model_dir, data = lm_eval_paloma
+    path = ev.main(["--init_from", model_dir, "--perplexity_data", data, "--out", str(tmp_path), "--limit", "3"])
+    with open(path) as f:
+        got = json.load(f)
+    assert os.path.basename(path) == "perplexity_docs.json" and got["docs"] == 3
+    assert "word perplexity" in capsys.readouterr().out
+    # the first 3 documents: lm-eval's per-document lls with its word and byte counts
+    samples = sorted(out["samples"]["fx_paloma"], key=lambda s: s["doc_id"])[:3]
+    ll = sum(float(s["resps"][0][0] if isinstance(s["resps"][0], list) else s["resps"][0]) for s in samples)
+    texts = fixture_texts()[:3]
+    words = sum(len(re.split(r"\s+", t)) for t in texts)
+    assert got["word_perplexity"] == pytest.approx(math.exp(-ll / words), rel=1e-5)
+    with pytest.raises(SystemExit, match="Cannot read"):
+        ev.main(["--init_from", model_dir, "--perplexity_data", str(tmp_path / "none.jsonl")])
