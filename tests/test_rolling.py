@@ -122,3 +122,32 @@ def test_eval_cli_writes_lm_evals_perplexities(lm_eval_paloma, tmp_path, capsys)
     assert got["word_perplexity"] == pytest.approx(math.exp(-ll / words), rel=1e-5)
     with pytest.raises(SystemExit, match="Cannot read"):
         ev.main(["--init_from", model_dir, "--perplexity_data", str(tmp_path / "none.jsonl")])
+
+
+def test_training_logs_the_rolling_perplexity_of_its_checkpoint(tmp_path):
+    """train.py's perplexity_data at each tasks_interval (here without tasks): the logged word perplexity and bits
+    per byte of the last eval are rolling_perplexity of the checkpoint saved there."""
+    import subprocess
+    import sys
+    from data.tokenizer import get_tokenizer
+    from data.tokens import write_tokens
+    from model import load_checkpoint
+    text = "To be, or not to be, that is the question. " * 40
+    write_tokens({"train": [text] * 4, "val": [text]}, str(tmp_path / "data"))
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"text": t}) + "\n" for t in fixture_texts()))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "train.py", f"--dataset={tmp_path / 'data'}", f"--out_dir={out}", "--n_layer=2",
+           "--n_head=2", "--n_embd=32", "--block_size=64", "--batch_size=2", "--device=cpu", "--compile=False",
+           "--gradient_accumulation_steps=1", "--eval_iters=1", "--max_iters=2", "--eval_interval=2",
+           "--learning_rate=1e-2", "--tasks_interval=2", "--tasks=", f"--perplexity_data={docs}",
+           "--perplexity_limit=4"]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert p.returncode == 0, p.stderr[-2000:]
+    evals = [json.loads(line) for line in open(out / "log.jsonl") if "val_loss" in line]
+    assert [r["iter"] for r in evals] == [0, 2] and not any(k.startswith("acc_") for k in evals[-1])
+    model, _ = load_checkpoint(str(out / "ckpt.pt"), "cpu")
+    want = R.rolling_perplexity(model, get_tokenizer("gpt2"), fixture_texts()[:4])
+    assert evals[-1]["word_perplexity_docs"] == pytest.approx(want["word_perplexity"], rel=1e-6)
+    assert evals[-1]["bits_per_byte_docs"] == pytest.approx(want["bits_per_byte"], rel=1e-6)
+    assert evals[0]["word_perplexity_docs"] != evals[-1]["word_perplexity_docs"]
