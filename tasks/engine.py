@@ -163,6 +163,8 @@ def _prefix_groups(rows, units, requests, min_saved=MIN_SAVED):
         return below, [g for _, groups in parts for g in groups]
 
     groups = split(0, len(order))[1] if order else []
+    plain = sorted(i for P, idx in groups if not P for i in idx)  # one group: batched together as before
+    groups = [(P, idx) for P, idx in groups if P] + ([(0, plain)] if plain else [])
     return [(P, [rows[i] for i in idx]) for P, idx in groups]
 
 
