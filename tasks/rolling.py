@@ -69,7 +69,8 @@ def perplexities(texts, lls):
 
 def read_texts(path, limit=None):
     """The documents of an offline text file: a .jsonl holds one {"text": ...} per line (data/lee_news), any
-    other file is one document. limit: the first N documents. Bad input ends in one sentence (ValueError)."""
+    other file is one document. limit: the first N documents. Bad input ends in one sentence (ValueError), an
+    empty document too (words and bytes count every document: skipping one would change the perplexity)."""
     try:
         with open(path, encoding="utf-8") as f:
             if not path.endswith(".jsonl"):
@@ -85,12 +86,14 @@ def read_texts(path, limit=None):
                         row = None
                     if not isinstance(row, dict) or not isinstance(row.get("text"), str):
                         raise ValueError(f"{path} line {k} is not a JSON object with a \"text\" string.")
+                    if not row["text"].strip():  # dropping it would change the word count silently
+                        raise ValueError(f"{path} line {k} has no text to score; remove that line.")
                     texts.append(row["text"])
     except OSError as e:
         raise ValueError(f"Cannot read {path} ({e.strerror or type(e).__name__}).") from None
     except UnicodeDecodeError:
         raise ValueError(f"{path} is not UTF-8 text.") from None
-    texts = [t for t in texts if t.strip()][:None if limit is None else int(limit)]
+    texts = [t for t in texts if t.strip()][:None if limit is None else int(limit)]  # only a blank text file
     if not texts:
         raise ValueError(f"{path} holds no text to score.")
     return texts

@@ -95,6 +95,10 @@ def test_read_texts_bad_input_is_one_sentence(tmp_path):
     bad.write_text('{"text": "a"}\nnot json\n')
     with pytest.raises(ValueError, match=r"bad.jsonl line 2 is not a JSON object"):
         R.read_texts(str(bad))
+    blank = tmp_path / "blank.jsonl"
+    blank.write_text('{"text": "a"}\n\n{"text": " "}\n')
+    with pytest.raises(ValueError, match=r"blank.jsonl line 3 has no text to score"):
+        R.read_texts(str(blank))
     empty = tmp_path / "empty.txt"
     empty.write_text("  \n")
     with pytest.raises(ValueError, match="holds no text"):
