@@ -100,14 +100,18 @@ def read_texts(path, limit=None):
 
 
 def rolling_perplexity(model, tokenizer, texts, batch_tokens=None, autocast=None, progress=False):
-    """perplexities() of `texts` under `model` (our GPT / Qwen3: hidden_states, lm_head, config.block_size),
-    [EOT] as lm-eval's prefix token. Under torchrun every rank must call it with the same texts."""
+    """perplexities() of `texts` under `model` (our GPT / Qwen3: hidden_states, lm_head, config.block_size).
+    The first window's prefix token is lm-eval hf's prefix_token_id: the tokenizer's BOS where it has one
+    (a `bos_token` attribute: Llama-family tokenizers), else its EOT (GPT-2, Qwen). Under torchrun every rank
+    must call it with the same texts."""
     rank, world = _dist()
     mine = list(range(rank, len(texts), world))
     was_training = model.training
     model.eval()
     try:
-        lls = rolling_loglikelihoods(model, tokenizer.encode, tokenizer.eot_token, [texts[k] for k in mine],
+        bos = getattr(tokenizer, "bos_token", None)
+        lls = rolling_loglikelihoods(model, tokenizer.encode, tokenizer.eot_token if bos is None else bos,
+                                     [texts[k] for k in mine],
                                      model.config.block_size, batch_tokens, autocast, progress and rank == 0,
                                      in_step=world > 1)
     finally:

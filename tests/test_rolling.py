@@ -155,3 +155,19 @@ def test_training_logs_the_rolling_perplexity_of_its_checkpoint(tmp_path):
     assert evals[-1]["word_perplexity_docs"] == pytest.approx(want["word_perplexity"], rel=1e-6)
     assert evals[-1]["bits_per_byte_docs"] == pytest.approx(want["bits_per_byte"], rel=1e-6)
     assert evals[0]["word_perplexity_docs"] != evals[-1]["word_perplexity_docs"]
+
+
+def test_prefix_token_is_bos_where_the_tokenizer_has_one():
+    """lm-eval's hf model starts the first window with the tokenizer's BOS when there is one (Llama-family),
+    else with EOT: rolling_perplexity does the same (here a random model, where the two prefixes differ)."""
+    from types import SimpleNamespace
+    from model import GPT, GPTConfig
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=16, vocab_size=64, n_layer=1, n_head=2, n_embd=16)).eval()
+    encode = lambda text: [ord(c) % 60 + 4 for c in text]  # noqa: E731  a character tokenizer: ids 4..63
+    texts = ["a short one", "and a longer document of several windows " * 2]
+    for tok, prefix in ((SimpleNamespace(encode=encode, eot_token=1, bos_token=2), 2),
+                        (SimpleNamespace(encode=encode, eot_token=1), 1)):
+        want = R.perplexities(texts, R.rolling_loglikelihoods(model, encode, prefix, texts, 16))
+        assert R.rolling_perplexity(model, tok, texts) == want
+    assert R.rolling_loglikelihoods(model, encode, 1, texts, 16) != R.rolling_loglikelihoods(model, encode, 2, texts, 16)
