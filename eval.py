@@ -16,6 +16,8 @@ eval.py: measure a checkpoint (or a released GPT-2 / Qwen3 model). Its modes, on
   loss on another token corpus (data/NAME), by train.py's val-loss rule: the checkpoint's eval_iters x batch_size
   fixed windows of block_size tokens (data.tokens.fixed_starts), the mean token cross-entropy -> loss_NAME.json
     python eval.py --ckpt out/ckpt.pt --loss_data lee_news
+  word perplexity of whole documents (lm-eval's loglikelihood_rolling, paloma_wikitext_103's metrics; tasks/rolling.py)
+    python eval.py --ckpt out/ckpt.pt --perplexity_data data/lee_news/lee_news.jsonl --limit 50
 
 Condensation: for every hidden state l = 0..n (HF convention: 0 = embedding output, n = after the final norm)
 and every sequence, the S x S cosine matrix
@@ -47,6 +49,7 @@ from model import load_checkpoint
 from tasks import lm_eval_adapter
 from tasks.definitions import resolve_fewshot, resolve_tasks
 from tasks.engine import compare_results, hub_offline, load_json, results_table, run_benchmarks, write_results
+from tasks.rolling import perplexity_main
 
 DATA_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")  # data/<dataset>, as in train.py
 
@@ -227,6 +230,10 @@ def build_parser():
     g = p.add_argument_group("loss on another corpus")
     g.add_argument("--loss_data", default=None, metavar="NAME", help="data/NAME (or a token data directory): "
                    "the val loss there by train.py's rule (with --init_from: --num_sequences windows of --seq_len)")
+    g = p.add_argument_group("word perplexity of whole documents (lm-eval's loglikelihood_rolling; tasks/rolling.py)")
+    g.add_argument("--perplexity_data", default=None, metavar="FILE", help="a .jsonl of {\"text\": ...} lines (e.g. "
+                   "data/lee_news/lee_news.jsonl) or a text file (one document): word/byte perplexity, bits per byte "
+                   "(paloma_wikitext_103's metrics); --limit N: the first N documents")
     g = p.add_argument_group("compare and lm_eval")
     g.add_argument("--compare", nargs="+", metavar="JSON", help="plot condensation JSON files together, or print "
                    "one table of tasks.json files")
@@ -526,6 +533,8 @@ def main(argv=None):
         return tasks_main(args)
     if args.loss_data:
         return loss_main(args)
+    if args.perplexity_data:
+        return perplexity_main(args, load_model, resolve_device)
     return condensation_main(args)
 
 

@@ -220,17 +220,20 @@ class CausalSelfAttention(nn.Module):
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         # flash / memory-efficient kernels where available; enable_gqa shares each K/V head across its group.
         # An explicit mask [B, T, T] (packed scoring) replaces the causal one and broadcasts over heads.
+        # With a KV cache of P positions the mask is [B, T, P + T] (a shared prefix under packed rows).
         if attn_mask is not None:
-            assert attn_mask.shape == (B, T, T) and attn_mask.dtype == torch.bool, attn_mask.shape
+            assert attn_mask.dim() == 3 and attn_mask.shape[:2] == (B, T) and attn_mask.dtype == torch.bool, \
+                attn_mask.shape
             attn_mask = attn_mask[:, None]
-        if kv_cache is not None:  # generation: this block's keys and values of the P earlier positions
-            assert attn_mask is None, "a KV cache works with the causal mask only"
-            if kv_cache:
-                k, v = torch.cat([kv_cache['k'], k], dim=2), torch.cat([kv_cache['v'], v], dim=2)
+        if kv_cache is not None:  # this block's keys and values of the P earlier positions (generation, prefixes)
+            if kv_cache:  # a cache of batch 1 (one prefix shared by every row) broadcasts over the B rows
+                k = torch.cat([kv_cache['k'].expand(B, -1, -1, -1), k], dim=2)
+                v = torch.cat([kv_cache['v'].expand(B, -1, -1, -1), v], dim=2)
             kv_cache['k'], kv_cache['v'] = k, v  # (B, n_kv_head, P + T, hd)
             P = k.size(2) - T
-            if P > 0:  # query t sits at position P + t and sees keys 0 .. P + t: a causal mask shifted by P
+            if P > 0 and attn_mask is None:  # query t sits at position P + t, sees keys 0 .. P + t
                 attn_mask = torch.ones(T, P + T, dtype=torch.bool, device=x.device).tril(diagonal=P)
+        assert attn_mask is None or attn_mask.size(-1) == k.size(2), (attn_mask.shape, k.shape)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
                                            dropout_p=self.dropout if self.training else 0.0,
                                            is_causal=attn_mask is None, enable_gqa=self.n_kv_head != self.n_head)

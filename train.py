@@ -120,7 +120,10 @@ probe_windows = 8  # 0 = off
 tasks_interval = 0  # every this many iters (a multiple of eval_interval); 0 = off
 tasks = 'paper'  # 'paper', 'all' or a comma list such as 'arc_easy,piqa'
 tasks_limit = 100  # first N documents per task (and per MMLU subject)
+tasks_fewshot = ''  # shots, as eval.py --fewshot: '' = the paper's per task, '5' = all, 'mmlu=5,arc_easy=1'
 tasks_data = ''  # offline task data (python -m tasks.download --out DIR); '' = the Hugging Face hub
+perplexity_data = ''  # at each tasks_interval also lm-eval's rolling word perplexity of this .jsonl / text file
+perplexity_limit = 50  # its first N documents (tasks/rolling.py; e.g. data/lee_news/lee_news.jsonl)
 # AdamW
 learning_rate = 6e-4
 max_iters = 600000
@@ -674,6 +677,24 @@ def set_lr(it):
     return lr, emb_lr
 
 
+_perplexity_texts = []  # perplexity_data's documents, read at the first tasks eval (iter 0, before any step)
+
+
+def rolling_perplexity_record():
+    """{word_perplexity_<file>, bits_per_byte_<file>}: lm-eval's rolling perplexity of perplexity_data's first
+    perplexity_limit documents (tasks/rolling.py), every process scoring a share of them."""
+    from tasks.rolling import read_texts, rolling_perplexity
+    from data.tokenizer import get_tokenizer
+    if not _perplexity_texts:
+        try:
+            _perplexity_texts.extend(read_texts(perplexity_data, perplexity_limit))
+        except ValueError as e:
+            raise SystemExit(f"perplexity_data: {e}")
+    r = rolling_perplexity(raw_model, get_tokenizer(meta['tokenizer']), _perplexity_texts, autocast=ctx)
+    name = os.path.splitext(os.path.basename(perplexity_data))[0]
+    return {f'word_perplexity_{name}': r['word_perplexity'], f'bits_per_byte_{name}': r['bits_per_byte']}
+
+
 def evaluate_and_log(it, lr, kept):
     """The eval losses (estimate_loss), the condensation probe (probe_windows), the task scores (tasks_interval):
     one record in log.jsonl and wandb (with the probe's heatmap) -> the record. A non-finite eval loss stops."""
@@ -695,11 +716,13 @@ def evaluate_and_log(it, lr, kept):
         from data.tokenizer import get_tokenizer
         # every process scores a share of the documents; all get the gathered results back
         scored = run_benchmarks(raw_model, get_tokenizer(meta['tokenizer']), tasks, tasks_limit,
-                                data_dir=tasks_data or None, autocast=ctx, progress=False,
-                                log=log0 if it == 0 else None)
+                                fewshot=tasks_fewshot or None, data_dir=tasks_data or None, autocast=ctx, progress=False,
+                                log=log0 if it == 0 else None) if tasks else {'tasks': {}, 'average': None}
         record.update({f'acc_{name}': r['acc'] for name, r in scored['tasks'].items()})
         if scored['average'] is not None:
             record['acc_average'] = scored['average']
+        if perplexity_data:
+            record.update(rolling_perplexity_record())
     log_record(record)
     if wandb_log and master_process and probe_windows > 0 and not eval_only:  # the paper's heatmap, as an image
         from eval import plot_condensation

@@ -95,16 +95,77 @@ def _model_input(context, continuation, max_length):
     return tuple((list(context) + list(continuation))[-(max_length + 1):][:-1])
 
 
-def scored_logits(model, x, b_idx, t_idx, pos=None, attn_mask=None):
+def scored_logits(model, x, b_idx, t_idx, pos=None, attn_mask=None, kv_cache=None):
     """[N, V] logits at the N (row, position) pairs of x [B, T]: model.hidden_states, then the LM head only
-    there (no [B, T, V] tensor). pos / attn_mask: position ids and mask of packed rows (see _can_pack)."""
+    there (no [B, T, V] tensor). pos / attn_mask: position ids and mask of packed rows (see _can_pack);
+    kv_cache: the keys and values of a shared prefix that x continues (see _prefix_groups)."""
     packed = {} if pos is None else dict(pos=pos, attn_mask=attn_mask)
+    if kv_cache is not None:
+        packed["kv_cache"] = kv_cache
     return model.lm_head(model.hidden_states(x, **packed)[-1][b_idx, t_idx])
 
 
 def _can_pack(model):
     """Whether model.hidden_states takes position ids and a mask (our GPT and Qwen3 do)."""
     return "attn_mask" in inspect.signature(model.hidden_states).parameters
+
+
+def _n_blocks(model):
+    return len(model.transformer.h)
+
+
+def _can_cache(model):
+    """Whether model.hidden_states also continues a KV cache with a mask (our GPT and Qwen3 do)."""
+    return _can_pack(model) and "kv_cache" in inspect.signature(model.hidden_states).parameters
+
+
+LAST_RUN = {}  # what the last loglikelihoods call did: prefixes, their lengths, forwards, the largest prefix's KV bytes
+
+# A shared prefix costs one more forward: it is used only where it saves at least this many token positions
+# ((rows - 1) * prefix length), e.g. 2 rows sharing 64 tokens, or 9 sharing 8; 0-shot prompts that share only
+# "Question:" (2 tokens) over few rows fall back to plain rows.
+MIN_SAVED = 64
+
+
+def _prefix_groups(rows, units, requests, min_saved=MIN_SAVED):
+    """[(P, rows)]: the rows split into groups whose tokens start with the same P tokens (P = 0: no prefix).
+
+    A row's "head" is its tokens before its first scored position (the logits there must come from the row's
+    own forward), so P never reaches a scored position. Heads sorted lexicographically: the longest common
+    prefix of a run of them is the minimum of adjacent ones, so the candidate groups form a tree (a run split
+    where its adjacent common prefix is smallest); each node keeps its own prefix when that saves more token
+    positions, (n - 1) * P, than its children together (e.g. a subject's few-shot block over all its documents
+    rather than two documents that also share their question)."""
+    heads = []
+    for tokens, shared, placed in rows:
+        first = min(len(m) - max(len(requests[i][1]) for i in units[m]) for m, _ in placed)
+        heads.append(tokens[:min(first, shared)])
+    order = sorted(range(len(rows)), key=heads.__getitem__)
+    lcp = []
+    for a, b in zip(order, order[1:]):
+        ha, hb, n = heads[a], heads[b], 0
+        while n < min(len(ha), len(hb)) and ha[n] == hb[n]:
+            n += 1
+        lcp.append(n)
+
+    def split(lo, hi):  # order[lo:hi] -> (saved positions, [(P, indices)])
+        if hi - lo < 2:
+            return 0, [(0, order[lo:hi])]
+        P = min(lcp[lo:hi - 1])
+        cuts = [lo] + [k + 1 for k in range(lo, hi - 1) if lcp[k] == P] + [hi]
+        parts = [split(a, b) for a, b in zip(cuts, cuts[1:])] if P < max(lcp[lo:hi - 1]) else []
+        below = sum(saved for saved, _ in parts)
+        here = (hi - lo - 1) * P
+        if P and here >= max(below, min_saved):
+            return here, [(P, order[lo:hi])]
+        if not parts:
+            return 0, [(0, order[lo:hi])]
+        return below, [g for _, groups in parts for g in groups]
+
+    groups = split(0, len(order))[1] if order else []
+    plain = sorted(i for P, idx in groups if not P for i in idx)  # one group: batched together as before
+    groups = [(P, idx) for P, idx in groups if P] + ([(0, plain)] if plain else [])
+    return [(P, [rows[i] for i in idx]) for P, idx in groups]
 
 
 def _rows(requests, units, max_length, pack):
@@ -135,24 +196,26 @@ def _rows(requests, units, max_length, pack):
     return rows
 
 
-def _packed_inputs(batch, width):
-    """Position ids [B, width] and mask [B, width, width] for a batch with packed rows. Segment ids: 0 for a
-    row's prefix, k for its k-th packed input, -1 for padding; a token sees earlier tokens of the prefix and
-    of its own segment. Padding sees earlier padding and itself (a query with no key would give NaN)."""
-    pos = torch.arange(width).repeat(len(batch), 1)
+def _packed_inputs(batch, width, cached=0):
+    """Position ids [B, width] and mask [B, width, cached + width] for a batch with packed rows whose first
+    `cached` tokens are in a KV cache (x holds tokens[cached:]). Segment ids: 0 for a row's prefix, k for its
+    k-th packed input, -1 for padding; a token sees the cached tokens, earlier tokens of the prefix and of its
+    own segment. Padding sees earlier padding and itself (a query with no key would give NaN)."""
+    pos = torch.arange(cached, cached + width).repeat(len(batch), 1)
     seg = torch.full((len(batch), width), -1)
     for b, (tokens, prefix, placed) in enumerate(batch):
-        seg[b, :len(tokens)] = 0
+        seg[b, :len(tokens) - cached] = 0
         for k, (m, offset) in enumerate(placed):
             n = len(m) - prefix
             if offset >= prefix and n > 0:
-                seg[b, offset:offset + n] = k + 1
-                pos[b, offset:offset + n] = torch.arange(prefix, prefix + n)
+                seg[b, offset - cached:offset - cached + n] = k + 1
+                pos[b, offset - cached:offset - cached + n] = torch.arange(prefix, prefix + n)
     causal = torch.ones(width, width, dtype=torch.bool).tril()
-    return pos, causal & ((seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None]))
+    mask = causal & ((seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None]))
+    return pos, torch.cat([torch.ones(len(batch), width, cached, dtype=torch.bool), mask], dim=2)
 
 
-def _scoring_plan(batch, units, requests):
+def _scoring_plan(batch, units, requests, cached=0):
     """What one batch scores: positions, the (row, column) pairs whose logits are gathered, and targets, one
     (index into positions, token id, request index) per continuation token. Each model input m needs only its
     last `need` positions (need = its longest continuation), shared by all its requests, so the log-softmax
@@ -162,7 +225,8 @@ def _scoring_plan(batch, units, requests):
         for m, offset in placed:
             need = max(len(requests[i][1]) for i in units[m])
             # position j of m: column j within the shared context (j < prefix), else after its packed offset
-            positions += [(b, j if j < prefix else offset + j - prefix) for j in range(len(m) - need, len(m))]
+            positions += [(b, (j if j < prefix else offset + j - prefix) - cached)
+                          for j in range(len(m) - need, len(m))]
             end = len(positions)  # positions[end - 1] is m's last position
             for i in units[m]:
                 cont = requests[i][1]
@@ -178,7 +242,11 @@ def loglikelihoods(model, requests, max_length, batch_tokens=None, autocast=None
     context + continuation[:-1] agree) share it. Model inputs with the same context (the choices of one
     document) share one packed row when the model takes position ids and a mask: the context once, then each
     continuation[:-1] with positions restarting at len(context), attending to the context and to itself
-    only, so every logit is that of the request alone and the context is computed once. Rows are sorted
+    only, so every logit is that of the request alone and the context is computed once. Rows that start with
+    the same tokens (a task's few-shot block, found from the tokens by _prefix_groups) run that prefix once
+    (model.hidden_states with a KV cache); each batch of the group then runs only its rows' remaining tokens,
+    at positions P.., attending to the cached keys and values. The prefix is at most max_length tokens, so its
+    cache is no bigger than one full-length row's, and it is freed when its group ends. Rows are sorted
     longest first (like lm-eval) and packed, right-padded, into batches of at most batch_tokens tokens; one
     forward per batch. Default: 16384 tokens on a GPU, 1024 on a CPU, where bigger batches were slower
     (RESULTS.md, "Speed and cost"). in_step: every process of the group calls this with its own requests and runs
@@ -186,7 +254,8 @@ def loglikelihoods(model, requests, max_length, batch_tokens=None, autocast=None
     units = {}  # model input -> indices of the requests it answers
     for i, (ctx, cont) in enumerate(requests):
         units.setdefault(_model_input(ctx, cont, max_length), []).append(i)
-    order = sorted(_rows(requests, units, max_length, _can_pack(model)), key=lambda r: (-len(r[0]), r[0]))
+    rows = _rows(requests, units, max_length, _can_pack(model))
+    groups = _prefix_groups(rows, units, requests) if _can_cache(model) else [(0, rows)]
     device = next(model.parameters()).device
     batch_tokens = batch_tokens or (16384 if device.type == "cuda" else 1024)
     autocast = autocast or nullcontext()
@@ -195,45 +264,64 @@ def loglikelihoods(model, requests, max_length, batch_tokens=None, autocast=None
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=len(requests), desc="task requests", leave=False)
-    bounds, start = [], 0  # [start, end) rows of each forward
-    while start < len(order):
-        bounds.append((start, start + max(1, batch_tokens // len(order[start][0]))))
-        start = bounds[-1][1]
+    plan = []  # per group: (P, rows longest first, [start, end) rows of each forward)
+    for P, members in groups:
+        order = sorted(members, key=lambda r: (-len(r[0]), r[0]))
+        bounds, start = [], 0
+        while start < len(order):
+            bounds.append((start, start + max(1, batch_tokens // (len(order[start][0]) - P))))
+            start = bounds[-1][1]
+        plan.append((P, order, bounds))
     padding = 0
     if in_step and torch.distributed.is_available() and torch.distributed.is_initialized():
-        most = torch.tensor([len(bounds)], device=device)
+        mine = sum(len(bounds) + (P > 0) for P, _, bounds in plan)  # a prefix is one forward more
+        most = torch.tensor([mine], device=device)
         torch.distributed.all_reduce(most, op=torch.distributed.ReduceOp.MAX)
-        padding = int(most.item()) - len(bounds)
+        padding = int(most.item()) - mine
     for _ in range(padding):
         with autocast:
             scored_logits(model, torch.zeros(1, 1, dtype=torch.long, device=device), [0], [0])
-    for lo, hi in bounds:
-        batch = order[lo:hi]
-        width = len(batch[0][0])
-        x = torch.zeros(len(batch), width, dtype=torch.long)
-        for b, (row, _, _) in enumerate(batch):
-            x[b, :len(row)] = torch.tensor(row)
-        positions, targets = _scoring_plan(batch, units, requests)
-        b_idx, t_idx = (list(v) for v in zip(*positions))
-        pick, tokens, owner = (list(v) for v in zip(*targets))
-        packed = {}
-        if any(len(placed) > 1 for _, _, placed in batch):
-            pos, mask = _packed_inputs(batch, width)
-            packed = dict(pos=pos.to(device), attn_mask=mask.to(device))
-        with autocast:
-            logits = scored_logits(model, x.to(device), b_idx, t_idx, **packed)
-        logp = logits.float().log_softmax(-1)  # [positions, V]
-        pick = torch.tensor(pick, device=logp.device)
-        tokens = torch.tensor(tokens, device=logp.device)
-        token_lp = logp[pick, tokens].tolist()
-        greedy = (logp.argmax(-1)[pick] == tokens).tolist()
-        for i, lp, g in zip(owner, token_lp, greedy):
-            ll, all_greedy = out[i] or (0.0, True)
-            out[i] = (ll + lp, all_greedy and g)
-        if bar is not None:
-            bar.update(sum(len(units[m]) for _, _, placed in batch for m, _ in placed))
+    peak_prefix = 0
+    for P, order, bounds in plan:
+        prefix_kv = None
+        if P:  # the shared prefix once: its keys and values serve every batch of the group, then are freed
+            prefix_kv = [{} for _ in range(_n_blocks(model))]
+            with autocast:
+                model.hidden_states(torch.tensor([order[0][0][:P]], device=device), kv_cache=prefix_kv)
+            peak_prefix = max(peak_prefix, sum(t.numel() * t.element_size() for c in prefix_kv for t in c.values()))
+        for lo, hi in bounds:
+            batch = order[lo:hi]
+            width = len(batch[0][0]) - P
+            x = torch.zeros(len(batch), width, dtype=torch.long)
+            for b, (row, _, _) in enumerate(batch):
+                x[b, :len(row) - P] = torch.tensor(row[P:])
+            positions, targets = _scoring_plan(batch, units, requests, P)
+            b_idx, t_idx = (list(v) for v in zip(*positions))
+            pick, tokens, owner = (list(v) for v in zip(*targets))
+            packed = {}
+            if P or any(len(placed) > 1 for _, _, placed in batch):
+                pos, mask = _packed_inputs(batch, width, P)
+                packed = dict(pos=pos.to(device), attn_mask=mask.to(device))
+            if P:  # a copy per batch: the blocks add this batch's keys to the copy, never to the prefix's
+                packed["kv_cache"] = [dict(c) for c in prefix_kv]
+            with autocast:
+                logits = scored_logits(model, x.to(device), b_idx, t_idx, **packed)
+            del packed
+            logp = logits.float().log_softmax(-1)  # [positions, V]
+            pick = torch.tensor(pick, device=logp.device)
+            tokens = torch.tensor(tokens, device=logp.device)
+            token_lp = logp[pick, tokens].tolist()
+            greedy = (logp.argmax(-1)[pick] == tokens).tolist()
+            for i, lp, g in zip(owner, token_lp, greedy):
+                ll, all_greedy = out[i] or (0.0, True)
+                out[i] = (ll + lp, all_greedy and g)
+            if bar is not None:
+                bar.update(sum(len(units[m]) for _, _, placed in batch for m, _ in placed))
+        del prefix_kv
     if bar is not None:
         bar.close()
+    LAST_RUN.update(prefixes=sum(P > 0 for P, _, _ in plan), prefix_tokens=[P for P, _, _ in plan if P],
+                    forwards=sum(len(b) + (P > 0) for P, _, b in plan), peak_prefix_bytes=peak_prefix)
     return out
 
 

@@ -19,6 +19,7 @@ from data.tokenizer import get_tokenizer
 from hf_convert import from_pretrained
 from model import load_checkpoint
 from tasks.engine import loglikelihoods
+from tasks.rolling import rolling_loglikelihoods
 
 _LM_CLASS = None
 
@@ -70,20 +71,9 @@ def register_lm_eval():
                                   self.batch_tokens, self.autocast, progress=not disable_tqdm)
 
         def loglikelihood_rolling(self, requests, disable_tqdm=False):
-            from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
-            windows, owner = [], []
-            for k, req in enumerate(requests):
-                for w in get_rolling_token_windows(token_list=self.tok_encode(req.args[0]),
-                                                   prefix_token=self.eot_token_id,
-                                                   max_seq_len=self.max_length, context_len=1):
-                    windows.append(make_disjoint_window(w))
-                    owner.append(k)
-            lls = loglikelihoods(self.model, windows, self.max_length, self.batch_tokens, self.autocast,
-                                 progress=not disable_tqdm)
-            total = [0.0] * len(requests)
-            for k, (ll, _) in zip(owner, lls):
-                total[k] += ll
-            return total
+            return rolling_loglikelihoods(self.model, self.tok_encode, self.eot_token_id,
+                                          [req.args[0] for req in requests], self.max_length, self.batch_tokens,
+                                          self.autocast, progress=not disable_tqdm)
 
         def generate_until(self, requests, disable_tqdm=False):
             out = []

@@ -293,6 +293,58 @@ def test_packed_choices_score_as_each_request_alone(arch):
             assert ll == pytest.approx(ll0, abs=1e-4) and greedy == greedy0
 
 
+@pytest.mark.parametrize("arch", ["gpt", "qwen3"])
+def test_shared_prefix_once_scores_as_each_request_alone(arch):
+    """Two few-shot blocks of different lengths (each shared by its documents, so each runs once from a KV
+    cache), documents sharing nothing, continuations whose first token merges with the context's last
+    characters (GPT-2's real tokenizer, lm-eval's split of the joint encoding), a prompt cut from the left:
+    every request's ll equals the uncached computation one request alone to 1e-5 (fp32)."""
+    from data.tokenizer import get_tokenizer
+    from model import GPT, GPTConfig, Qwen3, Qwen3Config
+    torch.manual_seed(0)
+    model = (GPT(GPTConfig(block_size=160, vocab_size=50304, n_layer=2, n_head=2, n_embd=32)) if arch == "gpt" else
+             Qwen3(Qwen3Config(block_size=160, vocab_size=50304, n_layer=2, n_head=4, n_kv_head=2, head_dim=8,
+                               n_embd=32, n_inner=48, rope_theta=100.0))).eval()
+    tok = get_tokenizer("gpt2")
+    short = "The following are questions about birds.\n\nQuestion: Can owls fly?\nAnswer: yes\n\n"
+    long = ("Solved examples of arithmetic follow.\n\n" + "".join(
+        f"Question: What is {a} plus {a}?\nAnswer: {2 * a}\n\n" for a in range(7, 12)))
+    pairs = []
+    for block in (short, long):
+        for q in ("Do penguins swim", "Is the sky gree", "Name a hel", "Pick one"):
+            pairs += [(block + f"Question: {q}?\nAnswer:", c) for c in (" yes", " no", " perhaps not")]
+            pairs += [(block + f"Question: {q}?\nAnswer: hel", c) for c in ("lo world", "icopters fly", "ium gas")]
+    pairs += [("Unrelated words", " here"), ("Other", " words"), ("x " * 200, " end")]  # no prefix; cut left
+    requests = [E.encode_pair(tok.encode, tok.eot_token, c, k) for c, k in pairs]
+    assert sum(cont != tok.encode(k) for (_, k), (_, cont) in zip(pairs, requests)) >= 24  # " hel|lo" merged
+    want = [alone(model, c, k, 160) for c, k in requests]
+    for batch_tokens in (1, 60, 10_000):
+        got = E.loglikelihoods(model, requests, 160, batch_tokens=batch_tokens)
+        prefixes = sorted(E.LAST_RUN["prefix_tokens"])
+        assert len(prefixes) == 2, prefixes
+        assert prefixes[0] >= len(tok.encode(short)) and prefixes[1] >= len(tok.encode(long)), prefixes
+        for (ll, greedy), (ll0, greedy0) in zip(got, want):
+            assert ll == pytest.approx(ll0, abs=1e-5) and greedy == greedy0
+    E.loglikelihoods(model, requests[-3:], 160)  # 0-shot-like: nothing shared, no prefix forward
+    assert E.LAST_RUN["prefixes"] == 0
+
+
+def test_prefix_groups_keep_the_block_shared_by_most_rows():
+    """A group's prefix is the one that saves the most positions: all 4 documents of a 100-token block, not
+    pairs of documents that share 120 tokens (3 * 100 = 300 > 2 * (1 * 120)); nothing shared: no groups."""
+    block = list(range(100))
+    rows = []
+    for tail in ([1] * 20 + [5], [1] * 20 + [6], [2] * 20 + [5], [2] * 20 + [6]):
+        m = tuple(block + tail)
+        rows.append((m, len(m), [(m, 0)]))
+    units = {r[0]: [k] for k, r in enumerate(rows)}
+    requests = [(list(r[0]), [9]) for r in rows]
+    groups = E._prefix_groups(rows, units, requests)
+    assert [(P, len(g)) for P, g in groups] == [(100, 4)]
+    plain = [((k, 1, 2), 3, [((k, 1, 2), 0)]) for k in range(5)]
+    assert [P for P, _ in E._prefix_groups(plain, {r[0]: [0] for r in plain}, [([0], [1])])] == [0]
+
+
 class ContextModel(ScriptedModel):
     """Log-probs that depend on the whole context: position t's logits are LOGITS rolled by (the sum of the
     token ids up to t) mod 7, over random logits, so scoring a continuation after another prompt gives another
@@ -333,6 +385,36 @@ def _rank(rank, world, tmp):
     torch.distributed.init_process_group("gloo", init_method=f"file://{tmp}/store", rank=rank, world_size=world)
     out = E.run_benchmarks(ContextModel(), CharTokenizer(), "piqa,arc_easy,winogrande", fewshot="piqa=1",
                            data_dir=FIXTURES, progress=False, log=None)
+    with open(os.path.join(tmp, f"rank{rank}.json"), "w") as f:
+        json.dump(out, f)
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_distributed_shared_prefixes_give_the_single_process_result(tmp_path):
+    """Two gloo ranks, a tiny GPT, few-shot MMLU and ARC: each rank runs its own prefixes and as many forwards as
+    the busiest; the results equal one process's."""
+    import torch.multiprocessing as mp
+    single = _prefix_run()
+    assert E.LAST_RUN["prefixes"] >= 1  # the MMLU subject (first_n: one block for all its documents)
+    mp.spawn(_prefix_rank, args=(2, str(tmp_path)), nprocs=2, join=True)
+    for r in range(2):
+        with open(tmp_path / f"rank{r}.json") as f:
+            assert json.load(f) == json.loads(json.dumps(single))
+
+
+def _prefix_run():
+    from data.tokenizer import get_tokenizer
+    from model import GPT, GPTConfig
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=512, vocab_size=50304, n_layer=2, n_head=2, n_embd=32)).eval()
+    return E.run_benchmarks(model, get_tokenizer("gpt2"), "mmlu_anatomy,arc_easy",
+                            fewshot="mmlu_anatomy=2,arc_easy=2", data_dir=FIXTURES, progress=False, log=None)
+
+
+def _prefix_rank(rank, world, tmp):
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp}/store", rank=rank, world_size=world)
+    out = _prefix_run()
     with open(os.path.join(tmp, f"rank{rank}.json"), "w") as f:
         json.dump(out, f)
     torch.distributed.destroy_process_group()
