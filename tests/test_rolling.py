@@ -72,7 +72,7 @@ def lm_eval_paloma(tmp_path_factory):
 
 def test_rolling_perplexity_equals_lm_evals_loglikelihood_rolling(lm_eval_paloma):
     from data.tokenizer import get_tokenizer
-    from model import from_pretrained
+    from hf_convert import from_pretrained
     out, model_dir, data = lm_eval_paloma
     model = from_pretrained(model_dir).eval()
     tok = get_tokenizer(model.config.tokenizer)
