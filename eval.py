@@ -43,7 +43,7 @@ import hardware
 import text_sources
 from condensation import condensation
 from data.tokenizer import get_tokenizer
-from data.tokens import fixed_starts, get_batch, load_meta, load_split
+from data.tokens import fixed_starts, get_batch, load_meta, load_split, tokens_match
 from hf_convert import from_pretrained
 from model import load_checkpoint
 from tasks import lm_eval_adapter
@@ -491,7 +491,7 @@ def loss_main(args):
         raise SystemExit(f"No token data at {data_dir}: prepare it first (python data/{args.loss_data}/prepare.py).")
     model, ckpt, name, default_out = load_model(args, device)
     meta = load_meta(data_dir)
-    if meta["tokenizer"] != model.config.tokenizer:
+    if not tokens_match(model.config.tokenizer, meta):
         raise SystemExit(f"{data_dir} is tokenised with '{meta['tokenizer']}' but {name} reads tokens of "
                          f"'{model.config.tokenizer}': prepare the data with --tokenizer {model.config.tokenizer}.")
     config = (ckpt or {}).get("config") or {}

@@ -332,6 +332,9 @@ def export_hf(ckpt_path, out_dir):
         model, _ = load_checkpoint(ckpt_path)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(str(e))
+    if getattr(model, 'lora', None):  # the adapters folded into the weights: a plain model of its architecture
+        from lora import merge
+        merge(model)
     c = model.config
     tokenizer = _hf_tokenizer(c.tokenizer, out_dir)
     eot = 50256 if tokenizer is None else tokenizer.eos_token_id

@@ -495,22 +495,29 @@ MODELS = {
 
 
 def build_model(model_args):
-    """A freshly initialised model from model_args (a checkpoint's: the config's fields plus model_type; fields
-    it lacks take the config's defaults). ValueError in one sentence for an unknown type or field."""
+    """A freshly initialised model from model_args (a checkpoint's: the config's fields plus model_type, and
+    'lora', the adapters' settings, if any (lora.py); fields it lacks take the config's defaults). ValueError in
+    one sentence for an unknown type or field."""
     args = dict(model_args)
     model_type = args.pop('model_type', 'gpt')
+    lora = args.pop('lora', None)
     if model_type not in MODELS:
         raise ValueError(f"Unknown model_type '{model_type}': choose one of {sorted(MODELS)}.")
     config_cls, model_cls, _ = MODELS[model_type]
     unknown = sorted(set(args) - {f.name for f in fields(config_cls)})
     if unknown:
         raise ValueError(f"These model arguments are not {model_type} settings: {unknown}.")
-    return model_cls(config_cls(**args))
+    model = model_cls(config_cls(**args))
+    if lora:
+        from lora import apply_lora
+        apply_lora(model, **lora)
+    return model
 
 
 def model_args_of(model):
-    """The model_args dict train.py stores in a checkpoint: the config's fields plus model_type."""
-    return dict(asdict(model.config), model_type=model.model_type)
+    """The model_args dict train.py stores in a checkpoint: the config's fields plus model_type (and 'lora')."""
+    lora = getattr(model, 'lora', None)
+    return dict(asdict(model.config), model_type=model.model_type, **({'lora': lora} if lora else {}))
 
 
 def save_checkpoint(ckpt, path):

@@ -47,6 +47,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import disperse
 import fsdp
 import hardware
+import lora
 from configurator import configure, doc_section, key_types, print_help
 from data.tokens import fixed_starts, get_batch, load_meta, load_split, tokens_match
 from hf_convert import from_pretrained
@@ -96,6 +97,12 @@ rope_low_freq_factor = 1.0  # Qwen3 only: 'llama3' band edge
 rope_high_freq_factor = 4.0  # Qwen3 only: 'llama3' band edge
 rope_original_context = 8192  # Qwen3 only: 'llama3' pretraining context
 hf_type = 'qwen3'  # Qwen3 only: the transformers architecture export writes ('qwen3', 'qwen2', 'llama')
+# LoRA (lora.py): low-rank adapters on the blocks' linear layers, everything else frozen; 0 = full fine-tuning.
+# The authors' mid-training option: rank 16, alpha 32, dropout 0.05 on c_attn, c_proj, c_fc
+lora_rank = 0
+lora_alpha = 32.0  # the adapters' output is scaled by lora_alpha / lora_rank
+lora_targets = 'c_attn,c_proj,c_fc'  # the blocks' Linear layers by the end of their name (peft's target_modules)
+lora_dropout = 0.0  # dropout on the adapters' input
 # dispersion loss (disperse.py), added to the cross-entropy in training only
 dispersion: str | None = None  # None, or one of disperse.VARIANTS: 'angular_spread' (the paper's), 'orthogonalization', ...
 dispersion_coeff = 0.1  # lambda: loss = CE + lambda * L_disp
@@ -228,6 +235,8 @@ def config_error():
             disperse.dispersion_loss(torch.randn(1, 4, 4), **{k: v for k, v in disp_kwargs.items() if k != 'loc'})
         except ValueError as e:
             return f"dispersion settings: {e}"
+    if lora_rank and lora.settings_error(lora_rank, lora_alpha, lora_targets, lora_dropout):
+        return lora.settings_error(lora_rank, lora_alpha, lora_targets, lora_dropout)
     if forget_every > max_iters:  # the authors' schedule index (it + 1) * (T // K) % T would stay 0: lr 0
         return f"forget_every ({forget_every}) must be at most max_iters ({max_iters}) for active forgetting's schedule."
     if distill_coeff > 0 and not teacher:
@@ -394,6 +403,20 @@ else:
         model.crop_block_size(block_size)
 if block_size > model.config.block_size:
     raise SystemExit(f"block_size {block_size} is larger than the model's context {model.config.block_size}.")
+lora_wanted = dict(rank=lora_rank, alpha=float(lora_alpha), targets=','.join(lora.parse_targets(lora_targets)),
+                   dropout=float(lora_dropout)) if lora_rank else None
+if init_from == 'resume':  # the checkpoint rebuilt its adapters (model_args['lora']): they must be the config's
+    if (getattr(model, 'lora', None) or None) != lora_wanted:
+        raise SystemExit(f"The checkpoint in {out_dir} has LoRA {getattr(model, 'lora', None)} but the config asks "
+                         f"for {lora_wanted}; resume with the config it was trained with.")
+elif lora_wanted:
+    try:
+        lora.apply_lora(model, **lora_wanted)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    n_train, n_all = lora.trainable_params(model)
+    log0(f"LoRA rank {lora_rank}, alpha {lora_alpha} on {lora_wanted['targets']}: {n_train:,} trainable of "
+         f"{n_all:,} parameters, the rest frozen")
 vocab_size = model.config.vocab_size
 if meta['vocab_size'] > vocab_size:
     raise SystemExit(f"{os.path.join(data_dir, 'meta.json')} declares {meta['vocab_size']} token ids, more than the "

@@ -140,3 +140,24 @@ def test_weights_that_do_not_fit_their_config_are_one_sentence(tmp_path):
         json.dump(cfg, f)
     with pytest.raises(SystemExit, match="do not fit its own config"):
         from_pretrained(str(tmp_path))
+
+
+def test_token_files_match_a_tokenizer_by_name_or_vocabulary(tmp_path):
+    """A released model's folder and its .gguf file name one tokenizer twice: token files made with one serve a
+    model loaded from the other (the vocabularies' digests agree); another vocabulary is refused."""
+    import json
+    from data.tokenizer import tokenizer_digest, write_gpt2_hf_tokenizer
+    from data.tokens import tokens_match
+    a, b, c = (str(tmp_path / n) for n in 'abc')
+    for d in (a, b, c):
+        write_gpt2_hf_tokenizer(d)
+    with open(tmp_path / 'c' / 'vocab.json') as f:
+        vocab = json.load(f)
+    vocab['Hello'], vocab['hello'] = vocab['hello'], vocab['Hello']  # two ids swapped: other token files
+    with open(tmp_path / 'c' / 'vocab.json', 'w') as f:
+        json.dump(vocab, f)
+    for d in (a, b, c):  # as save_pretrained leaves a released model's folder (tokenizer.json, its config)
+        transformers.GPT2TokenizerFast.from_pretrained(d).save_pretrained(d)
+    meta = {'tokenizer': a, 'tokenizer_sha256': tokenizer_digest(a)}
+    assert tokens_match(a, meta) and tokens_match(b, meta) and not tokens_match(c, meta)
+    assert not tokens_match(b, {'tokenizer': a})  # files written before the digest: the name alone decides

@@ -63,9 +63,15 @@ def features(c, nproc):
     """What a config switches on, apart from sizes, rates and names (the toy run replaces those)."""
     init = c["init_from"]
     return (nproc, c["parallelism"], c["model_type"], c["tie_embeddings"] if c["model_type"] == "qwen3" else True,
-            "scratch" if init == "scratch" else "qwen3" if "qwen" in init.lower() else "gpt2",
+            "scratch" if init == "scratch" else released_kind(init), c["lora_rank"] > 0,
             c["wandb_log"], c["probe_windows"] > 0, c["activation_checkpointing"], c["tasks_interval"] > 0,
             c["dropout"] > 0, c["always_save_checkpoint"], c["save_best"], c["dtype"], c["device"], c["compile"])
+
+
+def released_kind(init_from):
+    """Which tiny stand-in runs a config's released weights: the architecture its init_from names."""
+    name = init_from.lower()
+    return "qwen3" if "qwen" in name else "llama" if "smollm" in name or "llama" in name else "gpt2"
 
 
 def recipes():
@@ -115,10 +121,13 @@ def released(kind, root):
         transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=50257, n_positions=64, n_embd=32,
                                                              n_layer=2, n_head=2)).save_pretrained(hf)
         return hf, root / "gpt2"
-    transformers.Qwen3ForCausalLM(transformers.Qwen3Config(
-        vocab_size=50304, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, head_dim=16, max_position_embeddings=64, tie_word_embeddings=True)).save_pretrained(hf)
-    data = root / "for_qwen3"  # the same tokens, declared as tokenised by that model (data/prepare.py --tokenizer)
+    shape = dict(vocab_size=50304, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                 num_key_value_heads=1, head_dim=16, max_position_embeddings=64, tie_word_embeddings=True)
+    if kind == "llama":  # SmolLM2's architecture
+        transformers.LlamaForCausalLM(transformers.LlamaConfig(**shape)).save_pretrained(hf)
+    else:
+        transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**shape)).save_pretrained(hf)
+    data = root / f"for_{kind}"  # the same tokens, declared as tokenised by that model (data/prepare.py --tokenizer)
     data.mkdir(exist_ok=True)
     for split in ("train", "val"):
         (data / f"{split}.bin").write_bytes((root / "gpt2" / f"{split}.bin").read_bytes())
@@ -151,7 +160,7 @@ def test_recipe_runs_checkpoints_and_resumes(tmp_path, monkeypatch, text_data, g
         toy += ["--tasks_interval=3", f"--tasks_data={FIXTURES}", "--tasks_limit=1", "--tasks=piqa,arc_easy"]
     data = text_data / "gpt2"
     if c["init_from"] != "scratch":
-        hf, data = released("qwen3" if "qwen" in c["init_from"].lower() else "gpt2", text_data)
+        hf, data = released(released_kind(c["init_from"]), text_data)
         toy.append(f"--init_from={hf}")
     out = tmp_path / "out"
     config = [os.path.join(ROOT, "config", name)]
@@ -162,7 +171,11 @@ def test_recipe_runs_checkpoints_and_resumes(tmp_path, monkeypatch, text_data, g
     for key in ("parallelism", "wandb_log", "activation_checkpointing"):
         assert start["config"][key] == c[key], key
     assert start["model_args"]["model_type"] == (c["model_type"] if c["init_from"] == "scratch" else
-                                                 "qwen3" if "qwen" in c["init_from"].lower() else "gpt")
+                                                 "gpt" if released_kind(c["init_from"]) == "gpt2" else "qwen3")
+    if c["init_from"] != "scratch" and released_kind(c["init_from"]) == "llama":
+        assert start["model_args"]["hf_type"] == "llama" and not start["model_args"]["qk_norm"]
+    if c["lora_rank"] > 0:
+        assert start["model_args"]["lora"]["rank"] == c["lora_rank"]
     evals = [r for r in log if "val_loss" in r]
     assert [r["iter"] for r in evals] == [0, 3]
     if c["probe_windows"] > 0:
