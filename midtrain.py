@@ -13,7 +13,8 @@ the dispersion loss, scored at step 0 and at the end) on a real released model a
 The model: SmolLM2-135M-Instruct (Llama, 30 x 576; an instruct model, from a Q4_1 GGUF dequantized to float32, so
 real pretrained weights, not bit-identical to the released fp16 ones). Every run is
 `python train.py config/midtrain_smollm2.py [config/dispersion.py] --seed=S --out_dir=RUN` (32 steps of 2 x 512
-Shakespeare tokens in SmolLM2's tokens, lr 5e-5, the paper's schedule), then the measurements, each into RUN/eval:
+Shakespeare tokens in SmolLM2's tokens, lr 5e-5, the paper's schedule; LoRA runs add config/midtrain_smollm2_lora.py),
+then the measurements, each into RUN/eval:
   condensation   eval.py, 100 windows of 512 tokens of the Lee news articles (data/lee_news/lee_news.jsonl, text
                  tokenized by the model's own tokenizer): per-layer mean cosine, rho, tau
   val loss       train.py's last eval: 10 x 2 fixed windows of 512 tokens of the Shakespeare val plays
@@ -39,8 +40,12 @@ SUBJECTS = ('high_school_geography', 'marketing', 'sociology', 'us_foreign_polic
 LIMIT, SHOTS = 20, (0, 5)
 SOURCE, SEQ_LEN, NUM_SEQUENCES = 'data/lee_news/lee_news.jsonl', 512, 100
 NEWS = 'lee_news_smollm2'
-SETTINGS = {'ce': [], 'disp0.1': ['config/dispersion.py']}  # setting -> train.py arguments after the base config
+# setting -> train.py arguments after the base config; LoRA (rank 16, alpha 32: config/midtrain_smollm2_lora.py)
+# is the authors' other mid-training option, one pair
+SETTINGS = {'ce': [], 'disp0.1': ['config/dispersion.py'], 'lora_ce': ['config/midtrain_smollm2_lora.py'],
+            'lora_disp0.1': ['config/midtrain_smollm2_lora.py', 'config/dispersion.py']}
 SEEDS = (1, 2, 3)
+SETTING_SEEDS = {'lora_ce': (1,), 'lora_disp0.1': (1,)}
 
 
 def measurements(which):
@@ -60,6 +65,8 @@ def all_runs(runs):
     out = [('step0', os.path.join(runs, 'step0'), None)]
     for seed in SEEDS:
         for setting, extra in SETTINGS.items():
+            if seed not in SETTING_SEEDS.get(setting, SEEDS):
+                continue
             folder = os.path.join(runs, f'{setting}_s{seed}')
             out.append((f'{setting}_s{seed}', folder,
                         ['config/midtrain_smollm2.py'] + extra + [f'--seed={seed}', f'--out_dir={folder}']))

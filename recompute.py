@@ -1,9 +1,15 @@
 """
-recompute.py: recompute a condensation result from its own token windows, independently of this codebase's
-model and statistics code: transformers' own model for the forward pass, numpy (float64) for the cosines.
+recompute.py: recompute a result of eval.py independently of this codebase's model and statistics code:
+transformers' own model for the forward pass, numpy (float64) for the cosines, a float64
+cross-entropy of transformers' logits for the losses.
 
     python recompute.py RESULT.json MODEL          # MODEL: a transformers folder or a .gguf file
     python recompute.py out-real/midtrain/ce_s1/eval/condensation_lee-news_S512_N100.json out-real/midtrain/ce_s1/hf
+    python recompute.py out-real/midtrain/ce_s1/eval/loss_lee_news_smollm2.json out-real/midtrain/ce_s1/hf
+
+A loss result (eval.py --loss_data) is recomputed from its token file: `windows` windows of `block_size` tokens at
+the starts floor(linspace(0, n - block_size - 1, windows)) (n tokens in the split), the mean over windows of the
+mean next-token cross-entropy of all T positions (as train.py); it must equal the result's loss to --tol.
 
 For a checkpoint of ours, MODEL is its transformers export (python eval.py --export_hf RUN/ckpt.pt RUN/hf). The
 result JSON names its windows file (eval.py writes the token ids of every window beside it); for every hidden
@@ -51,6 +57,8 @@ def main(argv=None):
     import torch
     with open(args.result) as f:
         result = json.load(f)
+    if "loss" in result and "data" in result:
+        return loss_check(result, args)
     if not result.get("windows_file"):
         raise SystemExit(f"{args.result} names no windows file: measure again with the current eval.py.")
     windows = np.load(os.path.join(os.path.dirname(args.result), result["windows_file"]))["input_ids"]
@@ -76,6 +84,29 @@ def main(argv=None):
     worst = float(np.abs(mu - theirs).max())
     print(f"max |recomputed - result| = {worst:.2e} over {len(mu)} hidden states ({len(windows)} windows)")
     return 0 if worst <= args.tol or args.max_windows else 1
+
+
+def loss_check(result, args):
+    import torch
+    data = result["data"]
+    with open(os.path.join(data, "meta.json")) as f:
+        dtype = json.load(f)["dtype"]
+    tokens = np.memmap(os.path.join(data, f"{result.get('split', 'val')}.bin"), dtype=dtype, mode="r")
+    T, num = result["block_size"], result["windows"]
+    starts = np.linspace(0, len(tokens) - T - 1, num).astype(np.int64)
+    hf = load_transformers(args.model)
+    losses = []
+    with torch.no_grad():
+        for s in starts:
+            x = torch.as_tensor(np.asarray(tokens[s:s + T + 1], dtype=np.int64))[None]
+            out = hf(input_ids=x[:, :T])
+            logits = out.logits[0].double()
+            nll = torch.nn.functional.cross_entropy(logits, x[0, 1:T + 1])  # all T next tokens, as train.py
+            losses.append(float(nll))
+    loss = float(np.mean(losses))
+    print(f"loss over {num} windows of {T} tokens of {data}: recomputed {loss:.6f}, result {result['loss']:.6f}, "
+          f"difference {loss - result['loss']:+.1e}")
+    return 0 if abs(loss - result["loss"]) <= args.tol else 1
 
 
 if __name__ == "__main__":
