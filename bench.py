@@ -8,6 +8,7 @@ bench.py: speed measurements, side by side in one process (timings, not tests).
   python bench.py --what=condensation      # eval.py's condensation: time and peak memory for N = 10, 100, 300
   python bench.py --what=hf_condensation   # eval.py --init_from's path: a SmolLM-135M-shaped transformers Llama
   python bench.py --what=lmeval            # task scoring (tasks/): ours (batched) vs lm-eval's hf model at batch 1
+  python bench.py --what=mmlu              # real MMLU rows at 0, 1, 5 shots: ours vs lm-eval hf at batch 1 and 16
   python bench.py --what=nanogpt --nanogpt=PATH   # our GPT vs nanoGPT's own model.py (a checkout at PATH): e.g.
       OMP_NUM_THREADS=1 python bench.py --what=nanogpt --nanogpt=../nanoGPT --n_layer=6 --n_head=6 --n_embd=384 \
           --block_size=256 --batch_size=8 --vocab_size=50304
@@ -39,8 +40,10 @@ from disperse import disperse
 from model import GPT, GPTConfig, MODELS, build_model
 
 # -----------------------------------------------------------------------------
-what = 'all'  # 'all', 'reference', 'dispersion', 'qwen3', 'condensation', 'hf_condensation', 'lmeval' (not in 'all': the last three)
-lmeval_shape = '124m'  # lmeval: '124m' (GPT-2 small shape, random weights, 1024 positions) or 'tiny' (2 x 32, 96)
+what = 'all'  # 'all', 'reference', 'dispersion', 'qwen3', 'condensation', 'hf_condensation', 'lmeval', 'mmlu' (not in 'all': the last four)
+lmeval_shape = '124m'  # lmeval, mmlu: '124m' (GPT-2 small shape, random weights, 1024 positions) or 'tiny' (2 x 32, 96)
+tasks_data = '~/.cache/disperse-gpt/tasks'  # mmlu: DIR/mmlu/<subject>/{dev,test}.jsonl (python data/released.py --mmlu_dir DIR)
+mmlu_docs = 20  # mmlu: first N test documents of each subject
 hf = False  # with num_sequences: the hf_condensation model instead of the GPT
 num_sequences = 0  # condensation: one measurement of N sequences in this process (bench.py runs it for N = 10, 100)
 seq_len = 512
@@ -234,6 +237,62 @@ def lmeval_speed(shape, seeds=10, shots=1, device='cpu', quiet=False):
     ta, tb = best.values()
     print(f"speed-up {ta / tb:.1f}x: {len(requests)} requests ({len(set(pairs))} distinct), {shots}-shot, "
           f"{shape} GPT-2, {torch.get_num_threads()} CPU threads, best of {rounds}")
+
+
+def mmlu_speed(shape, data_dir, subjects=('anatomy', 'astronomy'), docs=20, shots_list=(0, 1, 5),
+               hf_batches=(1, 16)):
+    """Real MMLU rows (DIR/mmlu/<subject>/{dev,test}.jsonl), the first `docs` test documents of each subject at
+    0, 1 and 5 shots (lm-eval's MMLU prompts; first_n few-shot examples, so one block per subject): lm-eval's
+    hf model at each batch size of hf_batches vs our engine through its lm-eval adapter, on the same requests,
+    interleaved, the log-likelihood phase with tokenisation (lm.loglikelihood). Prints time, speed-up over
+    lm-eval batch 1, accuracy of each (they must agree) and the largest cached prefix's keys and values."""
+    import resource
+    import tempfile
+    from types import SimpleNamespace
+    from lm_eval.models.huggingface import HFLM
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from data.tokenizer import get_tokenizer, write_gpt2_hf_tokenizer
+    from model import from_pretrained
+    from tasks import engine
+    from tasks.engine import doc_metrics, doc_requests, prepare, resolve_fewshot
+    from tasks.lm_eval_adapter import register_lm_eval
+    model_dir = write_gpt2_hf_tokenizer(os.path.join(tempfile.mkdtemp(), shape))
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(n_positions=1024) if shape == '124m' else
+                    GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=96, vocab_size=50257)).save_pretrained(model_dir)
+    model = from_pretrained(model_dir).eval()
+    lms = {f'lm-eval hf, batch {b}': HFLM(pretrained=model_dir, batch_size=b, device='cpu', dtype='float32')
+           for b in hf_batches}
+    lms['ours (engine, prefix once)'] = register_lm_eval()(model=model, tokenizer=get_tokenizer('gpt2'), device='cpu')
+    names = [f'mmlu_{s}' for s in subjects]
+    print(f"MMLU {', '.join(subjects)}: first {docs} test rows each, {shape} GPT-2 shape (random weights), "
+          f"{torch.get_num_threads()} CPU thread(s); seconds of lm.loglikelihood (tokenisation included)")
+    print("| shots | requests | " + " | ".join(lms) + " | speed-up vs batch 1 | acc (all equal) | prefix KV |")
+    print("|---" * (len(lms) + 5) + "|")
+    for shots in shots_list:
+        ready, missing = prepare(names, resolve_fewshot(str(shots), names), docs, data_dir=data_dir, log=None)
+        if missing:
+            raise SystemExit(" ".join(missing.values()))
+        spans, pairs = [], []
+        for task, task_docs, prefixes in ready.values():
+            for doc, prefix in zip(task_docs, prefixes):
+                p = doc_requests(task, doc, prefix)
+                spans.append((task, doc, len(pairs), len(p)))
+                pairs += p
+        requests = [SimpleNamespace(args=p) for p in pairs]
+        times, accs = {}, {}
+        for label, lm in lms.items():
+            t0 = time.perf_counter()
+            res = lm.loglikelihood(requests, disable_tqdm=True)
+            times[label] = time.perf_counter() - t0
+            accs[label] = sum(doc_metrics(t, d, res[a:a + n])['acc'] for t, d, a, n in spans) / len(spans)
+        assert len(set(accs.values())) == 1, f"accuracies differ: {accs}"
+        base = times[f'lm-eval hf, batch {hf_batches[0]}']
+        kv = engine.LAST_RUN.get('peak_prefix_bytes', 0) / 2**20
+        print(f"| {shots} | {len(requests)} | " + " | ".join(f"{t:.1f}" for t in times.values()) +
+              f" | {base / times['ours (engine, prefix once)']:.1f}x | {100 * accs[label]:.1f} | {kv:.1f} MiB |",
+              flush=True)
+    print(f"peak RSS of the process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 
 def nanogpt_speed(path):
@@ -504,6 +563,9 @@ if __name__ == '__main__':
         sys.exit()
     if what == 'lmeval':
         lmeval_speed(lmeval_shape)
+        sys.exit()
+    if what == 'mmlu':
+        mmlu_speed(lmeval_shape, os.path.expanduser(tasks_data), docs=mmlu_docs)
         sys.exit()
     if what == 'nanogpt':
         nanogpt_speed(nanogpt or '.')
