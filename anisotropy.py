@@ -19,6 +19,10 @@ arXiv 2602.00217 section 2), per hidden state l = 0..n (eval.py --anisotropy):
       TWONN_POINTS tokens per layer (TWONN_PER_SEQ positions per sequence, position 0 skipped, duplicates
       dropped: TwoNN divides by the nearest-neighbour distance). Fewer than TWONN_MIN points: null, with a note.
 
+Not in the trainer's live probe (condensation.condensation_probe): the standardized cosine needs its statistics
+before its cosines, so it would double the probe's forwards, and scikit-dimension's first TwoNN compiles numba
+code (about 20 s); measure a checkpoint with eval.py --anisotropy instead.
+
 Memory is flat in N: per layer two float64 C-vectors of moments, a C-vector of unit sums, a bounded sample
 for TwoNN, and scalar sums for the cosines.
 

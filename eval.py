@@ -5,6 +5,8 @@ eval.py: measure a checkpoint (or a released GPT-2 / Qwen3 model). Its modes, on
     python eval.py --ckpt out/ckpt.pt [--source val|wikitext|data/NAME|FILE.txt|FILE.jsonl] [--num_sequences 100]
     python eval.py --init_from Qwen/Qwen2.5-0.5B --source wikitext103   # any transformers causal LM (hf_lm.py),
                                                                        # the authors' text sampler (text_sources.py)
+    python eval.py --ckpt out/ckpt.pt --anisotropy   # also standardized cosine, rogue dimensions, cross-context
+                                                     # anisotropy, TwoNN intrinsic dimension (anisotropy.py)
   tasks (the paper's benchmark table, scored as lm-evaluation-harness scores it; the engine is tasks/)
     python eval.py --ckpt out/ckpt.pt --tasks paper --limit 500          (--benchmarks is the same flag)
     torchrun --standalone --nproc_per_node=8 eval.py --init_from gpt2 --tasks paper --limit 500
@@ -27,6 +29,8 @@ is summed over the N sequences and divided by N; every statistic reads this aver
     rho = Spearman(mu_0..mu_n, 0..n),  tau = Kendall tau-b(...),  last_n = mean(mu_{n-k+1..n}).
 Writes condensation_<source>_S<seq_len>_N<num>.json and .png (the paper's heatmap) to --out (default: eval/
 beside the checkpoint), so measurements of other sources, lengths or sizes never replace each other.
+The measure is condensation.py's; --anisotropy adds anisotropy.py's block to the JSON, a table, the standardized
+curve to the heatmap and a second figure (..._anisotropy.png); --geometry adds geometry.py's.
 """
 
 import argparse

@@ -43,6 +43,8 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+
 from runlog import read_log
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -239,7 +241,8 @@ def load_run(folder, condensation):
             'inner_cos': sum(mean_cos[1:-1]) / (len(mean_cos) - 2),  # block outputs without the final norm's
             'spearman': cond['spearman'], 'kendall': cond['kendall'], 'ms_per_iter': ms[len(ms) // 2],
             'distill': next((r['distill'] for r in reversed(steps) if 'distill' in r), None),  # the last logged
-            'lr_embedding': {r['iter']: r['lr_embedding'] for r in steps if 'lr_embedding' in r}}
+            'lr_embedding': {r['iter']: r['lr_embedding'] for r in steps if 'lr_embedding' in r},
+            'anisotropy': cond.get('anisotropy')}  # eval.py --anisotropy's block, when measured with it
 
 
 def mean_std(values):
@@ -566,6 +569,37 @@ def forget_section(groups):
     return lines + ['']
 
 
+def anisotropy_summary(mean_cos, a):
+    """One measurement's anisotropy.py figures averaged over the blocks (hidden states 1..n): raw and standardized
+    mean cosine with their rho, cross-context cosine, within minus cross, top-2 share, TwoNN -> table cells."""
+    blocks = lambda v: float(np.mean([x for x in v[1:] if x is not None])) if any(x is not None for x in v[1:]) else None
+    twonn = blocks(a['twonn'])
+    return [f'{blocks(mean_cos):.3f}', f'{blocks(a["std_cos"]):.3f}', f'{blocks(a["cross_cos"]):.3f}',
+            f'{blocks(a["within_minus_cross"]):+.3f}', f'{blocks(a["rogue_share"]["2"]):.2f}',
+            '—' if twonn is None else f'{twonn:.1f}']
+
+
+ANISOTROPY_HEAD = ('| run | raw cos | std cos | raw rho | std rho | cross | within - cross | top-2 share | TwoNN |\n'
+                   + '|---' * 9 + '|')
+
+
+def anisotropy_section(groups):
+    """Whether the raw cosine survives standardization (eval.py --anisotropy), for the runs measured with it."""
+    runs = [r for rs in groups.values() for r in rs if r.get('anisotropy')]
+    if not runs:
+        return []
+    lines = ['## Rogue dimensions and anisotropy', '', 'Means over the blocks (hidden states 1..n) of eval.py '
+             '--anisotropy: raw and standardized (every dimension z-scored over the same tokens) mean cosine, the '
+             'mean cosine between tokens of different sequences, within-sequence minus it, the share of the squared '
+             'norm in the 2 largest dimensions, the TwoNN intrinsic dimension.', '', ANISOTROPY_HEAD]
+    for r in runs:
+        a = r['anisotropy']
+        cells = anisotropy_summary(r['mean_cos'], a)
+        lines.append(f'| {r["name"]} | {cells[0]} | {cells[1]} | {r["spearman"]:+.2f} | {a["std_spearman"]:+.2f} | '
+                     + ' | '.join(cells[2:]) + ' |')
+    return lines + ['']
+
+
 def report(runs_dir, out):
     """Group the finished runs by setting, average over seeds, write out/results.md and the PNG figures."""
     import matplotlib
@@ -590,6 +624,7 @@ def report(runs_dir, out):
     lines += recovery_section(groups)
     lines += longer_section(groups)
     lines += forget_section(groups)
+    lines += anisotropy_section(groups)
     lines += per_run_table(groups)
     lines += ['## Commands', ''] + [f'    {c}' for cs in commands.values() for c in cs] + ['']
     with open(os.path.join(out, 'results.md'), 'w') as f:

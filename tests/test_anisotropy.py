@@ -98,3 +98,34 @@ def test_log_hfc_is_against_the_embedding_layer():
         geo.add(l, h, cond.cosine_matrix(h))
     r = geo.result(1)
     assert r["log_hfc"] == pytest.approx([0.0, math.log(3)]) and r["hfc_lfc"] == pytest.approx([0.5, 0.5])
+
+
+def test_cli_writes_every_measure_and_refuses_a_tiny_reference(tmp_path, capsys):
+    import json
+    import transformers
+    import eval as ev
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_head=2, n_embd=16, n_positions=32,
+                                                              vocab_size=50257)).eval()
+    hf.save_pretrained(tmp_path / "hf")
+    text = tmp_path / "docs.txt"
+    text.write_text(" ".join(np.random.default_rng(0).choice("the cat sat on a mat near old stone walls".split(), 3000)))
+    base = ["--init_from", str(tmp_path / "hf"), "--source", str(text), "--seq_len", "24", "--out",
+            str(tmp_path / "o"), "--device", "cpu", "--anisotropy"]
+    with pytest.raises(SystemExit, match="at least 100 tokens"):  # 2 x 24 = 48 reference tokens
+        ev.main(base + ["--num_sequences", "2"])
+    ev.main(base + ["--num_sequences", "6"])
+    stats = json.loads((tmp_path / "o" / "condensation_docs_S24_N6.json").read_text())
+    a = stats["anisotropy"]
+    assert len(a["std_cos"]) == len(stats["mean_cos"]) == 3 and a["reference_tokens"] == 144
+    assert all(math.isfinite(v) for v in a["std_cos"] + a["cross_cos"] + [a["std_spearman"]])
+    assert (tmp_path / "o" / "condensation_docs_S24_N6_anisotropy.png").exists()
+    assert "standardized: Spearman rho" in capsys.readouterr().out
+
+
+def test_report_section_averages_over_the_blocks():
+    import experiments
+    a = {"std_cos": [0.9, 0.1, 0.3], "cross_cos": [0.5, 0.2, 0.4], "within_minus_cross": [0, 0.1, -0.1],
+         "rogue_share": {"2": [0.1, 0.5, 0.7]}, "twonn": [3.0, None, 8.0]}
+    # blocks = hidden states 1..2: raw (0.8 + 0.6) / 2, std (0.1 + 0.3) / 2, ..., TwoNN over the finite one
+    assert experiments.anisotropy_summary([0.0, 0.8, 0.6], a) == ["0.700", "0.200", "0.300", "+0.000", "0.60", "8.0"]
