@@ -5,8 +5,9 @@
 #   python data/shakespeare/prepare.py --tokenizer ~/.cache/disperse-gpt/released/SmolLM2-135M-Instruct.Q4_1.gguf --name shakespeare_smollm2
 #   OMP_NUM_THREADS=1 python train.py config/midtrain_smollm2.py
 # 4 sequences * 256 tokens * 1 micro-batch = 1,024 tokens per step; 30 steps = 30,720 tokens.
-# Measured on one thread of a shared 2-core CPU: 29.6 s per step (35 tokens/s; the first step 87 s), so a run
-# is ~15 minutes of steps plus 4 evaluations of 20 windows (~1 minute each).
+# Measured on one thread of a shared 2-core CPU: 10.7 s per step when it is quiet (96 tokens/s; transformers'
+# LlamaForCausalLM doing the same AdamW step, interleaved: 10.0 s), 27-30 s under other jobs' load (the first
+# step ~87 s); so a run is 5-15 minutes of steps plus 4 evaluations of 20 windows (~1 minute each).
 import os
 out_dir = 'out-midtrain-smollm2'
 init_from = os.path.expanduser('~/.cache/disperse-gpt/released/SmolLM2-135M-Instruct.Q4_1.gguf')
