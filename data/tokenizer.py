@@ -15,7 +15,9 @@ print(g('gpt2').encode('Hello world'))"  ->  [15496, 995]
 """
 
 import functools
+import hashlib
 import importlib.util
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ class Tokenizer:
     decode: Callable[[list], str]
     eot_token: int
     n_vocab: int
+    digest: str | None = None  # sha256 of the vocabulary (token -> id) and the EOT id: see tokenizer_digest
 
 
 def gpt2_files():
@@ -94,8 +97,10 @@ def hf_location(name_or_path):
     if name_or_path.endswith(".gguf"):
         if not os.path.isfile(name_or_path):
             raise SystemExit(f"{name_or_path} is not a file; give the path of a .gguf file.")
-        if importlib.util.find_spec("gguf") is None:  # transformers reads GGUF through it
-            raise SystemExit("Reading a GGUF file needs the package gguf: pip install gguf")
+        try:
+            import gguf  # noqa: F401  (transformers reads GGUF through it)
+        except ImportError:
+            raise SystemExit("Reading a GGUF file needs the package gguf: pip install gguf") from None
         folder, file = os.path.split(os.path.abspath(name_or_path))
         return folder, {"gguf_file": file}
     return name_or_path, {}
@@ -106,7 +111,7 @@ def get_tokenizer(name="gpt2"):
     """'gpt2' (tiktoken) or a Hugging Face tokenizer name / local directory / .gguf file (released weights)."""
     if name == "gpt2":
         enc = gpt2_encoding()
-        return Tokenizer("gpt2", enc.encode_ordinary, enc.decode, enc.eot_token, enc.n_vocab)
+        return Tokenizer("gpt2", enc.encode_ordinary, enc.decode, enc.eot_token, enc.n_vocab, GPT2_ENCODER_JSON_SHA256)
     try:
         from transformers import AutoTokenizer
         where, kw = hf_location(name)
@@ -115,25 +120,14 @@ def get_tokenizer(name="gpt2"):
         raise RuntimeError(f"Could not load the tokenizer '{name}': it is not a local directory and the Hugging Face "
                            f"hub is unreachable; save it with save_pretrained on a machine with internet. ({e})") from None
     eot = hf.eos_token_id if hf.eos_token_id is not None else hf.pad_token_id
+    digest = hashlib.sha256(json.dumps([sorted(hf.get_vocab().items()), eot]).encode()).hexdigest()
     return Tokenizer(name, lambda text: hf.encode(text, add_special_tokens=False),
-                     lambda ids: hf.decode(ids), eot, len(hf))
+                     lambda ids: hf.decode(ids), eot, len(hf), digest)
 
 
-@functools.lru_cache(maxsize=None)
 def tokenizer_digest(name):
-    """sha256 of what a tokenizer maps text to: its vocabulary (token -> id, sorted) and its EOT id. Two names of
-    one tokenizer (a released model's transformers folder and its .gguf file) have the same digest, so token files
-    made with one serve a model loaded from the other. RuntimeError in one sentence if it cannot be loaded."""
-    import hashlib
-    import json
-    if name == "gpt2":
-        return GPT2_ENCODER_JSON_SHA256  # the hash of GPT-2's vocabulary file, checked where it is read
-    from transformers import AutoTokenizer
-    where, kw = hf_location(name)
-    try:
-        hf = AutoTokenizer.from_pretrained(where, **kw)
-    except Exception as e:
-        raise RuntimeError(f"Could not load the tokenizer '{name}' ({type(e).__name__}).") from None
-    eot = hf.eos_token_id if hf.eos_token_id is not None else hf.pad_token_id
-    vocab = hf.get_vocab()
-    return hashlib.sha256(json.dumps([sorted(vocab.items()), eot]).encode()).hexdigest()
+    """sha256 of what a tokenizer maps text to: its vocabulary (token -> id, sorted) and its EOT id (GPT-2: the
+    hash of its vocabulary file, checked where it is read). Two names of one tokenizer (a released model's
+    transformers folder and its .gguf file) have the same digest, so token files made with one serve a model
+    loaded from the other. RuntimeError in one sentence if it cannot be loaded."""
+    return get_tokenizer(name).digest

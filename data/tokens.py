@@ -32,7 +32,7 @@ def write_tokens(splits, out_dir, tokenizer="gpt2", num_proc=1, text_key="text",
     """
     from datasets import Dataset
     from tqdm import tqdm
-    from data.tokenizer import get_tokenizer, tokenizer_digest
+    from data.tokenizer import get_tokenizer
 
     tok = get_tokenizer(tokenizer)
     dtype = _dtype_for(tok.n_vocab)
@@ -65,7 +65,7 @@ def write_tokens(splits, out_dir, tokenizer="gpt2", num_proc=1, text_key="text",
         os.replace(tmp, path)  # a run killed midway leaves no truncated .bin behind
         counts[split] = total
         print(f"{split}: {len(docs):,} documents, {total:,} tokens -> {path}")
-    meta = {"dtype": np.dtype(dtype).name, "tokenizer": tokenizer, "tokenizer_sha256": tokenizer_digest(tokenizer),
+    meta = {"dtype": np.dtype(dtype).name, "tokenizer": tokenizer, "tokenizer_sha256": tok.digest,
             "vocab_size": tok.n_vocab, "eot_token": tok.eot_token, "tokens": counts}
     with open(os.path.join(out_dir, "meta.json"), "w") as f:
         json.dump(meta, f, indent=1)
