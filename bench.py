@@ -252,7 +252,7 @@ def mmlu_speed(shape, data_dir, subjects=('anatomy', 'astronomy'), docs=20, shot
     from lm_eval.models.huggingface import HFLM
     from transformers import GPT2Config, GPT2LMHeadModel
     from data.tokenizer import get_tokenizer, write_gpt2_hf_tokenizer
-    from model import from_pretrained
+    from hf_convert import from_pretrained
     from tasks import engine
     from tasks.engine import doc_metrics, doc_requests, prepare, resolve_fewshot
     from tasks.lm_eval_adapter import register_lm_eval
