@@ -43,9 +43,11 @@ NEWS = 'lee_news_smollm2'
 # setting -> train.py arguments after the base config; LoRA (rank 16, alpha 32: config/midtrain_smollm2_lora.py)
 # is the authors' other mid-training option, one pair
 SETTINGS = {'ce': [], 'disp0.1': ['config/dispersion.py'], 'lora_ce': ['config/midtrain_smollm2_lora.py'],
-            'lora_disp0.1': ['config/midtrain_smollm2_lora.py', 'config/dispersion.py']}
+            'lora_disp0.1': ['config/midtrain_smollm2_lora.py', 'config/dispersion.py'],
+            # a stronger setting: at 32 steps lambda 0.1 moves nothing measurable
+            'disp1.0': ['config/dispersion.py', '--dispersion_coeff=1.0']}
 SEEDS = (1, 2, 3)
-SETTING_SEEDS = {'lora_ce': (1,), 'lora_disp0.1': (1,)}
+SETTING_SEEDS = {'lora_ce': (1,), 'lora_disp0.1': (1,), 'disp1.0': (1,)}
 
 
 def measurements(which):
