@@ -199,12 +199,13 @@ def text_spans(words, num, seq_len, encode):
     return torch.tensor(rows, dtype=torch.long)
 
 
-def read_words(path):
-    """The words of a local file: a .txt is one document, a .jsonl holds one {"text": ...} document a line."""
+def read_documents(path):
+    """[(line number, text)] of a local file: a .jsonl holds one {"text": ...} document a line (blank lines skipped),
+    any other file is one document (line 1). A line that is not such an object is a ValueError in one sentence."""
     with open(path, encoding="utf-8") as f:
         if not path.endswith(".jsonl"):
-            return f.read().split()
-        words = []
+            return [(1, f.read())]
+        docs = []
         for k, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -215,8 +216,13 @@ def read_words(path):
             if not isinstance(doc, dict) or not isinstance(doc.get("text"), str):
                 raise ValueError(f"{path} line {k} is not a JSON object with a \"text\" string; a .jsonl source "
                                  f"holds one {{\"text\": ...}} document a line.")
-            words += doc["text"].split()
-        return words
+            docs.append((k, doc["text"]))
+        return docs
+
+
+def read_words(path):
+    """The words of a local file (read_documents: a .txt is one document, a .jsonl one document a line)."""
+    return [w for _, text in read_documents(path) for w in text.split()]
 
 
 def wikitext_words():

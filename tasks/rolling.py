@@ -24,6 +24,7 @@ import re
 import torch
 
 from tasks.engine import _dist, _gather, loglikelihoods
+from text_sources import read_documents
 
 
 def rolling_windows(tokens, prefix_token, max_length):
@@ -72,28 +73,17 @@ def read_texts(path, limit=None):
     other file is one document. limit: the first N documents. Bad input ends in one sentence (ValueError), an
     empty document too (words and bytes count every document: skipping one would change the perplexity)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            if not path.endswith(".jsonl"):
-                texts = [f.read()]
-            else:
-                texts = []
-                for k, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except ValueError:
-                        row = None
-                    if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                        raise ValueError(f"{path} line {k} is not a JSON object with a \"text\" string.")
-                    if not row["text"].strip():  # dropping it would change the word count silently
-                        raise ValueError(f"{path} line {k} has no text to score; remove that line.")
-                    texts.append(row["text"])
+        docs = read_documents(path)
     except OSError as e:
         raise ValueError(f"Cannot read {path} ({e.strerror or type(e).__name__}).") from None
     except UnicodeDecodeError:
         raise ValueError(f"{path} is not UTF-8 text.") from None
-    texts = [t for t in texts if t.strip()][:None if limit is None else int(limit)]  # only a blank text file
+    if path.endswith(".jsonl"):
+        for k, text in docs:
+            if not text.strip():  # dropping it would change the word count silently
+                raise ValueError(f"{path} line {k} has no text to score; remove that line.")
+    # left out here: only a blank text file (the .jsonl case was refused above)
+    texts = [text for _, text in docs if text.strip()][:None if limit is None else int(limit)]
     if not texts:
         raise ValueError(f"{path} holds no text to score.")
     return texts
