@@ -15,6 +15,7 @@ Memory holds one batch's hidden states and the [n+1, S, S] running sum, whatever
 """
 
 import math
+from contextlib import closing
 
 import numpy as np
 import torch
@@ -92,6 +93,29 @@ def _batches(sequences, batch_size):
     return sequences
 
 
+def hidden_batches(model, batches, device, progress=False, desc=""):
+    """Yield (x, model.hidden_states(x)) for each batch x moved to device: eval mode and no gradients while it
+    runs (the model's mode restored when it ends or is closed: callers wrap it in contextlib.closing, so an error
+    in their loop restores it at once), a tqdm bar over the sequences if progress."""
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=sum(len(b) for b in batches) if isinstance(batches, list) else None, unit="seq", desc=desc)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for x in batches:
+                x = x.to(device)
+                yield x, model.hidden_states(x)  # no LM head: the [B, S, vocab] logits would double the memory
+                if bar is not None:
+                    bar.update(x.shape[0])
+    finally:
+        model.train(was_training)
+        if bar is not None:
+            bar.close()
+
+
 def cosine_sums(model, sequences, batch_size=8, device=None, progress=False, on_layer=None):
     """Run the model over the sequences and sum the per-layer S x S cosine matrices -> ([L+1, S, S] sum, N).
     on_layer(l, h, c), if given, sees each batch's layer-l hidden states h [B, S, C] and cosines c [B, S, S].
@@ -103,39 +127,23 @@ def cosine_sums(model, sequences, batch_size=8, device=None, progress=False, on_
     if isinstance(batches, list) and batches and batches[0].shape[1] < 2:
         raise ValueError(f"Condensation needs sequences of at least 2 tokens (the cosine matrix of one token "
                          f"is the constant 1), got {batches[0].shape[1]}; raise --seq_len.")
-    total = sum(len(b) for b in batches) if isinstance(batches, list) else None
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=total, unit="seq", desc="condensation")
-    was_training = model.training
-    model.eval()
     sums, count = None, 0
-    try:
-        with torch.no_grad():
-            for x in batches:
-                x = x.to(device)
-                hidden = model.hidden_states(x)  # no LM head: the [B, S, vocab] logits would double the memory
-                if x.shape[1] < 2:
-                    raise ValueError(f"Condensation needs sequences of at least 2 tokens (the cosine matrix of "
-                                     f"one token is the constant 1), got {x.shape[1]}; raise --seq_len.")
-                if sums is None:
-                    sums = torch.zeros(len(hidden), x.shape[1], x.shape[1], dtype=torch.float32, device=device)
-                assert len(hidden) == sums.shape[0] and x.shape[1] == sums.shape[1], \
-                    "every batch must give the same number of hidden states and sequence length"
-                for l, h in enumerate(hidden):
-                    assert h.shape[:2] == x.shape, f"hidden[{l}] is {tuple(h.shape)}, expected [B, S, C]"
-                    c = cosine_matrix(h)
-                    sums[l] += c.sum(0).to(sums.device)  # under a device_map, layers live on several GPUs
-                    if on_layer is not None:
-                        on_layer(l, h, c)
-                count += x.shape[0]
-                if bar is not None:
-                    bar.update(x.shape[0])
-    finally:
-        model.train(was_training)
-        if bar is not None:
-            bar.close()
+    with closing(hidden_batches(model, batches, device, progress, "condensation")) as run:
+        for x, hidden in run:
+            if x.shape[1] < 2:
+                raise ValueError(f"Condensation needs sequences of at least 2 tokens (the cosine matrix of "
+                                 f"one token is the constant 1), got {x.shape[1]}; raise --seq_len.")
+            if sums is None:
+                sums = torch.zeros(len(hidden), x.shape[1], x.shape[1], dtype=torch.float32, device=device)
+            assert len(hidden) == sums.shape[0] and x.shape[1] == sums.shape[1], \
+                "every batch must give the same number of hidden states and sequence length"
+            for l, h in enumerate(hidden):
+                assert h.shape[:2] == x.shape, f"hidden[{l}] is {tuple(h.shape)}, expected [B, S, C]"
+                c = cosine_matrix(h)
+                sums[l] += c.sum(0).to(sums.device)  # under a device_map, layers live on several GPUs
+                if on_layer is not None:
+                    on_layer(l, h, c)
+            count += x.shape[0]
     if count == 0:
         raise ValueError("condensation needs at least one sequence, and none were given.")
     return sums, count
@@ -173,23 +181,11 @@ def reference_pass(model, sequences, batch_size=8, device=None, progress=False):
     if not isinstance(batches, list):
         raise ValueError("The standardized cosine reads the sequences twice (statistics, then cosines); give them "
                          "as a LongTensor [N, S], not a one-shot iterable.")
-    ref, was_training = Reference(), model.training
-    model.eval()
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=sum(len(b) for b in batches), unit="seq", desc="reference pass")
-    try:
-        with torch.no_grad():
-            for x in batches:
-                for l, h in enumerate(model.hidden_states(x.to(device))):
-                    ref.add(l, h)
-                if bar is not None:
-                    bar.update(x.shape[0])
-    finally:
-        model.train(was_training)
-        if bar is not None:
-            bar.close()
+    ref = Reference()
+    with closing(hidden_batches(model, batches, device, progress, "reference pass")) as run:
+        for _, hidden in run:
+            for l, h in enumerate(hidden):
+                ref.add(l, h)
     return ref
 
 
