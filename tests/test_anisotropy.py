@@ -124,8 +124,8 @@ def test_cli_writes_every_measure_and_refuses_a_tiny_reference(tmp_path, capsys)
 
 
 def test_report_section_averages_over_the_blocks():
-    import experiments
+    import report
     a = {"std_cos": [0.9, 0.1, 0.3], "cross_cos": [0.5, 0.2, 0.4], "within_minus_cross": [0, 0.1, -0.1],
          "rogue_share": {"2": [0.1, 0.5, 0.7]}, "twonn": [3.0, None, 8.0]}
     # blocks = hidden states 1..2: raw (0.8 + 0.6) / 2, std (0.1 + 0.3) / 2, ..., TwoNN over the finite one
-    assert experiments.anisotropy_summary([0.0, 0.8, 0.6], a) == ["0.700", "0.200", "0.300", "+0.000", "0.60", "8.0"]
+    assert report.anisotropy_summary([0.0, 0.8, 0.6], a) == ["0.700", "0.200", "0.300", "+0.000", "0.60", "8.0"]

@@ -1,4 +1,4 @@
-"""Tests for experiments.py: which runs it starts, resumes or skips, and the report's arithmetic (seed means and
+"""Tests for experiments.py and report.py: which runs it starts, resumes or skips, and the report's arithmetic (seed means and
 standard deviations, checked against hand-computed numbers on hand-written run folders).
 
 Run: python -m pytest -q tests/test_experiments.py
@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import experiments
+import report
 
 
 def write_run(folder, val_losses, mean_cos, ms=100.0, spearman=1.0, kendall=1.0, resumed_at=None, gen_loss=None):
@@ -178,7 +179,7 @@ def test_rerun_trains_into_a_temporary_folder_and_prints_both_columns(tmp_path, 
     runs, out = str(tmp_path / 'runs'), str(tmp_path / 'assets')
     write_run(f'{runs}/ce_s1', [9.0, 5.0], [0.0, 0.2, 0.4], spearman=1.0, kendall=1.0, gen_loss=8.0)
     experiments.main(['report', '--runs', runs, '--out', out])
-    assert experiments.committed_row(f'{out}/results.md', 'ce_s1') == {
+    assert report.committed_row(f'{out}/results.md', 'ce_s1') == {
         'val loss': 5.0, 'lee_news loss': 8.0, 'Spearman rho': 1.0, 'Kendall tau': 1.0, 'blocks mean cos': 0.3,
         'l=0': 0.0, 'l=1': 0.2, 'l=2': 0.4}
     calls = []
