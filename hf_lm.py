@@ -18,12 +18,12 @@ code as our checkpoints.
 appends the [B, S, vocab] logits as one more "layer" (the authors' option), else the LM head never runs.
 """
 
-import os
 from types import SimpleNamespace
 
 import torch
 
 from data.tokenizer import hf_location
+from hf_hub import hub_offline
 
 # config attributes that bound the positions a model can take (Bloom's ALiBi has none: no bound then)
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "seq_length", "max_sequence_length", "n_ctx")
@@ -99,10 +99,10 @@ def load_config(name_or_path, trust_remote_code=False):
     try:
         config = transformers.AutoConfig.from_pretrained(where, trust_remote_code=trust_remote_code, **kw)
     except (OSError, EnvironmentError) as e:
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+        why = ("offline (HF_HUB_OFFLINE=1, or its host unreachable)" if hub_offline() else
+               "unreachable or has no such model")
         raise SystemExit(f"Could not read '{name_or_path}': not a local model folder, and the Hugging Face hub is "
-                         f"{'switched off (HF_HUB_OFFLINE=1)' if offline else 'unreachable or has no such model'}; "
-                         f"download it where there is internet (save_pretrained) and pass the folder. "
+                         f"{why}; download it where there is internet (save_pretrained) and pass the folder. "
                          f"({str(e).splitlines()[0][:200]})") from None
     except (ValueError, KeyError) as e:  # an unknown model_type, remote code not trusted, a malformed config
         raise SystemExit(f"transformers {transformers.__version__} cannot load '{name_or_path}': "

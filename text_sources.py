@@ -108,7 +108,7 @@ def load_rows(source, text_data=None):
                                  f"internet.")
             ds = datasets.load_dataset(kind, data_files=files, split="train")
     else:
-        from tasks.engine import hub_offline
+        from hf_hub import hub_offline
         offline = hub_offline()
         ds, errors = None, []
         for name in (repo, legacy):
@@ -227,7 +227,7 @@ def read_words(path):
 
 def wikitext_words():
     """The words of WikiText-103 (raw) through `datasets` (or its cache); offline this fails with one sentence."""
-    from tasks.engine import hub_offline
+    from hf_hub import hub_offline
     offline = hub_offline()
     try:
         from datasets import load_dataset

@@ -28,6 +28,7 @@ if __name__ == "__main__" and not __package__:
 import argparse  # noqa: E402
 
 from data.tokens import write_tokens  # noqa: E402
+from hf_hub import hub_offline  # noqa: E402
 
 DATA_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -38,10 +39,10 @@ def load_hub_dataset(dataset, config=None, revision=None, num_proc=None):
     try:
         return datasets.load_dataset(dataset, config, revision=revision, num_proc=num_proc)
     except Exception as e:
-        offline = os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
+        offline = " (offline mode is on: HF_DATASETS_OFFLINE / HF_HUB_OFFLINE, or the hub unreachable)"
         raise SystemExit(
             f"Could not load the dataset '{dataset}' from the Hugging Face hub"
-            f"{' (offline mode is on: HF_DATASETS_OFFLINE / HF_HUB_OFFLINE)' if offline else ''}: run this on a "
+            f"{offline if hub_offline() else ''}: run this on a "
             f"machine with internet access, or pass local files with --input. ({type(e).__name__}: {e})") from None
 
 

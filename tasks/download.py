@@ -15,8 +15,8 @@ import os
 
 import datasets
 
+from hf_hub import hub_offline
 from tasks.definitions import GROUPS, TASKS, resolve_tasks
-from tasks.engine import hub_offline
 
 
 def save_split(task, split, out):

@@ -28,13 +28,11 @@ import json
 import math
 import os
 import random
-import socket
-import sys
 from contextlib import nullcontext
-from urllib.parse import urlparse
 
 import torch
 
+from hf_hub import hub_offline
 from tasks.definitions import (COLUMNS, EXTRA_TASKS, GROUPS, PAPER_TASKS, TASKS, aggregate, doc_metrics,
                                doc_problem, doc_requests, fewshot_example, resolve_fewshot, resolve_tasks)
 
@@ -336,34 +334,6 @@ class BadData(ValueError):
 
 
 _DOCS = {}  # (folder, split, data_dir) -> docs; train.py calls run_benchmarks again and again
-_OFFLINE = None  # hub_offline()'s answer, found once per process
-
-
-def hub_offline(timeout=3.0):
-    """True when the Hugging Face hub cannot be used: HF_HUB_OFFLINE or HF_DATASETS_OFFLINE is set, or the hub's
-    host does not accept a connection within `timeout` seconds (asked once per process). Offline, the hub
-    libraries are switched to offline mode too: a cached dataset still loads, a missing one fails at once
-    instead of after minutes of retries."""
-    global _OFFLINE
-    if _OFFLINE is None:
-        flags = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-        offline = any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on") for k in flags)
-        proxy = any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"))
-        if not offline and not proxy:  # behind a proxy only the libraries know the way out: let them try
-            host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
-            try:
-                socket.create_connection((host, 443), timeout=timeout).close()
-            except OSError:
-                offline = True
-        if offline:
-            os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
-            for module, name in (("huggingface_hub.constants", "HF_HUB_OFFLINE"),
-                                 ("datasets.config", "HF_HUB_OFFLINE"), ("datasets.config", "HF_DATASETS_OFFLINE")):
-                loaded = sys.modules.get(module)  # already imported: they read the variables at import time
-                if loaded is not None and hasattr(loaded, name):
-                    setattr(loaded, name, True)
-        _OFFLINE = offline
-    return _OFFLINE
 
 
 def _read_local(data_dir, task, split):

@@ -610,7 +610,8 @@ def test_offline_is_found_once_and_fast(monkeypatch):
     import socket
     for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(k, raising=False)
-    monkeypatch.setattr(E, "_OFFLINE", None)
+    import hf_hub
+    monkeypatch.setattr(hf_hub, "_OFFLINE", None)
     monkeypatch.setattr(E, "_DOCS", {})
     monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", False)
     tries = []
