@@ -53,7 +53,8 @@ from model import load_checkpoint
 from tasks import lm_eval_adapter
 from tasks.definitions import resolve_fewshot, resolve_tasks
 from hf_hub import hub_offline
-from tasks.engine import compare_results, load_json, results_table, run_benchmarks, write_results
+from tasks.engine import run_benchmarks
+from tasks.results import compare_results, load_json, results_table, write_results
 from tasks.rolling import perplexity_main
 
 DATA_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")  # data/<dataset>, as in train.py

@@ -22,6 +22,7 @@ import torch
 import eval as ev
 from tasks import definitions as D
 from tasks import engine as E
+from tasks import results as results_io
 from data.tokenizer import write_gpt2_hf_tokenizer
 from tasks import lm_eval_adapter
 
@@ -466,16 +467,16 @@ def test_paper_average_outputs_and_compare(tmp_path, monkeypatch):
     assert out["average"] == pytest.approx(sum(out["tasks"][t]["acc"] for t in D.PAPER_TASKS) / 10)
     assert out["tasks"]["arc_easy"]["shots"] == 1 and out["tasks"]["piqa"]["shots"] == 0
 
-    E.write_results(out, str(tmp_path / "a"), "run-a")
+    results_io.write_results(out, str(tmp_path / "a"), "run-a")
     better = json.loads(json.dumps(out))
     better["tasks"]["piqa"]["acc"] += 0.25
     better["average"] += 0.025
-    E.write_results(better, str(tmp_path / "b"), "run-b")
+    results_io.write_results(better, str(tmp_path / "b"), "run-b")
     md = (tmp_path / "a" / "tasks.md").read_text()
     assert "| run | ANLI-R2 | LAMBADA | OpenBookQA | PIQA | TruthfulQA | WinoGrande | ARC-E | ARC-C | MedMCQA | " \
            "MMLU | Average |" in md
     paths = [str(tmp_path / run / "tasks.json") for run in ("a", "b")]
-    table = E.compare_results([(p, E.load_json(p)) for p in paths])
+    table = results_io.compare_results([(p, results_io.load_json(p)) for p in paths])
     row_b = table.splitlines()[3].split(" | ")
     assert row_b[0] == "| run-b" and row_b[4].endswith("(+25.00)") and row_b[-1].startswith(
         f"{100 * better['average']:.2f} (+2.50)")
@@ -595,11 +596,11 @@ def test_no_task_could_run_exits_non_zero_and_writes_nothing(tmp_path):
 
 def test_results_of_other_settings_are_not_replaced_silently(tmp_path):
     out = E.run_benchmarks(ScriptedModel(), CharTokenizer(), "piqa", data_dir=FIXTURES, progress=False, log=None)
-    E.write_results(out, str(tmp_path), "run-a")
-    E.write_results(out, str(tmp_path), "run-a")  # the same measurement again: fine
+    results_io.write_results(out, str(tmp_path), "run-a")
+    results_io.write_results(out, str(tmp_path), "run-a")  # the same measurement again: fine
     for label, res in (("run-b", out), ("run-a", dict(out, settings=dict(out["settings"], limit=2)))):
         with pytest.raises(FileExistsError, match="another --out"):
-            E.write_results(res, str(tmp_path), label)
+            results_io.write_results(res, str(tmp_path), label)
     assert json.loads((tmp_path / "tasks.json").read_text())["model"] == "run-a"
 
 
