@@ -109,22 +109,33 @@ class ReferenceGPT(nn.Module):
         return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
 
 
+def clock(fn):
+    """(fn(), its seconds), synchronised on CUDA so that the seconds include the kernels fn queued: the one timer
+    of every measurement in this file."""
+    t0 = time.perf_counter()
+    out = fn()
+    if device_type == 'cuda':
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - t0
+
+
+def timed(step, n, untimed=0):
+    """Median seconds of n calls of step(), after `untimed` calls that warm up (compilation, allocator, caches)."""
+    times = [clock(step)[1] for _ in range(untimed + n)]
+    return statistics.median(times[untimed:])
+
+
 def time_steps(model, loss_fn, x, y):
     """Median seconds per training step (forward, backward, AdamW step) over `steps` steps after `warmup`."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    times = []
-    for i in range(warmup + steps):
-        t0 = time.perf_counter()
+
+    def step():
         with ctx:
             loss = loss_fn(model, x, y)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        if device_type == 'cuda':
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return timed(step, steps, warmup)
 
 
 def ce_loss(model, x, y):
@@ -167,10 +178,8 @@ def condensation_run():
     torch.manual_seed(seed)
     model = smollm_135m() if hf else GPT(GPTConfig(n_layer=6, n_head=6, n_embd=384, block_size=seq_len)).to(device).eval()
     seqs = torch.randint(0, 49152 if hf else 50257, (num_sequences, seq_len))
-    t0 = time.perf_counter()
-    condensation(model, seqs, batch_size=batch_size if hf else 8, device=device)
+    _, dt = clock(lambda: condensation(model, seqs, batch_size=batch_size if hf else 8, device=device))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # kB -> GiB on Linux
-    dt = time.perf_counter() - t0
     print(f"  N = {num_sequences:4d}, S = {seq_len}: {dt:7.1f} s ({dt / num_sequences:.2f} s per sequence), "
           f"peak memory {peak:.2f} GiB")
 
@@ -225,9 +234,8 @@ def lmeval_speed(shape, seeds=10, shots=1, device='cpu', quiet=False):
     best, results = {}, {}
     for _ in range(rounds):
         for label, lm in lms.items():
-            t0 = time.perf_counter()
-            results[label] = lm.loglikelihood(requests, disable_tqdm=True)
-            best[label] = min(best.get(label, float('inf')), time.perf_counter() - t0)
+            results[label], t = clock(lambda: lm.loglikelihood(requests, disable_tqdm=True))
+            best[label] = min(best.get(label, float('inf')), t)
     a, b = results.values()
     assert all(abs(x[0] - y[0]) < 1e-3 and x[1] == y[1] for x, y in zip(a, b)), 'the two disagree'
     if quiet:
@@ -282,9 +290,7 @@ def mmlu_speed(shape, data_dir, subjects=('anatomy', 'astronomy'), docs=20, shot
         requests = [SimpleNamespace(args=p) for p in pairs]
         times, accs = {}, {}
         for label, lm in lms.items():
-            t0 = time.perf_counter()
-            res = lm.loglikelihood(requests, disable_tqdm=True)
-            times[label] = time.perf_counter() - t0
+            res, times[label] = clock(lambda: lm.loglikelihood(requests, disable_tqdm=True))
             accs[label] = sum(doc_metrics(t, d, res[a:a + n])['acc'] for t, d, a, n in spans) / len(spans)
         assert len(set(accs.values())) == 1, f"accuracies differ: {accs}"
         base = times[f'lm-eval hf, batch {hf_batches[0]}']
@@ -319,15 +325,13 @@ def nanogpt_speed(path):
     x = torch.randint(0, vocab_size, (batch_size, block_size), device=device)
     y = torch.randint(0, vocab_size, (batch_size, block_size), device=device)
 
-    def fwd_bwd(model):
-        t0 = time.perf_counter()
-        with ctx:
-            loss = model(x, y)[1]
-        loss.backward()
-        model.zero_grad(set_to_none=True)
-        if device_type == 'cuda':
-            torch.cuda.synchronize()
-        return time.perf_counter() - t0
+    def fwd_bwd(model):  # seconds of one forward + backward
+        def run():
+            with ctx:
+                loss = model(x, y)[1]
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+        return clock(run)[1]
 
     for _ in range(warmup):
         fwd_bwd(ours), fwd_bwd(theirs)
@@ -392,18 +396,6 @@ def syncs_during(fn):
     return out, sum('synchroniz' in str(w.message) for w in caught)
 
 
-def timed(step, n):
-    """Median seconds of n calls of step() (each synchronised on CUDA)."""
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        step()
-        if device_type == 'cuda':
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def gpt2_rows(recompiles):
     """GPT-2 124M (tiny: 2 x 64), bf16 autocast, compiled as train.py compiles it, AdamW (fused on CUDA): tokens/s,
     MFU, peak memory; then the same with train.py's dispersion term (0.1 x angular_spread on all blocks, 256
@@ -439,9 +431,7 @@ def gpt2_rows(recompiles):
     for label, fn in (('CE', loss_ce), ('CE + dispersion', loss_disp)):
         before = recompiles.count
         reset_memory()
-        for _ in range(warmup):  # the compile happens here
-            step(fn)
-        sec[label] = timed(lambda: step(fn), steps)
+        sec[label] = timed(lambda: step(fn), steps, warmup)  # the compile happens in the untimed steps
         mem = memory_now()
         _, syncs = syncs_during(lambda: fn().backward())
         opt.zero_grad(set_to_none=True)
@@ -511,9 +501,7 @@ def fsdp_rows(recompiles):
             opt.step()
             opt.zero_grad(set_to_none=True)
 
-        for _ in range(2):
-            step()
-        sec = timed(step, 3)
+        sec = timed(step, 3, 2)
         mem = memory_now()
     finally:
         if started:
