@@ -35,7 +35,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 import hardware
-from configurator import configure, read_file
+from configurator import configure, read_file, script_defaults
 from disperse import disperse
 from model import GPT, GPTConfig, MODELS, build_model
 
@@ -163,11 +163,15 @@ def compare(name, entries, x, y):
         print(f"  {label:<42} {s * 1000:8.1f} ms/step  {tokens / s:10,.0f} tok/s  x{s / first:.3f}")
 
 
+MODEL_KEYS = ('model_type', 'n_layer', 'n_head', 'n_embd', 'n_inner', 'n_kv_head', 'head_dim', 'bias')
+
+
 def model_keys(path):
-    """The model-shaping keys a config file sets (train.py's defaults for the ones it leaves out)."""
+    """The model-shaping keys a config file sets (train.py's defaults, read from train.py, for the ones it leaves
+    out)."""
     namespace = read_file(path)
-    defaults = dict(model_type='gpt', n_layer=12, n_head=12, n_embd=768, n_inner=0, n_kv_head=0, head_dim=0, bias=False)
-    return {k: namespace.get(k, v) for k, v in defaults.items()}
+    defaults = script_defaults(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train.py'))[0]
+    return {k: namespace.get(k, defaults[k]) for k in MODEL_KEYS}
 
 
 def condensation_run():

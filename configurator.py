@@ -87,6 +87,24 @@ def key_types(annotations):
     return out
 
 
+def script_defaults(path, stop="config_keys"):
+    """(defaults, kinds) of a script such as train.py, read without running it: its module-level `key = value`
+    assignments up to `stop = ...` (literals and arithmetic such as 5 * 8, evaluated with no names in scope) and
+    the types its annotations declare (key_types). For tools that need train.py's defaults: importing train.py
+    would train."""
+    tree = ast.parse(open(path).read())
+    defaults, annotations = {}, {}
+    for node in tree.body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+            if target.id == stop:
+                break
+            defaults[target.id] = eval(compile(ast.Expression(node.value), path, "eval"), {})
+            if isinstance(node, ast.AnnAssign):
+                annotations[target.id] = eval(compile(ast.Expression(node.annotation), path, "eval"), {})
+    return defaults, key_types(annotations)
+
+
 def _unknown(key, known):
     close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""

@@ -1,6 +1,5 @@
 """Every config file sets only keys train.py knows, with the right types; its comment arithmetic holds; configs
 compose (X_dispersion = X + dispersion.py); out_dir follows the file name; the README's commands fit them."""
-import ast
 import glob
 import os
 import re
@@ -8,7 +7,7 @@ from dataclasses import fields
 
 import pytest
 
-from configurator import configure, key_types
+from configurator import configure, script_defaults
 from model import MODELS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -17,18 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def train_defaults():
     """(defaults, kinds): the module-level assignments of train.py before its configurator call, and the types
     its annotations declare."""
-    tree = ast.parse(open(os.path.join(ROOT, "train.py")).read())
-    defaults, annotations = {}, {}
-    for node in tree.body:
-        if isinstance(node, (ast.Assign, ast.AnnAssign)):
-            target = node.targets[0] if isinstance(node, ast.Assign) else node.target
-            if target.id == "config_keys":
-                break
-            # literals and arithmetic such as 5 * 8; nothing here may name other variables
-            defaults[target.id] = eval(compile(ast.Expression(node.value), "train.py", "eval"), {})
-            if isinstance(node, ast.AnnAssign):
-                annotations[target.id] = eval(compile(ast.Expression(node.annotation), "train.py", "eval"), {})
-    return defaults, key_types(annotations)
+    return script_defaults(os.path.join(ROOT, "train.py"))
 
 
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "config", "*.py")))

@@ -112,3 +112,14 @@ def test_doc_section_cuts_from_start_to_the_next_end():
     assert doc_section(doc, "More", "\n\n") == "More: x"
     with pytest.raises(ValueError):
         doc_section(doc, "absent", "\n\n")
+
+
+def test_script_defaults_reads_the_assignments_without_running_the_script(tmp_path):
+    from configurator import script_defaults
+    marker = tmp_path / 'ran'
+    script = tmp_path / 'script.py'
+    script.write_text(f"import os\nos.mkdir({str(marker)!r})\nbatch_size = 4 * 8\nmaybe: bool | None = None\n"
+                      "name = 'gpt'\nconfig_keys = [k for k in globals()]\nlater = 1\n")
+    defaults, kinds = script_defaults(str(script))
+    assert defaults == {'batch_size': 32, 'maybe': None, 'name': 'gpt'}  # 4 * 8; nothing after config_keys
+    assert kinds == {'maybe': (bool, type(None))} and not marker.exists()
