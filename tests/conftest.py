@@ -1,9 +1,17 @@
-"""Test setup: offline hubs, the repo root on sys.path, and the `slow` marker.
+"""Test setup: offline hubs, the repo root on sys.path, the `slow` marker, the fixtures and helpers several test files
+share: a tiny train.py run (data_dir, TINY, train, records, step_losses; `from conftest import train`), planted
+hidden states (anisotropy).
 
 Run all tests:   python -m pytest -q
 Skip slow ones:  python -m pytest -q -m "not slow"
 """
+import contextlib
+import gc
+import io
+import json
 import os
+import runpy
+import subprocess
 import sys
 
 # The hubs (HuggingFace, tiktoken's blob store) are unreachable on CI: make every hub path fail fast.
@@ -22,11 +30,75 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes more than a few seconds (still part of the CI run)")
 
 
-# -----------------------------------------------------------------------------
-# planted hidden states for the anisotropy measures (tests/test_anisotropy.py)
-
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+# -----------------------------------------------------------------------------
+# a tiny train.py run: its data, its settings, train.py in this process (or under torchrun), its log
+
+VOCAB = 256
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """A small corpus with structure to learn: token t is mostly followed by (t * 7 + 3) % 256."""
+    d = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 20000), ("val", 4000)):
+        x = np.empty(n, dtype=np.uint16)
+        x[0] = 1
+        for i in range(1, n):
+            x[i] = (x[i - 1] * 7 + 3) % VOCAB if rng.random() < 0.8 else rng.integers(VOCAB)
+        x.tofile(d / f"{split}.bin")
+    (d / "meta.json").write_text(json.dumps({"dtype": "uint16", "tokenizer": "gpt2", "vocab_size": VOCAB,
+                                             "eot_token": 255}))
+    return str(d)
+
+
+TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4", "--device=cpu",
+        "--compile=False", "--gradient_accumulation_steps=1", "--log_interval=1", "--eval_iters=2", "--warmup_iters=2", "--lr_decay_iters=8", "--learning_rate=3e-3"]
+
+
+def train(out_dir, data_dir, *args, nproc=1, check=True, configs=()):
+    """Run train.py with the tiny settings -> CompletedProcess (returncode, stdout, stderr). One process runs inside
+    this one (runpy: torch is imported once, seconds instead of tens of seconds on a busy machine), its
+    SystemExit message as stderr; several processes run under torchrun. configs: config files, read first."""
+    argv = [*configs, f"--dataset={data_dir}", f"--out_dir={out_dir}", *TINY, *args]
+    if nproc > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "train.py",
+               *argv]
+        p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), cwd=ROOT,
+                           timeout=300)
+    else:
+        saved_argv, out, code, err = sys.argv, io.StringIO(), 0, ""
+        sys.argv = ["train.py", *argv]
+        try:
+            with contextlib.redirect_stdout(out):
+                runpy.run_path(os.path.join(ROOT, "train.py"), run_name="__main__")
+        except SystemExit as e:
+            if e.code not in (None, 0):
+                code, err = 1, str(e.code)
+        finally:
+            sys.argv = saved_argv
+            gc.collect()  # closes the run's out_dir lock file, as the end of a process would
+        p = subprocess.CompletedProcess(argv, code, out.getvalue(), err)
+    if check and p.returncode != 0:
+        raise AssertionError(f"train.py failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    return p
+
+
+def records(out_dir):
+    with open(os.path.join(out_dir, "log.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def step_losses(out_dir):
+    return {r["iter"]: r["loss"] for r in records(out_dir) if "loss" in r}
+
+
+# -----------------------------------------------------------------------------
+# planted hidden states for the anisotropy measures (tests/test_anisotropy.py)
 
 
 class PlantedStates(torch.nn.Module):

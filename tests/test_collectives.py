@@ -150,7 +150,7 @@ def test_a_sharded_resume_checks_the_shape_before_any_shard_is_read(tmp_path):
     import subprocess
     import sys
     import numpy as np
-    from test_train import ROOT, TINY
+    from conftest import ROOT, TINY
     data = tmp_path / "data"
     data.mkdir()
     for split in ("train", "val"):

@@ -14,7 +14,7 @@ import sys
 import pytest
 import torch
 
-from test_train import ROOT, TINY, data_dir, records, step_losses, train  # noqa: F401  (data_dir is a fixture)
+from conftest import ROOT, TINY, records, step_losses, train
 
 # the dispersion loss (subsampled: 8 of 32 positions) and the probe on, 2 global micro-batches, one eval at the end
 ARGS = ["--max_iters=3", "--eval_interval=3", "--gradient_accumulation_steps=2", "--dispersion=angular_spread",

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 import disperse
+from conftest import ROOT, TINY, records, step_losses, train
 from model import read_checkpoint, save_checkpoint
-from test_train import ROOT, TINY, data_dir, records, step_losses, train  # noqa: F401  (data_dir is a fixture)
 
 
 # -----------------------------------------------------------------------------

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import disperse
+from conftest import records, train
 from model import GPT, GPTConfig
-from test_train import data_dir, records, train  # noqa: F401  (data_dir is a fixture)
 
 
 def test_the_embedding_schedule_by_hand():

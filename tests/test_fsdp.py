@@ -5,6 +5,8 @@ import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -12,12 +14,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import fsdp
+from conftest import ROOT, TINY, records, step_losses, train
 from hf_convert import from_pretrained
 from model import GPT, GPTConfig, build_model, load_checkpoint
-import subprocess
-import sys
-
-from test_train import ROOT, TINY, data_dir, records, step_losses, train  # noqa: F401  (data_dir is a fixture)
 
 
 # -----------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import eval as evaluate
-from test_train import data_dir, records, train  # noqa: F401  (data_dir is a fixture)
+from conftest import records, train
 
 
 def test_lee_news_articles_are_the_350_of_gensims_lee_corpus():

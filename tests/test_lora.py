@@ -12,9 +12,8 @@ import transformers
 
 import eval as evaluate
 import lora
+from conftest import train
 from model import GPT, GPTConfig, Qwen3, Qwen3Config, build_model, load_checkpoint, model_args_of, save_checkpoint
-from test_train import train  # noqa: F401  (its data_dir fixture comes with it below)
-from test_train import data_dir  # noqa: F401
 
 LORA = ["--lora_rank=4", "--lora_alpha=8.0", "--lora_targets=c_attn,c_proj,c_fc"]
 
@@ -93,7 +92,7 @@ def test_unknown_target_is_one_sentence():
         lora.apply_lora(tiny('gpt'), rank=0, alpha=8)
 
 
-def test_training_moves_only_the_adapters_checkpoints_and_resumes(tmp_path, data_dir):  # noqa: F811
+def test_training_moves_only_the_adapters_checkpoints_and_resumes(tmp_path, data_dir):
     """A run with LoRA + dispersion + activation checkpointing: the base weights stay bit-identical, the adapters
     move, the checkpoint holds them, a resume continues; a resume with other LoRA settings is refused."""
     out = tmp_path / 'out'
@@ -116,7 +115,7 @@ def test_training_moves_only_the_adapters_checkpoints_and_resumes(tmp_path, data
     assert p.returncode != 0 and "has LoRA" in p.stderr and "\n" not in p.stderr.strip()
 
 
-def test_a_bad_target_stops_train_before_anything_is_built(tmp_path, data_dir):  # noqa: F811
+def test_a_bad_target_stops_train_before_anything_is_built(tmp_path, data_dir):
     p = train(tmp_path / 'out', data_dir, "--lora_rank=4", "--lora_targets=q_proj", "--max_iters=1", check=False)
     assert p.returncode != 0 and "lora_targets names 'q_proj'" in p.stderr
     assert not (tmp_path / 'out' / 'ckpt.pt').exists()
@@ -124,7 +123,7 @@ def test_a_bad_target_stops_train_before_anything_is_built(tmp_path, data_dir): 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('parallelism', ['ddp', 'fsdp'])
-def test_two_processes_train_the_adapters(tmp_path, data_dir, parallelism):  # noqa: F811
+def test_two_processes_train_the_adapters(tmp_path, data_dir, parallelism):
     """torchrun, 2 gloo processes: DDP and FSDP train the adapters (base frozen), checkpoint and resume."""
     out = tmp_path / 'out'
     extra = [*LORA, f"--parallelism={parallelism}", "--dispersion=angular_spread", "--eval_interval=2",

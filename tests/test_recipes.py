@@ -20,10 +20,9 @@ import re
 import pytest
 import torch
 
-from configurator import configure
+from configurator import configure, script_defaults
+from conftest import ROOT, train
 from test_benchmarks import FIXTURES
-from test_configs import train_defaults
-from test_train import ROOT, train
 
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "config", "*.py")))
 
@@ -75,7 +74,7 @@ def released_kind(init_from):
 
 
 def recipes():
-    defaults, kinds = train_defaults()
+    defaults, kinds = script_defaults(os.path.join(ROOT, "train.py"))
     groups = {}
     for path in CONFIGS:
         ok, nproc = launch(path)
