@@ -132,14 +132,18 @@ def test_the_probe_never_holds_the_stack_of_cosine_matrices():
 
 
 def test_memory_gb_counts_the_probe():
-    """The 8B recipe's shape with a short T = 64: the probe's forward (64 windows = 4096 tokens of 37 fp32 hidden
-    states of 4096, plus [B, T, T] cosines) outweighs a checkpointed micro-step of 64 tokens."""
-    state = 16 * 7.36e9 / 64
-    probe = 4096 * (4 * 37 * 4096 + 8 * 64)
-    step = (2 * 36 + 34) * 4096 * 64 + 6 * 50304 * 64
-    assert fsdp.memory_gb(7.36e9, 36, 4096, 50304, 64, 64, True, True, False, seq_len=64) == \
-        pytest.approx((state + probe) / 1e9)
-    assert fsdp.memory_gb(7.36e9, 36, 4096, 50304, 64, 64, True, True, False) == pytest.approx((state + step) / 1e9)
+    """The 8B recipe's shape (7.36B parameters, 36 layers of 4096, vocabulary 50304) under FSDP on 64 GPUs with
+    activation checkpointing and a short T = 64: the probe's forward (64 windows = 4096 tokens of 37 fp32 hidden
+    states of 4096, plus [B, T, T] cosines) outweighs a micro-step of 64 tokens, and hides under one of 65,536.
+    The bytes are worked out by hand from the counts fsdp.memory_gb documents."""
+    shape = (7.36e9, 36, 4096, 50304)
+    # state 16 x 7.36e9 / 64 = 1,840,000,000 bytes. 64 tokens: AC (2 x 36 + 34) x 4096 x 64 = 27,787,264 + logits
+    # 6 x 50304 x 64 = 19,316,736 -> step 47,104,000; probe 4096 tokens x (4 x 37 x 4096 + 8 x 64 = 606,720 bytes)
+    # = 2,485,125,120
+    assert fsdp.memory_gb(*shape, 64, 64, True, True, False) == pytest.approx(1.887104)  # 1,840,000,000 + 47,104,000
+    assert fsdp.memory_gb(*shape, 64, 64, True, True, False, seq_len=64) == pytest.approx(4.32512512)  # + 2,485,125,120
+    # 65,536 = 1024 x 64 tokens: step 1024 x 47,104,000 = 48,234,496,000 > the probe's 2,485,125,120
+    assert fsdp.memory_gb(*shape, 65536, 64, True, True, False, seq_len=64) == pytest.approx(50.074496)
 
 
 @pytest.mark.slow

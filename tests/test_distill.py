@@ -173,7 +173,10 @@ def test_a_transformers_directory_can_teach(tmp_path, data_dir):
 
 def test_the_teachers_memory_is_in_the_estimate():
     import fsdp
-    args = (1e9, 24, 2048, 50304, 4096, 8, True, False, True)
-    # a 1B-parameter teacher: 4 bytes each (fp32 copy, no gradient or moments) + 10 V bytes per token of logits
-    extra = fsdp.memory_gb(*args, teacher_params=1e9) - fsdp.memory_gb(*args)
-    assert extra == pytest.approx((4e9 + 10 * 50304 * 4096) / 1e9, rel=1e-12)  # 6.06 GB
+    args = (1e9, 24, 2048, 50304, 4096, 8, True, False, True)  # a 1B student, FSDP on 8 GPUs, no AC, accumulating
+    # state 16 x 1e9 / 8 = 2,000,000,000 bytes + the accumulated fp32 gradient 4 x 1e9 = 4,000,000,000; 4096 tokens:
+    # activations 34 x 2048 x 24 x 4096 = 6,845,104,128, logits 6 x 50304 x 4096 = 1,236,271,104 -> 14,081,375,232
+    assert fsdp.memory_gb(*args) == pytest.approx(14.081375232)
+    # a 1B-parameter teacher: 4 bytes each (fp32 copy, no gradient or moments) = 4,000,000,000 + 10 V bytes per token
+    # of logits, 10 x 50304 x 4096 = 2,060,451,840 -> 6,060,451,840 more
+    assert fsdp.memory_gb(*args, teacher_params=1e9) == pytest.approx(20.141827072)

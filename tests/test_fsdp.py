@@ -265,9 +265,8 @@ def test_sweep_configs(size):
     memory from fsdp.memory_gb. A change of the model's parameter count or of the memory estimate that leaves a
     comment wrong fails here, as does a config edited without its comment."""
     import re
-    from configurator import configure
-    from test_configs import train_defaults
-    defaults, kinds = train_defaults()
+    from configurator import configure, script_defaults
+    defaults, kinds = script_defaults(os.path.join(ROOT, "train.py"))
     path = os.path.join(ROOT, "config", f"train_qwen3_{size}.py")
     text = re.sub(r"\n#\s*", " ", open(path).read())  # the comment as one line
     claim = lambda pattern: float(re.search(pattern, text, re.S)[1].replace(",", ""))

@@ -274,11 +274,11 @@ def test_init_from_local_hf_qwen3_needs_its_tokenizer(tmp_path, data_dir):
 # --- hardening: no lost work, safe loading, every bad input one sentence before training starts ---------------
 
 def test_help_lists_every_key_with_its_default_and_comment():
-    from test_configs import train_defaults
+    from configurator import script_defaults
     p = subprocess.run([sys.executable, "train.py", "--help"], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert p.returncode == 0 and p.stdout.startswith("usage: python train.py")
     source = open(os.path.join(ROOT, "train.py")).read()
-    defaults, _ = train_defaults()
+    defaults, _ = script_defaults(os.path.join(ROOT, "train.py"))
     for key in defaults:
         line = next(line for line in source.splitlines() if line.startswith((f"{key} = ", f"{key}: ")))
         assert line.strip() in p.stdout, line  # the key, its default and its comment, as train.py has them
