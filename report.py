@@ -51,16 +51,19 @@ def load_run(folder, condensation):
 
 
 def mean_std(values):
-    """(mean, sample std over seeds; 0 for one seed); None values (not measured) are left out."""
+    """(mean, sample std over seeds; None for one seed, which has no spread); None values (not measured) are
+    left out."""
     v = np.array([x for x in values if x is not None], dtype=float)
     if len(v) == 0:
         return float('nan'), float('nan')
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else None
 
 
 def fmt(ms, digits=3):
     m, s = ms
-    return '—' if m != m else f'{m:.{digits}f} ± {s:.{digits}f}'  # NaN: nothing measured
+    if m != m:  # NaN: nothing measured
+        return '—'
+    return f'{m:.{digits}f}' if s is None else f'{m:.{digits}f} ± {s:.{digits}f}'  # one seed: the seeds column says so
 
 
 def rel(x, ref):

@@ -50,8 +50,9 @@ def test_report_means_and_stds_over_seeds(tmp_path):
     assert '| 2 | 5.100 ± 0.141 | +0.0% | 7.500 ± 0.707 | +0.0% | 0.350 ± 0.071 |' in ce_row
     disp_row = next(l for l in md.splitlines() if l.startswith('| disp1.0 |'))
     # 1..n-1 leaves out the final norm's entry: CE (0.2 + 0.2) / 2 = 0.2, dispersion 0.1: -50%
-    assert ('| 1 | 4.998 ± 0.000 | -2.0% | 7.350 ± 0.000 | -2.0% | 0.100 ± 0.000 | -71.4% | 0.100 ± 0.000 | -50.0% | '
-            '0.50 ± 0.00 |') in disp_row
+    # one seed: its value, no '± 0.000' (the seeds column says 1)
+    assert ('| 1 | 4.998 | -2.0% | 7.350 | -2.0% | 0.100 | -71.4% | 0.100 | -50.0% | '
+            '0.50 |') in disp_row
     assert '| 110 | +10.0% |' in disp_row
     assert 'python train.py config/research.py config/dispersion.py --dispersion_coeff=1.0 --seed=1' in md
     assert os.path.getsize(os.path.join(out, 'main_mean_cos.png')) > 10_000
@@ -149,23 +150,23 @@ def test_report_sizes_distillation_recovery_longer_forgetting_and_per_run_rows(t
     md = open(f'{runs}/results.md').read().splitlines()
     row = lambda start: next(l for l in md if l.startswith(start))  # noqa: E731
     # sizes: 12 L d^2 = 12 * 4 * 128^2 = 0.79M; 6 x 192's profile at l/n = 0.25 is (0 + 0.3) / 2 = 0.15
-    assert row('| 4 x 128 |') == ('| 4 x 128 | 0.79M | 1 | 6.000 ± 0.000 | 9.000 ± 0.000 | 0.00 ± 0.00 | 1.00 ± 0.00 | '
-                                  '0.100 ± 0.000 | 0.100 | 0.100 | 0.100 | 0.100 | 0.100 |')
+    assert row('| 4 x 128 |') == ('| 4 x 128 | 0.79M | 1 | 6.000 | 9.000 | 0.00 | 1.00 | '
+                                  '0.100 | 0.100 | 0.100 | 0.100 | 0.100 | 0.100 |')
     assert row('| 6 x 192 |').endswith('| 0.000 | 0.150 | 0.300 | 0.350 | 0.400 |')
-    assert row('| 12 x 384 |').startswith('| 12 x 384 | 21.23M | 1 | 4.000 ± 0.000 | 7.000 ± 0.000 |')
+    assert row('| 12 x 384 |').startswith('| 12 x 384 | 21.23M | 1 | 4.000 | 7.000 |')
     assert os.path.getsize(f'{runs}/size_mean_cos.png') > 10_000
     # recovery: CE's middle layer 0.3 against the target's 0.2 at l/n = 0.5: |0.1| / 3 = 0.033; size 4 x 128:
     # (0.1 + 0 + 0.1 + 0.2 + 0.3) / 5 = 0.140 and rho 0 - 1 = -1
-    assert row('| main | ce |') == '| main | ce | 1 | 0.033 ± 0.000 | 1.00 ± 0.00 | +0.00 |'
-    assert row('| size | size4x128 |') == '| size | size4x128 | 1 | 0.140 ± 0.000 | 0.00 ± 0.00 | -1.00 |'
+    assert row('| main | ce |') == '| main | ce | 1 | 0.033 | 1.00 | +0.00 |'
+    assert row('| size | size4x128 |') == '| size | size4x128 | 1 | 0.140 | 0.00 | -1.00 |'
     assert not any(l.startswith('| size | size12x384 |') for l in md)
     # distillation: the student's profile is the 12 x 384 teacher's at l/n = 0, 0.5, 1 (distance 0); to the
     # dispersion teacher (0, 0, 0.1): (0 + 0.2 + 0.3) / 3 = 0.167; the last logged distill term 0.25
-    assert row('| student, distilled from ce12x384 |').endswith('| 0.000 ± 0.000 | 0.167 ± 0.000 | 0.250 ± 0.000 |')
-    assert row('| student, CE only |').endswith('| 0.033 ± 0.000 | 0.200 ± 0.000 | — |')  # (0 + 0.3 + 0.3) / 3
+    assert row('| student, distilled from ce12x384 |').endswith('| 0.000 | 0.167 | 0.250 |')
+    assert row('| student, CE only |').endswith('| 0.033 | 0.200 | — |')  # (0 + 0.3 + 0.3) / 3
     # the 12 x 384 teacher (0, .1, .2, .3, .4) against (0, 0, 0.1) read at l/n = 0, .25, .5, .75, 1 (0, 0, 0, .05, .1):
     # (0 + .1 + .2 + .25 + .3) / 5 = 0.170
-    assert row('| teacher ce12x384 (size12x384_s1) |').endswith('| 0.000 ± 0.000 | 0.170 ± 0.000 | — |')
+    assert row('| teacher ce12x384 (size12x384_s1) |').endswith('| 0.000 | 0.170 | — |')
     # longer: 4.41 / 4.5 - 1 = -2.0%; at 300 steps 4.9 / 5.0 - 1 = -2.0% too
     assert row('| lambda 1.0, 900 steps |').endswith('| -2.0% |') and row('| CE, 900 steps |').endswith('| +0.0% |')
     assert row('| active forgetting |').endswith('| 3.60e-04 / 3.50e-04 (step 201) |')
