@@ -45,11 +45,11 @@ import torch
 
 import hardware
 import text_sources
+from checkpoint import load_checkpoint
 from condensation import condensation
 from data.tokenizer import get_tokenizer
 from data.tokens import fixed_starts, get_batch, load_meta, load_split, tokens_match
 from hf_convert import from_pretrained
-from model import load_checkpoint
 from tasks import lm_eval_adapter
 from tasks.definitions import resolve_fewshot, resolve_tasks
 from tasks.engine import compare_results, hub_offline, load_json, results_table, run_benchmarks, write_results

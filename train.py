@@ -48,10 +48,11 @@ import disperse
 import fsdp
 import hardware
 import lora
+from checkpoint import load_checkpoint, save_checkpoint
 from configurator import configure, doc_section, key_types, print_help
 from data.tokens import fixed_starts, get_batch, load_meta, load_split, tokens_match
 from hf_convert import from_pretrained
-from model import MODELS, build_model, load_checkpoint, model_args_of, save_checkpoint
+from model import MODELS, build_model, model_args_of
 from runlog import append_record
 
 # -----------------------------------------------------------------------------

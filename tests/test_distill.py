@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 import disperse
-from model import read_checkpoint, save_checkpoint
+from checkpoint import read_checkpoint, save_checkpoint
 from test_train import ROOT, TINY, data_dir, records, step_losses, train  # noqa: F401  (data_dir is a fixture)
 
 

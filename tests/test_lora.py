@@ -12,7 +12,8 @@ import transformers
 
 import eval as evaluate
 import lora
-from model import GPT, GPTConfig, Qwen3, Qwen3Config, build_model, load_checkpoint, model_args_of, save_checkpoint
+from checkpoint import load_checkpoint, save_checkpoint
+from model import GPT, GPTConfig, Qwen3, Qwen3Config, build_model, model_args_of
 from test_train import train  # noqa: F401  (its data_dir fixture comes with it below)
 from test_train import data_dir  # noqa: F401
 

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from model import GPT, GPTConfig, load_checkpoint, save_checkpoint
+from checkpoint import load_checkpoint, save_checkpoint
+from model import GPT, GPTConfig
 from runlog import read_log
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
