@@ -21,23 +21,17 @@ last micro-step only. The loss is
 each micro-batch's loss divided by the number of micro-batches so the accumulated gradient is the mean's; the
 logged loss is that mean over all processes.
 
-Checkpoints (out_dir/ckpt.pt, the latest; best.pt, the lowest val loss) hold the un-compiled, un-wrapped
-model state dict, the optimizer, model_args (with the tokenizer), iter_num, best_val_loss, config and every
-process's torch RNG state (dropout), tensors and plain values only, so that they load with
-torch.load(weights_only=True) and --init_from=resume continues exactly where the run stopped. They are written
-atomically after an eval (every eval_interval iters and at max_iters): ckpt.pt after every one with
-always_save_checkpoint=True, otherwise only when the val loss improved. One trainer at a time holds out_dir (a
-lock the OS releases when the process ends, even by a crash), and a new run never replaces another run's
-checkpoint unless overwrite=True.
+Checkpoints (out_dir/ckpt.pt, the latest; best.pt, the lowest val loss) hold the model, the optimizer, the
+config and every process's RNG state, so that --init_from=resume continues exactly where the run stopped; they
+are written atomically after an eval (checkpoint.py: what they hold, the save policy). One trainer at a time
+holds out_dir, and a new run never replaces another run's checkpoint unless overwrite=True.
 """
 
-import fcntl
 import math
 import os
-import socket
 import sys
 import time
-from dataclasses import asdict, fields
+from dataclasses import fields
 
 import numpy as np
 import torch
@@ -48,7 +42,8 @@ import disperse
 import fsdp
 import hardware
 import lora
-from checkpoint import load_checkpoint, save_checkpoint
+from checkpoint import (checkpoints_note, gather_rng_states, load_resume, load_teacher, lock_out_dir, restore_state,
+                        save_checkpoints)
 from configurator import configure, doc_section, key_types, print_help
 from data.tokens import fixed_starts, get_batch, load_meta, load_split, tokens_match
 from hf_convert import from_pretrained
@@ -257,21 +252,7 @@ problem = config_error()
 if problem:
     raise SystemExit(problem if master_process else 1)  # rank 0 says it once; the others exit quietly
 
-lock = None
-if master_process and not eval_only:
-    # one trainer per out_dir: flock is released by the OS when the process ends, however it ends
-    os.makedirs(out_dir, exist_ok=True)
-    lock = open(os.path.join(out_dir, 'train.lock'), 'a+')
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.seek(0)
-        raise SystemExit(f"Another train.py is running in {out_dir} (host and pid: {lock.read().strip()}): wait "
-                         f"for it to finish, or train in another --out_dir.")
-    lock.seek(0)
-    lock.truncate()
-    lock.write(f"{socket.gethostname()} {os.getpid()}\n")
-    lock.flush()
+lock = lock_out_dir(out_dir) if master_process and not eval_only else None  # held until the process ends
 
 device = hardware.resolve_device(device, local_rank if distributed else None)  # cuda:N also becomes the current GPU
 hardware.init_distributed(device, backend)
@@ -348,42 +329,16 @@ iter_num, checkpoint = 0, None
 kept = {'best_val_loss': 1e9, 'best_iter': None, 'saved_iter': None}
 init_origin = init_from  # 'scratch' or the released weights the run started from
 args = {f.name: config[f.name] for f in fields(MODELS[model_type][0]) if f.name in config}  # this config's model keys
-ckpt_path = os.path.join(out_dir, 'ckpt.pt')
 if init_from == 'scratch':
     padded = math.ceil(meta['vocab_size'] / 64) * 64  # pad for fast matmuls: 50257 -> 50304
     with fsdp.build_device(parallelism, rank, init_from):  # FSDP: rank 0 only; the others on 'meta'
         model = build_model(dict(args, model_type=model_type, vocab_size=padded, block_size=block_size,
                                  tokenizer=meta['tokenizer']))
     log0(f"initialising a new {model_type} model from scratch (vocab {padded})")
-elif init_from == 'resume':  # the same checks for a single-file and a sharded (FSDP) checkpoint
-    if parallelism == 'fsdp':  # the weights come from the shards (fsdp.load, below)
-        ckpt_path = os.path.join(out_dir, fsdp.CKPT)
-        if not os.path.exists(ckpt_path):
-            also = " (it holds a single-file ckpt.pt: resume it with --parallelism=ddp)" \
-                if os.path.exists(os.path.join(out_dir, 'ckpt.pt')) else ""
-            raise SystemExit(f"Cannot resume: there is no sharded checkpoint at {ckpt_path}{also}.")
-        checkpoint = fsdp.read_meta(ckpt_path)
-        with fsdp.build_device(parallelism, rank, init_from):
-            model = build_model(dict(checkpoint['model_args'], dropout=dropout))
-    else:
-        try:
-            model, checkpoint = load_checkpoint(ckpt_path, 'cpu', dropout=dropout)
-        except FileNotFoundError:
-            also = (f" ({out_dir} holds a sharded checkpoint, {fsdp.CKPT}: resume it with --parallelism=fsdp, or "
-                    f"make it one file with python fsdp.py --consolidate)") \
-                if os.path.exists(os.path.join(out_dir, fsdp.CKPT)) else " Train with --init_from=scratch first."
-            raise SystemExit(f"Cannot resume: there is no checkpoint at {ckpt_path}.{also}")
-        except ValueError as e:
-            raise SystemExit(f"Cannot resume: {e}")
-    saved = checkpoint['model_args']
+elif init_from == 'resume':  # under FSDP the weights come from the shards (restore_state, below)
+    model, checkpoint, ckpt_path = load_resume(out_dir, parallelism, rank, dropout,
+                                               dict(args, model_type=model_type, block_size=block_size))
     init_origin = checkpoint.get('init_origin', 'scratch')
-    if init_origin == 'scratch':  # the config shapes the model: it must be the checkpoint's
-        wanted = asdict(MODELS[model_type][0](**dict(args, vocab_size=saved['vocab_size'], block_size=block_size)))
-        diff = {k: (saved.get(k), v) for k, v in dict(wanted, model_type=model_type).items()
-                if k not in ('dropout', 'tokenizer') and saved.get(k) != v}
-        if diff:
-            raise SystemExit(f"The checkpoint in {out_dir} is a different model from this config (key: (checkpoint, "
-                             f"config) {diff}); resume with the config it was trained with.")
     if not tokens_match(model.config.tokenizer, meta):
         raise SystemExit(f"The checkpoint in {out_dir} was trained on tokens of '{model.config.tokenizer}' but "
                          f"data/{dataset} is tokenised with '{meta['tokenizer']}': resume on the data it was trained on.")
@@ -415,8 +370,8 @@ elif lora_wanted:
         lora.apply_lora(model, **lora_wanted)
     except ValueError as e:
         raise SystemExit(str(e)) from None
-    n_train, n_all = lora.trainable_params(model)
-    log0(f"LoRA rank {lora_rank}, alpha {lora_alpha} on {lora_wanted['targets']}: {n_train:,} trainable of "
+    n_trainable, n_all = lora.trainable_params(model)
+    log0(f"LoRA rank {lora_rank}, alpha {lora_alpha} on {lora_wanted['targets']}: {n_trainable:,} trainable of "
          f"{n_all:,} parameters, the rest frozen")
 vocab_size = model.config.vocab_size
 if meta['vocab_size'] > vocab_size:
@@ -428,38 +383,7 @@ if dispersion is not None:
     except ValueError as e:
         raise SystemExit(str(e))
 
-
-def load_teacher():
-    """The distillation teacher, frozen: eval mode (no dropout), requires_grad False, never in the optimizer, run
-    under no_grad. Every process holds a whole copy on its device, under DDP and FSDP alike (not sharded: it has
-    no gradients or optimizer state to share, and a copy costs 4 bytes per teacher parameter in fp32; its memory
-    is in fsdp.memory_gb's teacher_params). Its tokens must be the data's, its vocabulary cover the data's."""
-    path = os.path.join(teacher, 'ckpt.pt') if os.path.isfile(os.path.join(teacher, 'ckpt.pt')) else teacher
-    if path.endswith('.pt') or (os.path.isfile(path) and not path.endswith('.gguf')):
-        try:
-            t, _ = load_checkpoint(path, 'cpu')
-        except FileNotFoundError:
-            raise SystemExit(f"No teacher checkpoint at {path}: train the teacher first (or fix --teacher).")
-        except ValueError as e:
-            raise SystemExit(f"Cannot load the teacher: {e}")
-    elif os.path.isdir(os.path.join(teacher, fsdp.CKPT)):
-        raise SystemExit(f"The teacher {teacher} has a sharded checkpoint only: write one file with "
-                         f"python fsdp.py --consolidate {os.path.join(teacher, fsdp.CKPT)} {os.path.join(teacher, 'ckpt.pt')}.")
-    else:
-        t = from_pretrained(teacher)  # a transformers directory or hub name (one sentence if it cannot be read)
-    if t.config.tokenizer != meta['tokenizer']:
-        raise SystemExit(f"The teacher {teacher} uses the tokenizer '{t.config.tokenizer}' but data/{dataset} is "
-                         f"tokenised with '{meta['tokenizer']}': distil from a teacher trained on the same tokens.")
-    if t.config.vocab_size < meta['vocab_size']:
-        raise SystemExit(f"The teacher {teacher} has {t.config.vocab_size} logits, fewer than the data's "
-                         f"{meta['vocab_size']} token ids: it is not a model of this tokenizer.")
-    if t.config.block_size < block_size:
-        raise SystemExit(f"The teacher {teacher} has a context of {t.config.block_size}, shorter than block_size "
-                         f"{block_size}: train with --block_size={t.config.block_size} or a longer-context teacher.")
-    return t.to(device).eval().requires_grad_(False)
-
-
-teacher_model = load_teacher() if distill_coeff > 0 else None
+teacher_model = load_teacher(teacher, meta, dataset, block_size, device) if distill_coeff > 0 else None  # frozen
 # the training loss's terms and their coefficients: loss = sum of coefficient * term (forward_loss computes the
 # terms under these names; accumulation, the non-finite stop, the step line and log.jsonl iterate over this dict)
 loss_coeffs = {'ce': 1.0, **({'disp': dispersion_coeff} if dispersion else {}),
@@ -488,22 +412,8 @@ forget_pad = None  # active forgetting: the token row zeroed at each re-draw (fo
 if forget_every > 0:  # the token embedding in a group of its own, with its own schedule (disperse.forget_lr)
     disperse.embedding_group(optimizer, model)
     forget_pad = forget_pad_row()
-if checkpoint is not None:
-    if parallelism == 'fsdp':
-        fsdp.load(ckpt_path, model, optimizer)
-    else:
-        try:
-            optimizer.load_state_dict(checkpoint['optimizer'])
-        except ValueError as e:  # e.g. an active-forgetting run from before the embedding had a group of its own
-            raise SystemExit(f"The optimizer state in {ckpt_path} does not fit this run's parameter groups ({e}): "
-                             f"resume with the code and settings it was trained with, or start it anew.")
-    rng = checkpoint.get('rng')
-    if rng is not None and len(rng) == world_size:  # the same process layout: continue every stream exactly
-        torch.set_rng_state(rng[rank]['torch'])
-        if rng[rank].get('cuda') is not None and device_type == 'cuda':
-            torch.cuda.set_rng_state(rng[rank]['cuda'])
-    else:
-        log0("note: the checkpoint was written by a different number of processes; dropout masks are reseeded")
+if checkpoint is not None:  # the optimizer (under FSDP also the weights) and the RNG streams
+    restore_state(checkpoint, ckpt_path, model, optimizer, parallelism, rank, world_size, device_type == 'cuda', log0)
 checkpoint = None  # free memory
 
 raw_model = model
@@ -586,78 +496,6 @@ def get_lr(it):
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
 
 
-def rng_states():
-    """This process's RNG states that anything draws from: torch's (dropout, the noise baseline), as tensors."""
-    return {'torch': torch.get_rng_state(), 'cuda': torch.cuda.get_rng_state() if device_type == 'cuda' else None}
-
-
-def gather_rng_states():
-    """Every process's RNG states, in rank order (a collective: every process calls it), saved by rank 0."""
-    if not distributed:
-        return [rng_states()]
-    rng = [None] * world_size
-    dist.all_gather_object(rng, rng_states())
-    return rng
-
-
-def checkpoint_dict(it, rng, kept):
-    return {'model': raw_model.state_dict(), 'optimizer': optimizer.state_dict(), 'model_args': model_args,
-            'iter_num': it, 'best_val_loss': kept['best_val_loss'], 'best_iter': kept['best_iter'], 'config': config,
-            'rng': rng, 'init_origin': init_origin}
-
-
-def save(name, it, rng, kept):
-    """name: 'ckpt.pt' or 'best.pt'; under FSDP every process writes its shards into fsdp.CKPT or fsdp.BEST."""
-    path = os.path.join(out_dir, name)
-    if parallelism == 'fsdp':
-        path = os.path.join(out_dir, fsdp.CKPT if name == 'ckpt.pt' else fsdp.BEST)
-    try:
-        if parallelism == 'fsdp':
-            fsdp.save(checkpoint_dict(it, rng, kept), model, optimizer, path)
-        else:
-            save_checkpoint(checkpoint_dict(it, rng, kept), path)
-    except OSError as e:
-        raise SystemExit(f"Could not write {path} ({e.strerror or e}): the previous {name} is kept; free disk space "
-                         f"and continue with --init_from=resume.")
-    log0(f"saved checkpoint to {path}")
-
-
-def save_checkpoints(it, val_loss, kept):
-    """After an eval: ckpt.pt when the val loss improved (or always_save_checkpoint), best.pt when it improved
-    (save_best); rank 0 writes, every process under FSDP (its shards). Not at iter 0 of a new run, nor eval_only.
-    -> the next kept (best_val_loss, best_iter, saved_iter); the given one is not changed."""
-    rng = gather_rng_states()  # every process, whether it writes or not
-    if not ((master_process or parallelism == 'fsdp') and (it > 0 or init_from == 'resume') and not eval_only):
-        return kept
-    improved = val_loss < kept['best_val_loss']
-    if improved:
-        kept = dict(kept, best_val_loss=val_loss, best_iter=it)
-    if improved or always_save_checkpoint:
-        save('ckpt.pt', it, rng, kept)
-        kept = dict(kept, saved_iter=it)
-    if improved and save_best:
-        save('best.pt', it, rng, kept)
-    return kept
-
-
-def checkpoints_note(kept):
-    """Which checkpoint in out_dir is the last good one, for the message of a non-finite stop."""
-    saved_iter, best_iter = kept['saved_iter'], kept['best_iter']
-    ckpt, best = (os.path.join(out_dir, f) for f in ((fsdp.CKPT, fsdp.BEST) if parallelism == 'fsdp'
-                                                     else ('ckpt.pt', 'best.pt')))
-    if not os.path.exists(ckpt):
-        return f"no checkpoint was saved in {out_dir}"
-    if saved_iter is None:
-        return f"{ckpt}, from before this run (overwrite=True), is kept"
-    if not always_save_checkpoint or best_iter == saved_iter:
-        return f"{ckpt} (iter {saved_iter}, the lowest val loss) is kept"
-    note = f"{ckpt} (iter {saved_iter}) is kept but, saved at every eval, it may already be diverging"
-    if os.path.exists(best):
-        note += f"; {best} (iter {best_iter}, val loss {kept['best_val_loss']:.4f}) has the lowest val loss" if best_iter \
-            else f"; {best} has the lowest val loss"
-    return note
-
-
 def log_record(record):
     """One JSON line in out_dir/log.jsonl (runlog.py), and the same to wandb: lists become one curve per layer.
     eval_only writes nothing there: its start record at the checkpoint's iteration would read as a resume and
@@ -725,7 +563,7 @@ def evaluate_and_log(it, lr, kept):
     losses = estimate_loss()
     log0(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
     if not all(map(math.isfinite, losses.values())):
-        raise SystemExit(f"Non-finite eval loss at iter {it} ({losses}): stopping; {checkpoints_note(kept)}. "
+        raise SystemExit(f"Non-finite eval loss at iter {it} ({losses}): stopping; {checkpoints_note(config, kept)}. "
                          f"Lower the learning rate or use bfloat16/float32.")
     record = {'iter': it, 'train_loss': losses['train'], 'val_loss': losses['val'], 'lr': lr}
     if probe_windows > 0:  # every process: the windows are shared out (and the forward is a collective under FSDP)
@@ -785,7 +623,7 @@ def clip_and_step(it, sums, kept):
     means = dict(zip(loss_coeffs, (sums / gradient_accumulation_steps).tolist()))  # one host sync per step
     if not all(map(math.isfinite, means.values())):
         raise SystemExit(f"Non-finite loss at iter {it} ({', '.join(f'{k} {v}' for k, v in means.items())}): "
-                         f"stopping; {checkpoints_note(kept)}. Lower the learning rate or use bfloat16/float32.")
+                         f"stopping; {checkpoints_note(config, kept)}. Lower the learning rate or use bfloat16/float32.")
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
@@ -833,7 +671,9 @@ while True:
     lr, emb_lr = set_lr(iter_num)
     if iter_num % eval_interval == 0 or iter_num == max_iters or eval_only:  # max_iters: the last state is saved
         record = evaluate_and_log(iter_num, lr, kept)
-        kept = save_checkpoints(iter_num, record['val_loss'], kept)
+        rng = gather_rng_states(device_type == 'cuda')  # a collective: every process, whether it writes or not
+        kept = save_checkpoints(config, iter_num, record['val_loss'], kept, raw_model, optimizer, model_args, rng,
+                                init_origin, master_process, log0)
     if eval_only or iter_num >= max_iters:
         break
 
