@@ -10,7 +10,7 @@ train.py: train a GPT-2 or Qwen3-style model, from scratch or from released weig
 Config: the module-level assignments below are the defaults (GPT-2 124M on OpenWebText); config files (Python,
 run as code) and --key=value arguments (literals, never executed) override them (configurator.py). The whole
 config goes into every checkpoint and into each start record of out_dir/log.jsonl (runlog.py). Every setting is
-checked before anything is built, one sentence per mistake.
+checked before anything is built, one sentence per mistake (config_check.py).
 
 One optimizer step ("iter") sees batch_size * block_size * gradient_accumulation_steps tokens, where
 gradient_accumulation_steps is the global number of micro-batches: each of the world_size processes runs
@@ -44,6 +44,7 @@ import hardware
 import lora
 from checkpoint import (checkpoints_note, gather_rng_states, load_resume, load_teacher, lock_out_dir, restore_state,
                         save_checkpoints)
+from config_check import config_error
 from configurator import configure, doc_section, key_types, print_help
 from data.tokens import fixed_starts, get_batch, load_meta, load_split, tokens_match
 from hf_convert import from_pretrained
@@ -178,77 +179,7 @@ def log0(*args):
 disp_kwargs = dict(loc=dispersion_loc, variant=dispersion, tau=dispersion_tau, clamp=dispersion_clamp,
                    eps=dispersion_eps, margin=dispersion_margin, tau_l2=dispersion_tau_l2,
                    max_tokens=dispersion_max_tokens)  # every parameter of disperse.dispersion_loss
-
-
-def config_error():
-    """The first setting that cannot run, as one sentence, or None. Checked before anything is built."""
-    for key in ('batch_size', 'gradient_accumulation_steps', 'eval_interval', 'block_size', 'eval_iters',
-                'log_interval', 'n_layer', 'n_head', 'n_embd'):
-        if config[key] < 1:
-            return f"{key} must be at least 1, not {config[key]}."
-    if gradient_accumulation_steps % world_size != 0:
-        fit = max(1, round(gradient_accumulation_steps / world_size)) * world_size
-        return (f"gradient_accumulation_steps ({gradient_accumulation_steps}) must be a multiple of the number of "
-                f"processes ({world_size}): use --gradient_accumulation_steps={fit}.")
-    if model_type not in MODELS:
-        return f"model_type must be one of {sorted(MODELS)}, not '{model_type}'."
-    if parallelism not in ('ddp', 'fsdp'):
-        return f"parallelism must be 'ddp' or 'fsdp', not '{parallelism}'."
-    if dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
-        return f"dtype must be 'auto', 'float32', 'bfloat16' or 'float16', not '{dtype}'."
-    if device != 'auto' and hardware.device_problem(device):
-        return hardware.device_problem(device)
-    run_on = hardware.default_device() if device == 'auto' else device
-    if distributed and run_on.startswith('cuda') and local_rank >= torch.cuda.device_count():
-        return (f"torchrun started {world_size} processes but this node has {torch.cuda.device_count()} CUDA "
-                f"GPU(s): use --nproc_per_node={torch.cuda.device_count()} (one process per GPU).")
-    if parallelism == 'fsdp' and run_on.startswith('mps'):
-        return "parallelism='fsdp' needs CUDA GPUs or the CPU (gloo), not mps: use parallelism='ddp' or --device=cpu."
-    if parallelism == 'fsdp' and hardware.resolve_dtype(dtype, run_on) == 'float16':
-        return ("parallelism='fsdp' runs in bfloat16 or float32, not float16 (its GradScaler does not shard)"
-                + (": this GPU has no native bfloat16, so use --dtype=float32." if dtype == 'auto'
-                   else ": set --dtype=bfloat16."))
-    if parallelism == 'fsdp' and not distributed:
-        return "parallelism='fsdp' runs under torchrun, even on one process: torchrun --nproc_per_node=1 train.py ..."
-    if (model_type == 'gpt' or not head_dim) and n_embd % n_head != 0:
-        return f"n_embd ({n_embd}) must be divisible by n_head ({n_head})."
-    if n_kv_head and n_head % n_kv_head != 0:
-        return f"n_head ({n_head}) must be a multiple of n_kv_head ({n_kv_head})."
-    for key in ('max_iters', 'noise_alpha', 'forget_every', 'probe_windows', 'dropout', 'dispersion_coeff',
-                'distill_coeff', 'forget_lr', 'learning_rate', 'min_lr', 'weight_decay', 'grad_clip', 'warmup_iters',
-                'warmup_frac', 'lr_decay_iters', 'tasks_interval'):
-        if not config[key] >= 0:
-            return f"{key} must be 0 or more, not {config[key]}."
-    for key in ('beta1', 'beta2'):  # AdamW's moving averages: a weight of 1 or more never forgets
-        if not 0 <= config[key] < 1:
-            return f"{key} must lie in [0, 1), not {config[key]}."
-    if dispersion is not None:
-        if isinstance(dispersion_loc, str) and dispersion_loc not in disperse.LOCS:
-            return f"dispersion_loc must be one of {', '.join(disperse.LOCS)} or a list of block indices, not '{dispersion_loc}'."
-        if not 0 < dispersion_margin <= 1:
-            return f"dispersion_margin is an angular distance / pi and must lie in (0, 1], not {dispersion_margin}."
-        try:  # the loss's own checks (variant, tau, tau_l2, eps > 0, clamp in (0, 1), max_tokens), on a tiny input
-            disperse.dispersion_loss(torch.randn(1, 4, 4), **{k: v for k, v in disp_kwargs.items() if k != 'loc'})
-        except ValueError as e:
-            return f"dispersion settings: {e}"
-    if lora_rank and lora.settings_error(lora_rank, lora_alpha, lora_targets, lora_dropout):
-        return lora.settings_error(lora_rank, lora_alpha, lora_targets, lora_dropout)
-    if forget_every > max_iters:  # the authors' schedule index (it + 1) * (T // K) % T would stay 0: lr 0
-        return f"forget_every ({forget_every}) must be at most max_iters ({max_iters}) for active forgetting's schedule."
-    if distill_coeff > 0 and not teacher:
-        return "distill_coeff > 0 needs a teacher: --teacher=out-X/ckpt.pt (a checkpoint of ours) or a transformers directory."
-    if teacher and not distill_coeff > 0:
-        return f"teacher is set ({teacher}) but distill_coeff is 0: set --distill_coeff (e.g. 1.0), or --teacher=''."
-    if not distill_temperature > 0:
-        return f"distill_temperature must be > 0, not {distill_temperature}."
-    held = [f for f in ('ckpt.pt', fsdp.CKPT) if os.path.exists(os.path.join(out_dir, f))]  # DDP's or FSDP's
-    if init_from != 'resume' and not eval_only and not overwrite and held:
-        return (f"{out_dir} already holds a checkpoint ({held[0]}): continue it with --init_from=resume, or start "
-                f"anew in another --out_dir (or --overwrite=True to replace it).")
-    return None
-
-
-problem = config_error()
+problem = config_error(config, disp_kwargs, distributed, local_rank, world_size)  # before anything is built
 if problem:
     raise SystemExit(problem if master_process else 1)  # rank 0 says it once; the others exit quietly
 
