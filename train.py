@@ -185,20 +185,20 @@ if problem:
 
 lock = lock_out_dir(out_dir) if master_process and not eval_only else None  # held until the process ends
 
-device = hardware.resolve_device(device, local_rank if distributed else None)  # cuda:N also becomes the current GPU
-hardware.init_distributed(device, backend)
+# run_device, run_dtype, run_compile: what the config's device, dtype and compile ('auto', None) resolve to here
+run_device = hardware.resolve_device(device, local_rank if distributed else None)  # cuda:N also becomes the current GPU
+hardware.init_distributed(run_device, backend)
 grad_accum = gradient_accumulation_steps // world_size  # micro-batches per process per step
 tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
 log0(f"tokens per iteration: {tokens_per_iter:,} ({gradient_accumulation_steps} micro-batches x {batch_size} x {block_size})")
 
-device_type = 'cuda' if device.startswith('cuda') else device.split(':')[0]
-dtype = hardware.resolve_dtype(dtype, device)  # auto: bfloat16 on GPUs that have it natively, else float16 + GradScaler
-if compile is None:
-    compile = device_type == 'cuda'
+device_type = 'cuda' if run_device.startswith('cuda') else run_device.split(':')[0]
+run_dtype = hardware.resolve_dtype(dtype, run_device)  # auto: bf16 on GPUs with it natively, else float16 + GradScaler
+run_compile = device_type == 'cuda' if compile is None else compile  # None: on for CUDA
 if device_type == 'cuda':
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-ctx = hardware.autocast(dtype, device)
+ctx = hardware.autocast(run_dtype, run_device)
 
 # Dropout masks: every process seeds its own torch stream (saved in checkpoints). Training data and the
 # dispersion loss's token subsets are drawn per global micro-batch from (seed, iter, micro-batch index): the same
@@ -237,7 +237,7 @@ def train_batch(it, micro_step):
     """The training windows (x, y) of micro-batch micro_step of step `it`."""
     try:
         return get_batch(data_dir, 'train', batch_size, block_size, np.random.default_rng(micro_batch_seed(it, micro_step)),
-                         device, vocab_size=vocab_size)
+                         run_device, vocab_size=vocab_size)
     except ValueError as e:
         raise SystemExit(str(e))
 
@@ -273,7 +273,6 @@ elif init_from == 'resume':  # under FSDP the weights come from the shards (rest
     if not tokens_match(model.config.tokenizer, meta):
         raise SystemExit(f"The checkpoint in {out_dir} was trained on tokens of '{model.config.tokenizer}' but "
                          f"data/{dataset} is tokenised with '{meta['tokenizer']}': resume on the data it was trained on.")
-    config['model_type'] = model.model_type  # the checkpoint's (a run from released weights: theirs)
     iter_num = checkpoint['iter_num']
     kept = {'best_val_loss': checkpoint['best_val_loss'], 'best_iter': checkpoint.get('best_iter'),
             'saved_iter': iter_num}
@@ -285,9 +284,11 @@ else:
     if not tokens_match(model.config.tokenizer, meta):
         raise SystemExit(f"{init_from} uses the tokenizer '{model.config.tokenizer}' but data/{dataset} was tokenised "
                          f"with '{meta['tokenizer']}': prepare the data with --tokenizer {model.config.tokenizer}.")
-    config['model_type'] = model.model_type  # the released weights' architecture, whatever the config said
     if block_size < model.config.block_size:
         model.crop_block_size(block_size)
+# from here on the architecture is model.model_type, and the config records it (checkpoints, log.jsonl): released
+# weights, and runs resumed from them, bring their own, whatever the config's model_type (which builds from scratch)
+config['model_type'] = model.model_type
 if block_size > model.config.block_size:
     raise SystemExit(f"block_size {block_size} is larger than the model's context {model.config.block_size}.")
 lora_wanted = dict(rank=lora_rank, alpha=float(lora_alpha), targets=','.join(lora.parse_targets(lora_targets)),
@@ -314,7 +315,7 @@ if dispersion is not None:
     except ValueError as e:
         raise SystemExit(str(e))
 
-teacher_model = load_teacher(teacher, meta, dataset, block_size, device) if distill_coeff > 0 else None  # frozen
+teacher_model = load_teacher(teacher, meta, dataset, block_size, run_device) if distill_coeff > 0 else None  # frozen
 # the training loss's terms and their coefficients: loss = sum of coefficient * term (forward_loss computes the
 # terms under these names; accumulation, the non-finite stop, the step line and log.jsonl iterate over this dict)
 loss_coeffs = {'ce': 1.0, **({'disp': dispersion_coeff} if dispersion else {}),
@@ -328,16 +329,17 @@ log0(f"parameters: {n_total:,} total = {n_embedding:,} in the embedding tables (
      f"{', position' if 'wpe' in model.transformer else ''}{'' if model.tied else ', untied LM head'}) + "
      f"{n_total - n_embedding:,} in the blocks and final norm")
 if parallelism == 'fsdp':  # shard every block, then the root; weights from rank 0 (or, on resume, the shards)
-    model = fsdp.shard(model, device, dtype, activation_checkpointing, compile, from_rank0=init_from != 'resume')
+    model = fsdp.shard(model, run_device, run_dtype, activation_checkpointing, run_compile,
+                       from_rank0=init_from != 'resume')
 else:
-    model.to(device)
+    model.to(run_device)
 model.train()
 
 # the paper's baselines hook into the model from outside, without changing its code
 if noise_alpha > 0:
     disperse.add_embedding_noise(model, noise_alpha)
 
-scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
+scaler = torch.amp.GradScaler(device_type, enabled=(run_dtype == 'float16'))
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 forget_pad = None  # active forgetting: the token row zeroed at each re-draw (forget_pad_row), None = none
 if forget_every > 0:  # the token embedding in a group of its own, with its own schedule (disperse.forget_lr)
@@ -350,7 +352,7 @@ checkpoint = None  # free memory
 raw_model = model
 if activation_checkpointing and parallelism == 'ddp':
     fsdp.wrap_blocks(model, activation_checkpointing=True, compile=False)
-if compile and parallelism == 'ddp':  # FSDP compiles per block (fsdp.shard)
+if run_compile and parallelism == 'ddp':  # FSDP compiles per block (fsdp.shard)
     log0("compiling the model... (takes a minute)")
     model = torch.compile(model)
 if distributed and parallelism == 'ddp':
@@ -397,17 +399,17 @@ def estimate_loss():
     for split, starts in (('train', train_starts), ('val', val_starts)):
         mine = starts[rank::world_size]
         # float64 sums (no float64 on MPS: float32 there): sum of window losses, number of windows
-        total = torch.zeros(2, device=device, dtype=torch.float32 if device_type == 'mps' else torch.float64)
+        total = torch.zeros(2, device=run_device, dtype=torch.float32 if device_type == 'mps' else torch.float64)
         for i in range(0, math.ceil(len(starts) / world_size), batch_size):  # the largest share's batches
             part = mine[i:i + batch_size]
             try:
-                X, Y = get_batch(data_dir, split, 0, block_size, device=device,
+                X, Y = get_batch(data_dir, split, 0, block_size, device=run_device,
                                  starts=part if len(part) else starts[:1], vocab_size=vocab_size)
             except ValueError as e:
                 raise SystemExit(str(e))
             loss = forward_loss(X, Y, train=False)['ce']
             if len(part):
-                total += torch.tensor([loss.item() * len(part), len(part)], device=device, dtype=total.dtype)
+                total += torch.tensor([loss.item() * len(part), len(part)], device=run_device, dtype=total.dtype)
         if distributed:
             dist.all_reduce(total)
         out[split] = (total[0] / total[1]).item()
@@ -452,10 +454,11 @@ if master_process:
     if not eval_only:
         os.makedirs(out_dir, exist_ok=True)
     log_record({'iter': iter_num, 'event': 'start', 'config': config, 'model_args': model_args,
-                'world_size': world_size, 'device': device, 'dtype': dtype, 'compile': compile})
+                'world_size': world_size, 'device': run_device, 'dtype': run_dtype, 'compile': run_compile})
 
 # the MFU's denominator: the config's, else the table's (None for a GPU the table does not know: no MFU then)
-mfu_peak = peak_flops or (hardware.peak_flops(torch.cuda.get_device_name(), dtype) if device_type == 'cuda' else None)
+mfu_peak = peak_flops or (hardware.peak_flops(torch.cuda.get_device_name(), run_dtype) if device_type == 'cuda'
+                          else None)
 
 # one iteration's steps, in the order the loop runs them
 
@@ -500,7 +503,7 @@ def evaluate_and_log(it, lr, kept):
     if probe_windows > 0:  # every process: the windows are shared out (and the forward is a collective under FSDP)
         from condensation import condensation_probe
         spread = val_starts[np.linspace(0, len(val_starts) - 1, min(probe_windows, len(val_starts))).astype(int)]
-        probe_x, _ = get_batch(data_dir, 'val', 0, block_size, device=device, starts=spread)
+        probe_x, _ = get_batch(data_dir, 'val', 0, block_size, device=run_device, starts=spread)
         with ctx:  # with wandb also the histograms of the paper's heatmap, from the same forwards
             probe = condensation_probe(raw_model, probe_x, bins=64 if wandb_log else 0)
         record.update({k: probe[k] for k in ('mean_cos', 'last_mean', 'spearman')})
@@ -527,7 +530,7 @@ def evaluate_and_log(it, lr, kept):
 def accumulate_gradients(it, X, Y):
     """Forward and backward over this process's grad_accum micro-batches, the gradients synchronised after the
     last only -> (the sums of loss_coeffs' terms over them, in its order; the next step's first batch)."""
-    sums = torch.zeros(len(loss_coeffs), device=device)  # each term summed over this process's micro-batches
+    sums = torch.zeros(len(loss_coeffs), device=run_device)  # each term summed over this process's micro-batches
     for micro_step in range(grad_accum):
         if distributed and parallelism == 'ddp':  # all-reduce the gradients only after the last micro-batch
             model.require_backward_grad_sync = (micro_step == grad_accum - 1)
