@@ -35,6 +35,7 @@ from urllib.parse import urlparse
 
 import torch
 
+import hardware
 from tasks.definitions import (COLUMNS, EXTRA_TASKS, GROUPS, PAPER_TASKS, TASKS, aggregate, doc_metrics,
                                doc_problem, doc_requests, fewshot_example, resolve_fewshot, resolve_tasks)
 
@@ -272,12 +273,8 @@ def loglikelihoods(model, requests, max_length, batch_tokens=None, autocast=None
             bounds.append((start, start + max(1, batch_tokens // (len(order[start][0]) - P))))
             start = bounds[-1][1]
         plan.append((P, order, bounds))
-    padding = 0
-    if in_step and torch.distributed.is_available() and torch.distributed.is_initialized():
-        mine = sum(len(bounds) + (P > 0) for P, _, bounds in plan)  # a prefix is one forward more
-        most = torch.tensor([mine], device=device)
-        torch.distributed.all_reduce(most, op=torch.distributed.ReduceOp.MAX)
-        padding = int(most.item()) - mine
+    mine = sum(len(bounds) + (P > 0) for P, _, bounds in plan)  # a prefix is one forward more
+    padding = hardware.busiest(mine, device) - mine if in_step else 0
     for _ in range(padding):
         with autocast:
             scored_logits(model, torch.zeros(1, 1, dtype=torch.long, device=device), [0], [0])
