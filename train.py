@@ -46,7 +46,7 @@ from checkpoint import (checkpoints_note, gather_rng_states, load_resume, load_t
                         save_checkpoints)
 from config_check import config_error
 from configurator import configure, doc_section, key_types, print_help
-from data.tokens import fixed_starts, get_batch, load_meta, load_split, tokens_match
+from data.tokens import fixed_starts, get_batch, load_meta, load_split, tokens_match, window_loss
 from hf_convert import from_pretrained
 from model import MODELS, build_model, model_args_of
 from runlog import append_record
@@ -388,31 +388,17 @@ def total_loss(terms):
     return total
 
 
-@torch.no_grad()
 def estimate_loss():
-    """Mean loss over the fixed windows of each split, shared out among the processes and summed back: the same
-    number for any world size. Every process runs the same number of forwards (a sharded model's forward is a
-    collective): one whose share is shorter (windows that do not divide by the world size) pads with a forward
-    of its first window and counts nothing for it."""
+    """Mean loss over the fixed windows of each split (data.tokens.window_loss: shared out among the processes and
+    summed back, the same number for any world size)."""
     out = {}
     model.eval()
     for split, starts in (('train', train_starts), ('val', val_starts)):
-        mine = starts[rank::world_size]
-        # float64 sums (no float64 on MPS: float32 there): sum of window losses, number of windows
-        total = torch.zeros(2, device=run_device, dtype=torch.float32 if device_type == 'mps' else torch.float64)
-        for i in range(0, math.ceil(len(starts) / world_size), batch_size):  # the largest share's batches
-            part = mine[i:i + batch_size]
-            try:
-                X, Y = get_batch(data_dir, split, 0, block_size, device=run_device,
-                                 starts=part if len(part) else starts[:1], vocab_size=vocab_size)
-            except ValueError as e:
-                raise SystemExit(str(e))
-            loss = forward_loss(X, Y, train=False)['ce']
-            if len(part):
-                total += torch.tensor([loss.item() * len(part), len(part)], device=run_device, dtype=total.dtype)
-        if distributed:
-            dist.all_reduce(total)
-        out[split] = (total[0] / total[1]).item()
+        try:
+            out[split] = window_loss(lambda x, y: forward_loss(x, y, train=False)['ce'], data_dir, split, starts,
+                                     batch_size, block_size, run_device, vocab_size)
+        except ValueError as e:
+            raise SystemExit(str(e))
     model.train()
     return out
 
