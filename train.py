@@ -49,7 +49,7 @@ from configurator import configure, doc_section, key_types, print_help
 from data.tokens import fixed_starts, get_batch, load_meta, load_split, tokens_match, window_loss
 from hf_convert import from_pretrained
 from model import MODELS, build_model, model_args_of
-from runlog import append_record
+from runlog import append_record, wandb_scalars
 
 # -----------------------------------------------------------------------------
 # default config values: GPT-2 124M on OpenWebText, 8 GPUs (see config/train_gpt2.py for the arithmetic)
@@ -206,23 +206,6 @@ ctx = hardware.autocast(run_dtype, run_device)
 torch.manual_seed(seed + rank)
 
 
-def forget_pad_row():
-    """The token row that active forgetting zeroes after each re-draw, as the authors' code: the tokenizer's pad
-    id, or (their script sets pad = eos when there is none, as for GPT-2) its end-of-text id: <|endoftext|> =
-    50256 for GPT-2, meta.json's eot_token. None when that row is outside the model's table."""
-    pad = None
-    if meta['tokenizer'] != 'gpt2':
-        try:
-            from transformers import AutoTokenizer
-            pad = AutoTokenizer.from_pretrained(meta['tokenizer']).pad_token_id
-        except Exception as e:
-            raise SystemExit(f"Active forgetting zeroes the pad row of {meta['tokenizer']}'s tokenizer, which could "
-                             f"not be loaded offline ({type(e).__name__}): save it with save_pretrained and "
-                             f"prepare the data with that directory.")
-    pad = meta.get('eot_token') if pad is None else pad
-    return pad if pad is not None and 0 <= pad < vocab_size else None
-
-
 def micro_batch_seed(it, micro_step):
     """The np.random.SeedSequence of this process's micro-batch micro_step of step `it`: it draws the batch's
     windows (train_batch) and the dispersion loss's token subsets (disp_seed)."""
@@ -341,10 +324,10 @@ if noise_alpha > 0:
 
 scaler = torch.amp.GradScaler(device_type, enabled=(run_dtype == 'float16'))
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
-forget_pad = None  # active forgetting: the token row zeroed at each re-draw (forget_pad_row), None = none
+forget_pad = None  # active forgetting: the token row zeroed at each re-draw (disperse.forget_pad_row), None = none
 if forget_every > 0:  # the token embedding in a group of its own, with its own schedule (disperse.forget_lr)
     disperse.embedding_group(optimizer, model)
-    forget_pad = forget_pad_row()
+    forget_pad = disperse.forget_pad_row(meta, vocab_size)
 if checkpoint is not None:  # the optimizer (under FSDP also the weights) and the RNG streams
     restore_state(checkpoint, ckpt_path, model, optimizer, parallelism, rank, world_size, device_type == 'cuda', log0)
 checkpoint = None  # free memory
@@ -424,13 +407,7 @@ def log_record(record):
     if not eval_only:
         append_record(os.path.join(out_dir, 'log.jsonl'), record)
     if wandb_log:
-        flat = {}
-        for k, v in record.items():
-            if isinstance(v, list):
-                flat.update({f'{k}/layer_{i}': x for i, x in enumerate(v)})
-            elif k not in ('iter', 'event', 'config', 'model_args') and v is not None:
-                flat[k] = v
-        wandb.log(flat, step=record['iter'])
+        wandb.log(wandb_scalars(record), step=record['iter'])
 
 
 if wandb_log and master_process:  # before the first record
