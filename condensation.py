@@ -20,6 +20,7 @@ from contextlib import closing
 import numpy as np
 import torch
 
+import hardware
 from disperse import gram  # the Gram matrix in IEEE float32 (TF32 off), shared with the loss
 
 NORM_FLOOR = 1e-3  # the paper's clamp of |z| (keeps all-zero vectors at cosine 0 instead of NaN)
@@ -248,17 +249,15 @@ def condensation_probe(model, x, bins=0):
     [n+1, T, T] sums on the CPU (4 (n+1) T^2 bytes of host memory: 2.5 GB at the 8B recipe's T = 4096), never a
     stack of [n+1, T, T] matrices on the device (fsdp.memory_gb counts this probe)."""
     assert x.ndim == 2 and x.shape[1] >= 2, f"the probe needs windows [N, T >= 2], got {tuple(x.shape)}"
-    dist_on = torch.distributed.is_available() and torch.distributed.is_initialized()
-    rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if dist_on else (0, 1)
     N, T = x.shape
     per = max(1, PROBE_TOKENS // T)
-    mine = x[rank::world]
+    mine, turns = hardware.rank_share(x, per)
     device = next(model.parameters()).device
     entry_sums, full = None, None  # [n+1] float64 on the CPU; [n+1, T, T] float32 on the CPU (bins only)
     was_training = model.training
     model.eval()
     try:
-        for turn in range(math.ceil(math.ceil(N / world) / per)):
+        for turn in range(turns):
             batch = mine[turn * per:(turn + 1) * per]
             real = len(batch) > 0
             hidden = model.hidden_states((batch if real else x[:1]).to(device))

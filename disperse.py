@@ -415,7 +415,7 @@ def forget_embeddings(model, optimizer, generator=None):
 
 # active forgetting as the authors run it (their GPT-2 baseline, after Chen et al. 2023, arXiv 2307.01163, and the
 # language-model-plasticity code it follows): the token embedding in optimizer groups of its own, with its own
-# learning-rate schedule (forget_lr); its re-draw is forget_embeddings, its pad row zero_row_
+# learning-rate schedule (forget_lr); its re-draw is forget_embeddings, its pad row (forget_pad_row) zero_row_
 FORGET_WARMUP = 0.08  # the embedding schedule's linear warmup, a fraction of the run
 
 
@@ -465,3 +465,21 @@ def zero_row_(w, row):
         w.to_local().mul_(_my_shard(keep, w))
     else:
         w[row].zero_()
+
+
+def forget_pad_row(meta, vocab_size):
+    """The token row that active forgetting zeroes after each re-draw (zero_row_), as the authors' code: the pad
+    id of the data's tokenizer (meta: its meta.json), or (their script sets pad = eos when there is none, as for
+    GPT-2) its end-of-text id: <|endoftext|> = 50256 for GPT-2, meta.json's eot_token. None when that row is
+    outside the model's table of vocab_size rows."""
+    pad = None
+    if meta['tokenizer'] != 'gpt2':
+        try:
+            from transformers import AutoTokenizer
+            pad = AutoTokenizer.from_pretrained(meta['tokenizer']).pad_token_id
+        except Exception as e:
+            raise SystemExit(f"Active forgetting zeroes the pad row of {meta['tokenizer']}'s tokenizer, which could "
+                             f"not be loaded offline ({type(e).__name__}): save it with save_pretrained and "
+                             f"prepare the data with that directory.")
+    pad = meta.get('eot_token') if pad is None else pad
+    return pad if pad is not None and 0 <= pad < vocab_size else None

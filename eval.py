@@ -16,7 +16,7 @@ eval.py: measure a checkpoint (or a released GPT-2 / Qwen3 model). Its modes, on
   lm_eval: any lm-eval task on our checkpoints, through lm-eval's own command line
     python eval.py --lm_eval run --model disperse-gpt --model_args ckpt=out/ckpt.pt --tasks hellaswag
   loss on another token corpus (data/NAME), by train.py's val-loss rule: the checkpoint's eval_iters x batch_size
-  fixed windows of block_size tokens (data.tokens.fixed_starts), the mean token cross-entropy -> loss_NAME.json
+  fixed windows of block_size tokens (data.tokens.fixed_starts, window_loss), the mean token cross-entropy -> loss_NAME.json
     python eval.py --ckpt out/ckpt.pt --loss_data lee_news
   word perplexity of whole documents (lm-eval's loglikelihood_rolling, paloma_wikitext_103's metrics; tasks/rolling.py)
     python eval.py --ckpt out/ckpt.pt --perplexity_data data/lee_news/lee_news.jsonl --limit 50
@@ -45,11 +45,11 @@ import torch
 
 import hardware
 import text_sources
+from checkpoint import load_checkpoint
 from condensation import condensation
 from data.tokenizer import get_tokenizer
-from data.tokens import fixed_starts, get_batch, load_meta, load_split, tokens_match
+from data.tokens import fixed_starts, load_meta, load_split, tokens_match, window_loss
 from hf_convert import from_pretrained
-from model import load_checkpoint
 from tasks import lm_eval_adapter
 from tasks.definitions import resolve_fewshot, resolve_tasks
 from hf_hub import hub_offline
@@ -475,21 +475,6 @@ def loss_path(out, data):
 
 
 @torch.no_grad()
-def window_loss(model, data_dir, block_size, num_windows, batch_size=8, device="cpu", split="val", autocast=None):
-    """Mean cross-entropy over num_windows fixed windows of the split: the starts data.tokens.fixed_starts spreads
-    evenly, as train.py's estimate_loss (num_windows = eval_iters * batch_size), each window x = tokens[s:s+T],
-    y = tokens[s+1:s+T+1]; the mean over windows of each window's mean token loss (all windows have T tokens)."""
-    starts = fixed_starts(len(load_split(data_dir, split)), block_size, num_windows)
-    total, count = 0.0, 0
-    for i in range(0, len(starts), batch_size):
-        x, y = get_batch(data_dir, split, 0, block_size, device=device, starts=starts[i:i + batch_size],
-                         vocab_size=model.config.vocab_size)
-        with autocast or torch.autocast(device.split(":")[0], enabled=False):
-            _, loss = model(x, y)
-        total, count = total + loss.item() * len(x), count + len(x)
-    return total / count
-
-
 def loss_main(args):
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     data_dir = args.loss_data if os.path.isdir(args.loss_data) else os.path.join(DATA_ROOT, args.loss_data)
@@ -506,9 +491,15 @@ def loss_main(args):
     else:
         block_size, num = min(args.seq_len, model.config.block_size), args.num_sequences
     dtype = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
-    autocast = torch.autocast(device.split(":")[0], dtype) if dtype else None
-    try:
-        loss = window_loss(model, data_dir, block_size, num, args.batch_size, device, autocast=autocast)
+    autocast = torch.autocast(device.split(":")[0], dtype, enabled=dtype is not None)  # float32: none
+
+    def batch_loss(x, y):
+        with autocast:
+            return model(x, y)[1]
+    try:  # the mean over windows of each window's mean token loss, as train.py's val loss
+        starts = fixed_starts(len(load_split(data_dir, "val")), block_size, num)
+        loss = window_loss(batch_loss, data_dir, "val", starts, args.batch_size, block_size, device,
+                           model.config.vocab_size)
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(str(e))
     path = loss_path(args.out or default_out, data_dir)

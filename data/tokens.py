@@ -8,6 +8,7 @@ the token counts.
 
   write_tokens({'train': docs, 'val': docs}, 'data/mine', tokenizer='gpt2', num_proc=8)
   x, y = get_batch('data/mine', 'train', batch_size=12, block_size=1024, rng=np.random.default_rng(0))
+  window_loss(loss_fn, 'data/mine', 'val', fixed_starts(n, 1024, 200 * 12), 12, 1024)   # train.py's val loss
 
 A batch is batch_size windows of block_size + 1 consecutive tokens: x = window[:-1], y = window[1:].
 """
@@ -151,3 +152,29 @@ def get_batch(data_dir, split, batch_size, block_size, rng=None, device="cpu", s
     if torch.device(device).type == "cuda":  # pinned memory lets the copy overlap with compute
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
     return x.contiguous().to(device), y.contiguous().to(device)
+
+
+@torch.no_grad()
+def window_loss(loss_fn, data_dir, split, starts, batch_size, block_size, device="cpu", vocab_size=None):
+    """The mean of loss_fn(x, y), a batch's mean token loss, over the windows at starts (fixed_starts), weighting
+    each batch by its windows: every window has block_size tokens, so this is the mean over all their tokens.
+    train.py's val and train losses and eval.py --loss_data. Under a process group the windows are shared out
+    (hardware.rank_share) and the sums added up, the same number for any world size up to float64 rounding;
+    every process runs as many batches as the busiest, a shorter share padding with a batch of the first window
+    whose loss it does not count. Sums in float64 (float32 for the all-reduce on MPS, which has no float64)."""
+    import hardware
+    mine, n_batches = hardware.rank_share(starts, batch_size)
+    total, count = 0.0, 0  # sum of window losses, number of windows
+    for i in range(0, n_batches * batch_size, batch_size):
+        part = mine[i:i + batch_size]
+        x, y = get_batch(data_dir, split, 0, block_size, device=device, starts=part if len(part) else starts[:1],
+                         vocab_size=vocab_size)
+        loss = loss_fn(x, y)
+        if len(part):
+            total, count = total + loss.item() * len(part), count + len(part)
+    if hardware.group_rank()[1] > 1:
+        sums = torch.tensor([total, count], device=device,
+                            dtype=torch.float32 if torch.device(device).type == "mps" else torch.float64)
+        torch.distributed.all_reduce(sums)
+        total, count = sums.tolist()
+    return total / count

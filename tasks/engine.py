@@ -32,6 +32,7 @@ from contextlib import nullcontext
 
 import torch
 
+import hardware
 from hf_hub import hub_offline
 from tasks.definitions import (GROUPS, PAPER_TASKS, TASKS, aggregate, doc_metrics, doc_problem, doc_requests,
                                fewshot_example, resolve_fewshot, resolve_tasks)
@@ -270,12 +271,8 @@ def loglikelihoods(model, requests, max_length, batch_tokens=None, autocast=None
             bounds.append((start, start + max(1, batch_tokens // (len(order[start][0]) - P))))
             start = bounds[-1][1]
         plan.append((P, order, bounds))
-    padding = 0
-    if in_step and torch.distributed.is_available() and torch.distributed.is_initialized():
-        mine = sum(len(bounds) + (P > 0) for P, _, bounds in plan)  # a prefix is one forward more
-        most = torch.tensor([mine], device=device)
-        torch.distributed.all_reduce(most, op=torch.distributed.ReduceOp.MAX)
-        padding = int(most.item()) - mine
+    mine = sum(len(bounds) + (P > 0) for P, _, bounds in plan)  # a prefix is one forward more
+    padding = hardware.busiest(mine, device) - mine if in_step else 0
     for _ in range(padding):
         with autocast:
             scored_logits(model, torch.zeros(1, 1, dtype=torch.long, device=device), [0], [0])

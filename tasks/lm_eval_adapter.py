@@ -15,9 +15,9 @@ import torch
 
 import hardware
 
+from checkpoint import load_checkpoint
 from data.tokenizer import get_tokenizer
 from hf_convert import from_pretrained
-from model import load_checkpoint
 from tasks.engine import loglikelihoods
 from tasks.rolling import rolling_loglikelihoods
 

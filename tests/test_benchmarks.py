@@ -515,7 +515,7 @@ def test_tasks_during_training_log_what_run_benchmarks_gives(tmp_path):
     import subprocess
     from data.tokens import write_tokens
     from data.tokenizer import get_tokenizer
-    from model import load_checkpoint
+    from checkpoint import load_checkpoint
     text = "To be, or not to be, that is the question. " * 40
     write_tokens({"train": [text] * 4, "val": [text]}, str(tmp_path / "data"))
     out = tmp_path / "out"

@@ -10,7 +10,7 @@ import torch
 from data import tokenizer as tokmod
 from data.prepare import main as prepare_main
 from data.shakespeare.prepare import markdown_to_text
-from data.tokens import fixed_starts, get_batch, load_split, write_tokens
+from data.tokens import fixed_starts, get_batch, load_split, window_loss, write_tokens
 
 TEXT = "Hello world! The quick brown fox jumps over the lazy dog.\n\n  Café 2024 — ünïcödé 🤖 <|endoftext|>"
 
@@ -141,3 +141,13 @@ def test_hf_tokenizer_from_a_local_directory(tmp_path):
 def test_hf_tokenizer_unavailable_is_one_sentence():
     with pytest.raises(RuntimeError, match="Could not load the tokenizer 'Qwen/Qwen3-0.6B'"):
         tokmod.get_tokenizer("Qwen/Qwen3-0.6B")
+
+
+def test_window_loss_is_the_mean_over_windows_whatever_the_batches(tmp_path):
+    """Tokens 0..99 and a "loss" that is a batch's mean target id: window s has targets s+1..s+T, mean s + (T+1)/2,
+    so the answer is mean(starts) + (T + 1) / 2, also when the last batch holds fewer windows (7 in 3 + 3 + 1)."""
+    np.arange(100, dtype=np.uint16).tofile(tmp_path / "val.bin")
+    starts = fixed_starts(100, 8, 7)  # 7 evenly up to the last start 100 - 8 - 1 = 91: [0 15 30 45 60 75 91]
+    got = window_loss(lambda x, y: y.double().mean(), str(tmp_path), "val", starts, 3, 8)
+    assert got == pytest.approx(np.mean(starts) + 4.5, abs=1e-12)
+

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 import disperse
+from checkpoint import read_checkpoint, save_checkpoint
 from conftest import ROOT, TINY, records, step_losses, train
-from model import read_checkpoint, save_checkpoint
 
 
 # -----------------------------------------------------------------------------

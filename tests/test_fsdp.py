@@ -16,7 +16,8 @@ import torch.multiprocessing as mp
 import fsdp
 from conftest import ROOT, TINY, records, step_losses, train
 from hf_convert import from_pretrained
-from model import GPT, GPTConfig, build_model, load_checkpoint
+from checkpoint import load_checkpoint
+from model import GPT, GPTConfig, build_model
 
 
 # -----------------------------------------------------------------------------

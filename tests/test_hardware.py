@@ -65,3 +65,18 @@ def test_devices_that_are_not_here_are_one_sentence():
     assert "device must be" in hardware.device_problem("tpu")
     assert hardware.device_problem("cpu") is None
     assert hardware.resolve_device("cpu") == "cpu"
+
+
+@pytest.mark.parametrize("rank, world, share, batches", [
+    (0, 1, list(range(7)), 4),  # one process: every item, ceil(7 / 2) batches
+    (0, 3, [0, 3, 6], 2),       # 7 items over 3 processes: shares of 3, 2, 2; the busiest needs ceil(3 / 2) batches
+    (2, 3, [2, 5], 2),          # a share of 2 fits one batch of 2 but runs as many as the busiest: one pads
+    (7, 8, [], 1),              # more processes than items: rank 7 has none and still runs one (padding) batch
+])
+def test_rank_share_gives_every_process_the_busiest_ones_number_of_batches(monkeypatch, rank, world, share, batches):
+    monkeypatch.setattr(hardware, "group_rank", lambda: (rank, world))
+    assert hardware.rank_share(list(range(7)), 2) == (share, batches)
+
+
+def test_busiest_without_a_process_group_is_the_own_count():
+    assert hardware.busiest(5, "cpu") == 5

@@ -117,7 +117,8 @@ def test_a_checkpoint_exports_through_eval_as_its_architecture(tmp_path):
     """python eval.py --export_hf on a checkpoint of a Qwen2 (model_args keep hf_type and the switches) writes a
     Qwen2ForCausalLM with the same logits."""
     import eval as evaluate
-    from model import model_args_of, save_checkpoint
+    from checkpoint import save_checkpoint
+    from model import model_args_of
     hf = randomized(ARCHS['qwen2'])
     hf.save_pretrained(tmp_path / 'src')
     ours = from_pretrained(str(tmp_path / 'src'))

@@ -12,8 +12,9 @@ import transformers
 
 import eval as evaluate
 import lora
+from checkpoint import load_checkpoint, save_checkpoint
 from conftest import train
-from model import GPT, GPTConfig, Qwen3, Qwen3Config, build_model, load_checkpoint, model_args_of, save_checkpoint
+from model import GPT, GPTConfig, Qwen3, Qwen3Config, build_model, model_args_of
 
 LORA = ["--lora_rank=4", "--lora_alpha=8.0", "--lora_targets=c_attn,c_proj,c_fc"]
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from hf_convert import from_pretrained
-from model import (GPT, GPTConfig, Qwen3, Qwen3Config, build_model, load_checkpoint, model_args_of,
-                   save_checkpoint)
+from checkpoint import load_checkpoint, save_checkpoint
+from model import GPT, GPTConfig, Qwen3, Qwen3Config, build_model, model_args_of
 
 def tiny_hf_gpt2(tmp_path, n_inner=None):
     import transformers  # a requirement: missing, these tests fail (only they need it)

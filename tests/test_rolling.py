@@ -135,7 +135,7 @@ def test_training_logs_the_rolling_perplexity_of_its_checkpoint(tmp_path):
     import sys
     from data.tokenizer import get_tokenizer
     from data.tokens import write_tokens
-    from model import load_checkpoint
+    from checkpoint import load_checkpoint
     text = "To be, or not to be, that is the question. " * 40
     write_tokens({"train": [text] * 4, "val": [text]}, str(tmp_path / "data"))
     docs = tmp_path / "docs.jsonl"

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import torch
 
+from checkpoint import load_checkpoint, save_checkpoint
 from conftest import ROOT, TINY, VOCAB, records, step_losses, train
-from model import GPT, GPTConfig, load_checkpoint, save_checkpoint
-from runlog import read_log
+from model import GPT, GPTConfig
+from runlog import read_log, wandb_scalars
 
 
 def train_here(monkeypatch, capsys, out_dir, data_dir, *args):
@@ -540,3 +541,11 @@ def test_wandb_logs_curves_heatmaps_and_summary_offline(tmp_path, data_dir):
     for key in (b"mean_cos/layer_0", b"mean_cos/layer_2", b"last_mean", b"val_loss", b"best_val_loss",
                 b"final_val_loss", b"eval_interval"):  # per-layer curves, summary, config
         assert key in data, key
+
+
+def test_wandb_gets_one_curve_per_layer_and_no_run_settings():
+    record = {'iter': 80, 'event': 'start', 'config': {'n_layer': 2}, 'model_args': {}, 'val_loss': 2.5,
+              'mean_cos': [0.1, 0.4, 0.9], 'spearman': None}
+    assert wandb_scalars(record) == {'val_loss': 2.5, 'mean_cos/layer_0': 0.1, 'mean_cos/layer_1': 0.4,
+                                     'mean_cos/layer_2': 0.9}
+
