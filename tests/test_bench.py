@@ -49,3 +49,27 @@ def test_the_mmlu_comparison_runs_and_the_accuracies_agree():
     assert len(rows) == 2 and all(re.search(r"\| [\d.]+x \| [\d.]+ \| [\d.]+ MiB \|$", r) for r in rows), p.stdout
     assert p.returncode == 1 and "Traceback" not in p.stderr
     assert "mmlu_anatomy: 5 few-shot examples were asked for but its dev split has 2 documents." in p.stderr
+
+
+def test_released_bench_times_the_same_step_on_both_models(tmp_path):
+    """bench_released.py on a tiny random Llama: ours and transformers' model start from the same weights and take
+    the same step (first-step losses equal, with and without the dispersion loss and LoRA), and the table has a
+    row per (setting, threads)."""
+    import torch
+    import transformers
+    import bench_released
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=True)).save_pretrained(tmp_path)
+    results, losses, counts = bench_released.timings(str(tmp_path), [1], 1, 2, 16)
+    assert set(results) == {(s, 1) for s in bench_released.SETTINGS}
+    for s in ('ce', 'ce+disp'):  # full fine-tuning: the same weights, batch and dispersion subsets
+        assert abs(losses[(s, 1)]['ours'] - losses[(s, 1)]['hf']) < 1e-5, (s, losses)
+    # LoRA: B starts at zero, so both models still equal their base (after the full fine-tuning steps above,
+    # which moved each model by the same AdamW step from the same weights)
+    assert abs(losses[('lora', 1)]['ours'] - losses[('lora', 1)]['hf']) < 1e-4, losses
+    # rank 16 on fused q|k|v (32 -> 32 + 2 * 16 = 64 wide, 2 kv heads of 8) + o + gate|up + down, per layer:
+    # ours 16 * ((32 + 64) + (32 + 32) + (32 + 128) + (64 + 32)) = 6,656 per layer; transformers one adapter per
+    # projection: q 16 * 64, k 16 * 48, v 16 * 48, o 16 * 64, gate 16 * 96, up 16 * 96, down 16 * 96 = 8,192
+    assert counts == {'ours': 2 * 6656, 'hf': 2 * 8192}
