@@ -199,6 +199,7 @@ def compare(model_dir, data_dir, subjects, limit, shots_list, hf_batches=(1,), w
     """Run lm-eval's command line (hf model, each batch size of hf_batches) and eval.py on the same documents
     at each number of shots -> one dict per shots: accuracies, seconds and every document's log-likelihoods."""
     work = work or tempfile.mkdtemp(prefix="lmcli-")
+    log = log or (lambda *args: None)
     include = os.path.join(work, "tasks")
     names = write_task_yamls(include, data_dir, subjects)
     rows = []
