@@ -5,7 +5,7 @@ data/tokenizer.py: the tokenizers, behind one small interface, working offline f
   tok = get_tokenizer('Qwen/Qwen3-0.6B')   # any Hugging Face tokenizer (name or local dir), for Qwen3 weights
   tok = get_tokenizer('model.gguf')        # the tokenizer inside a GGUF file (transformers' gguf_file=)
   tok.encode(text) -> list[int]            # ordinary text: "<|endoftext|>" in the text is not a special token
-  tok.decode(ids) -> str;  tok.eot_token;  tok.n_vocab;  tok.name
+  tok.decode(ids) -> str;  tok.eot_token;  tok.n_vocab;  tok.name;  tok.bos_token (None: GPT-2, Qwen)
 
 GPT-2's encoding comes from tiktoken.get_encoding("gpt2") when tiktoken can download it or finds it in its
 cache. Where it cannot (offline machines, air-gapped clusters, CI), the identical encoding is built from the
@@ -36,6 +36,7 @@ class Tokenizer:
     eot_token: int
     n_vocab: int
     digest: str | None = None  # sha256 of the vocabulary (token -> id) and the EOT id: see tokenizer_digest
+    bos_token: int | None = None  # the tokenizer's BOS id where it has one (Llama family; encode never adds it)
 
 
 def gpt2_files():
@@ -122,7 +123,7 @@ def get_tokenizer(name="gpt2"):
     eot = hf.eos_token_id if hf.eos_token_id is not None else hf.pad_token_id
     digest = hashlib.sha256(json.dumps([sorted(hf.get_vocab().items()), eot]).encode()).hexdigest()
     return Tokenizer(name, lambda text: hf.encode(text, add_special_tokens=False),
-                     lambda ids: hf.decode(ids), eot, len(hf), digest)
+                     lambda ids: hf.decode(ids), eot, len(hf), digest, hf.bos_token_id)
 
 
 def tokenizer_digest(name):

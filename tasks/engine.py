@@ -65,13 +65,20 @@ def fewshot_prefixes(task, docs, pool, shots, seed=1234):
     return out
 
 
-def encode_pair(encode, eot, context, continuation, context_cache=None):
+def bos_or_eot(tokenizer):
+    """The token an empty context (and a document's first perplexity window) starts with: lm-eval hf's
+    prefix_token_id, the tokenizer's BOS where it has one (SmolLM2: <|im_start|>), else its EOT (GPT-2, Qwen)."""
+    bos = getattr(tokenizer, "bos_token", None)
+    return tokenizer.eot_token if bos is None else bos
+
+
+def encode_pair(encode, prefix, context, continuation, context_cache=None):
     """lm-eval's TemplateLM tokenisation: trailing whitespace of the context moves to the continuation;
     context + continuation is encoded jointly and split after len(encode(context)); an empty context
-    becomes the EOT token (unless the continuation already starts with it)."""
+    becomes the prefix token (bos_or_eot; unless the continuation already starts with it)."""
     if context == "":
         cont = encode(continuation)
-        return ([eot], cont) if cont[0] != eot else (cont[:1], cont[1:])
+        return ([prefix], cont) if cont[0] != prefix else (cont[:1], cont[1:])
     n = len(context) - len(context.rstrip())
     if n:
         context, continuation = context[:-n], context[-n:] + continuation
@@ -445,13 +452,13 @@ def score(model, tokenizer, ready, batch_tokens=None, autocast=None, progress=Tr
     """Per-document metric values {task: [(doc index, values)]} for this rank's share of the docs
     (rank r takes docs r::world), gathered from all ranks."""
     rank, world = _dist()
-    encode, eot = tokenizer.encode, tokenizer.eot_token
+    encode, prefix = tokenizer.encode, bos_or_eot(tokenizer)
     requests, spans, cache = [], [], {}
     for name, (task, docs, prefixes) in ready.items():
         for j in range(rank, len(docs), world):
             pairs = doc_requests(task, docs[j], prefixes[j])
             spans.append((name, j, len(requests), len(pairs)))
-            requests += [encode_pair(encode, eot, c, k, cache) for c, k in pairs]
+            requests += [encode_pair(encode, prefix, c, k, cache) for c, k in pairs]
     results = loglikelihoods(model, requests, model.config.block_size, batch_tokens, autocast,
                              progress and rank == 0, in_step=world > 1)
     mine = [(name, j, doc_metrics(ready[name][0], ready[name][1][j], results[s:s + n]))
@@ -468,11 +475,12 @@ def run_benchmarks(model, tokenizer, tasks="paper", limit=None, fewshot=None, se
 
     model: hidden_states(idx, pos=, attn_mask=) -> the hidden-state list, whose last entry goes through
     lm_head (scored_logits), and config.block_size, as our GPT and Qwen3; tokenizer: encode(text) -> ids,
-    eot_token. tasks: 'paper' | 'all' | 'a,b,...' or a list; limit: first N docs per task (per MMLU
-    subject); fewshot: see resolve_fewshot; seed: the few-shot sampler's (lm-eval: 1234); data_dir: offline
-    data; autocast: a context manager such as torch.autocast('cuda', torch.bfloat16); log: where the
-    one-sentence messages of missing tasks go (None: nowhere). Under torchrun every
-    rank must call it (docs are sharded, results gathered); every rank returns the same dict:
+    eot_token (and bos_token where it has one: bos_or_eot). tasks: 'paper' | 'all' | 'a,b,...' or a list;
+    limit: first N docs per task (per MMLU subject); fewshot: see resolve_fewshot; seed: the few-shot
+    sampler's (lm-eval: 1234); data_dir: offline data; autocast: a context manager such as
+    torch.autocast('cuda', torch.bfloat16); log: where the one-sentence messages of missing tasks go (None:
+    nowhere). Under torchrun every rank must call it (docs are sharded, results gathered); every rank returns
+    the same dict:
       {"tasks": {name: {"acc": .., "acc_norm": .., "n": .., "shots": ..}}, "average": mean acc of the
        paper's ten (None unless all ten ran), "missing": {name: sentence}, "settings": {...}}."""
     names = resolve_tasks(tasks if isinstance(tasks, str) else ",".join(tasks))

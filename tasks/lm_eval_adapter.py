@@ -18,7 +18,7 @@ import hardware
 from checkpoint import load_checkpoint
 from data.tokenizer import get_tokenizer
 from hf_convert import from_pretrained
-from tasks.engine import loglikelihoods
+from tasks.engine import bos_or_eot, loglikelihoods
 from tasks.rolling import rolling_loglikelihoods
 
 _LM_CLASS = None
@@ -57,6 +57,10 @@ def register_lm_eval():
             return self.tokenizer_.eot_token
 
         @property
+        def prefix_token_id(self):  # what an empty context and a first perplexity window start with
+            return bos_or_eot(self.tokenizer_)
+
+        @property
         def max_length(self):
             return self.model.config.block_size
 
@@ -71,7 +75,7 @@ def register_lm_eval():
                                   self.batch_tokens, self.autocast, progress=not disable_tqdm)
 
         def loglikelihood_rolling(self, requests, disable_tqdm=False):
-            return rolling_loglikelihoods(self.model, self.tok_encode, self.eot_token_id,
+            return rolling_loglikelihoods(self.model, self.tok_encode, self.prefix_token_id,
                                           [req.args[0] for req in requests], self.max_length, self.batch_tokens,
                                           self.autocast, progress=not disable_tqdm)
 

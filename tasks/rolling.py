@@ -6,11 +6,12 @@ tasks/rolling.py: word perplexity of whole documents, as lm-evaluation-harness 0
   result = rolling_perplexity(model, tokenizer, texts)        # from Python (train.py does this)
 
 Windows (lm_eval.utils.get_rolling_token_windows with context_len=1, then make_disjoint_window): a document
-of N tokens t_0..t_{N-1}, model window L. The first window predicts t_0..t_{min(L,N)-1} from [EOT] + the
-tokens before each; every later window predicts the next min(L, N - done) tokens, each seeing the L tokens
-before it (so every token is scored exactly once, with up to L - 1 tokens of context). Each window is one
-(context, continuation) request of tasks/engine.py's loglikelihoods, and a document's log-likelihood is the
-sum over its windows. Metrics (lm_eval.api.metrics, summed over all documents before dividing):
+of N tokens t_0..t_{N-1}, model window L. The first window predicts t_0..t_{min(L,N)-1} from [P] + the
+tokens before each (P: the tokenizer's BOS where it has one, else EOT, as lm-eval's prefix_token_id); every
+later window predicts the next min(L, N - done) tokens, each seeing the L tokens before it (so every token
+is scored exactly once, with up to L - 1 tokens of context). Each window is one (context, continuation)
+request of tasks/engine.py's loglikelihoods, and a document's log-likelihood is the sum over its windows.
+Metrics (lm_eval.api.metrics, summed over all documents before dividing):
     word_perplexity = exp(-sum ll / sum words),  words = len(re.split(r"\\s+", text))
     byte_perplexity = exp(-sum ll / sum bytes),  bytes = len(text.encode("utf-8"))
     bits_per_byte   = -sum ll / sum bytes / ln 2
@@ -23,7 +24,7 @@ import re
 
 import torch
 
-from tasks.engine import _dist, _gather, loglikelihoods
+from tasks.engine import _dist, _gather, bos_or_eot, loglikelihoods
 from text_sources import read_documents
 
 
@@ -91,16 +92,15 @@ def read_texts(path, limit=None):
 
 def rolling_perplexity(model, tokenizer, texts, batch_tokens=None, autocast=None, progress=False):
     """perplexities() of `texts` under `model` (our GPT / Qwen3: hidden_states, lm_head, config.block_size).
-    The first window's prefix token is lm-eval hf's prefix_token_id: the tokenizer's BOS where it has one
-    (a `bos_token` attribute: Llama-family tokenizers), else its EOT (GPT-2, Qwen). Under torchrun every rank
-    must call it with the same texts."""
+    The first window's prefix token is lm-eval hf's prefix_token_id (engine.bos_or_eot: the tokenizer's BOS
+    where it has one, Llama-family tokenizers, else its EOT: GPT-2, Qwen). Under torchrun every rank must call
+    it with the same texts."""
     rank, world = _dist()
     mine = list(range(rank, len(texts), world))
     was_training = model.training
     model.eval()
     try:
-        bos = getattr(tokenizer, "bos_token", None)
-        lls = rolling_loglikelihoods(model, tokenizer.encode, tokenizer.eot_token if bos is None else bos,
+        lls = rolling_loglikelihoods(model, tokenizer.encode, bos_or_eot(tokenizer),
                                      [texts[k] for k in mine],
                                      model.config.block_size, batch_tokens, autocast, progress and rank == 0,
                                      in_step=world > 1)

@@ -171,3 +171,42 @@ def test_prefix_token_is_bos_where_the_tokenizer_has_one():
         want = R.perplexities(texts, R.rolling_loglikelihoods(model, encode, prefix, texts, 16))
         assert R.rolling_perplexity(model, tok, texts) == want
     assert R.rolling_loglikelihoods(model, encode, 1, texts, 16) != R.rolling_loglikelihoods(model, encode, 2, texts, 16)
+
+
+def test_a_tokenizer_with_its_own_bos_starts_documents_with_it_as_lm_eval_does(tmp_path):
+    """SmolLM2's case: a byte-level BPE tokenizer whose BOS (<|im_start|>) is never added by encode and differs from
+    its EOS. lm-eval's hf model starts a document's first window, and an empty context, with that BOS (its
+    prefix_token_id); so do get_tokenizer's Tokenizer, rolling_perplexity and the lm-eval adapter."""
+    from types import SimpleNamespace
+    import transformers
+    from lm_eval.models.huggingface import HFLM
+    from data.tokenizer import get_tokenizer, write_gpt2_hf_tokenizer
+    from hf_convert import from_pretrained
+    from tasks import engine as E
+    from tasks.lm_eval_adapter import register_lm_eval
+    model_dir = str(tmp_path / "model")
+    hf_tok = transformers.GPT2TokenizerFast.from_pretrained(write_gpt2_hf_tokenizer(str(tmp_path / "files")))
+    hf_tok.add_special_tokens({"bos_token": "<|im_start|>"})  # id 50257; EOS stays <|endoftext|> 50256
+    hf_tok.save_pretrained(model_dir)
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=50258, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=32, bos_token_id=50257, eos_token_id=50256,
+        tie_word_embeddings=True)).save_pretrained(model_dir)
+    texts = fixture_texts()[:3]
+    lm = HFLM(pretrained=model_dir, batch_size=1, device="cpu", dtype="float32")
+    assert (lm.prefix_token_id, lm.eot_token_id, lm.max_length) == (50257, 50256, 32)
+    assert lm.tok_encode("Hi there") == hf_tok.encode("Hi there", add_special_tokens=False)  # no BOS added
+    theirs = lm.loglikelihood_rolling([SimpleNamespace(args=(t,)) for t in texts], disable_tqdm=True)
+    empty = [SimpleNamespace(args=("", " Hello world"))]
+    theirs_empty = lm.loglikelihood(empty, disable_tqdm=True)[0][0]
+    model = from_pretrained(model_dir).eval()
+    tok = get_tokenizer(model.config.tokenizer)
+    assert (tok.bos_token, tok.eot_token) == (50257, 50256) and E.bos_or_eot(tok) == 50257
+    assert R.rolling_perplexity(model, tok, texts) == pytest.approx(R.perplexities(texts, theirs), rel=1e-5)
+    req = E.encode_pair(tok.encode, E.bos_or_eot(tok), "", " Hello world")
+    assert E.loglikelihoods(model, [req], 32)[0][0] == pytest.approx(theirs_empty, abs=1e-4)
+    adapter = register_lm_eval()(model=model, tokenizer=tok, device="cpu")
+    assert adapter.loglikelihood_rolling([SimpleNamespace(args=(t,)) for t in texts], disable_tqdm=True) == \
+        pytest.approx(theirs, abs=1e-4)
+    assert adapter.loglikelihood(empty, disable_tqdm=True)[0][0] == pytest.approx(theirs_empty, abs=1e-4)
