@@ -35,7 +35,8 @@ sides, the accuracies are equal, and the largest |log-likelihood difference| of 
 BOS: lm-eval's hf model encodes with the tokenizer's default special tokens (add_bos_token unset), so it puts a
 BOS in front only where the tokenizer itself does; our engine never does (data/tokenizer.py encodes ordinary
 text). SmolLM2's tokenizer (GPT-2-style byte BPE, bos <|im_start|>) adds none: both sides score the same tokens,
-which the printed ll difference shows (a BOS in front moves every ll by far more than 1e-4).
+which the printed ll difference shows (a BOS in front moves every ll by far more than 1e-4). A tokenizer that
+does put a BOS in front by default (Llama-2's, Llama-3's) would be scored with it by lm-eval and without it by us.
 """
 
 import argparse
