@@ -13,6 +13,7 @@ bench.py: speed measurements, side by side in one process (timings, not tests).
       OMP_NUM_THREADS=1 python bench.py --what=nanogpt --nanogpt=../nanoGPT --n_layer=6 --n_head=6 --n_embd=384 \
           --block_size=256 --batch_size=8 --vocab_size=50304
   python bench.py --what=released           # SmolLM2-135M's training step: ours vs transformers (bench_released.py)
+  python bench.py --what=lmeval_cli         # SmolLM2-135M on real MMLU: ours vs lm-eval's command line (bench_lmeval_cli.py)
   python bench.py --what=gpu                # one GPU, one Markdown table (gpu_table; CPU smoke: --device=cpu --tiny=True)
   python bench.py --device=cuda --dtype=bfloat16 --batch_size=16 --block_size=1024 --n_layer=12 --n_embd=768 --n_head=12
 
@@ -41,7 +42,7 @@ from disperse import disperse
 from model import GPT, GPTConfig, MODELS, build_model
 
 # -----------------------------------------------------------------------------
-what = 'all'  # 'all', 'reference', 'dispersion', 'qwen3', 'condensation', 'hf_condensation', 'lmeval', 'mmlu', 'released' (not in 'all': the last five)
+what = 'all'  # 'all', 'reference', 'dispersion', 'qwen3', 'condensation', 'hf_condensation', 'lmeval', 'mmlu', 'released', 'lmeval_cli' (not in 'all': the last six)
 lmeval_shape = '124m'  # lmeval, mmlu: '124m' (GPT-2 small shape, random weights, 1024 positions) or 'tiny' (2 x 32, 96)
 tasks_data = '~/.cache/disperse-gpt/tasks'  # mmlu: DIR/mmlu/<subject>/{dev,test}.jsonl (python data/released.py --mmlu_dir DIR)
 mmlu_docs = 20  # mmlu: first N test documents of each subject
@@ -566,9 +567,10 @@ if __name__ == '__main__':
     if what == 'gpu':
         gpu_table()
         sys.exit()
-    if what == 'released':  # a released model's training step, ours vs transformers' (bench_released.py)
+    if what in ('released', 'lmeval_cli'):  # released weights: bench_released.py, bench_lmeval_cli.py
+        import bench_lmeval_cli
         import bench_released
-        bench_released.main([])
+        (bench_released if what == 'released' else bench_lmeval_cli).main([])
         sys.exit()
     torch.manual_seed(seed)
     x = torch.randint(0, vocab_size, (batch_size, block_size), device=device)

@@ -4,7 +4,7 @@ and real MMLU rows, at 0, 1 and 5 shots: the same answers, and the time each tak
 
   python data/released.py smollm2-135m mmlu                 # the weights (a Q4_1 GGUF) and the MMLU rows,
   python data/released.py --mmlu_dir ~/.cache/disperse-gpt/tasks   # laid out as eval.py --tasks_data reads them
-  OMP_NUM_THREADS=1 python bench_lmeval_cli.py               # = python bench.py --what=lmcli
+  OMP_NUM_THREADS=1 python bench_lmeval_cli.py               # = python bench.py --what=lmeval_cli
   python bench_lmeval_cli.py --subjects=marketing,sociology --limit=20 --shots=0,1,5 --hf_batches=1,16
 
 Both sides are command lines, each in a fresh process, on the same weights and the same rows:
