@@ -206,25 +206,6 @@ ctx = hardware.autocast(run_dtype, run_device)
 torch.manual_seed(seed + rank)
 
 
-def micro_batch_seed(it, micro_step):
-    """The np.random.SeedSequence of this process's micro-batch micro_step of step `it`: it draws the batch's
-    windows (train_batch) and the dispersion loss's token subsets (disp_seed)."""
-    return np.random.SeedSequence([seed, it, rank * grad_accum + micro_step])
-
-
-def disp_seed(it, micro_step):
-    return int(micro_batch_seed(it, micro_step).generate_state(1, np.uint64)[0] >> 1)  # fits torch's int64 seed
-
-
-def train_batch(it, micro_step):
-    """The training windows (x, y) of micro-batch micro_step of step `it`."""
-    try:
-        return get_batch(data_dir, 'train', batch_size, block_size, np.random.default_rng(micro_batch_seed(it, micro_step)),
-                         run_device, vocab_size=vocab_size)
-    except ValueError as e:
-        raise SystemExit(str(e))
-
-
 # data: check it is there and large enough before building anything
 data_dir = dataset if os.path.isabs(dataset) else os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', dataset)
 try:
@@ -340,6 +321,25 @@ if run_compile and parallelism == 'ddp':  # FSDP compiles per block (fsdp.shard)
     model = torch.compile(model)
 if distributed and parallelism == 'ddp':
     model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
+
+
+def micro_batch_seed(it, micro_step):
+    """The np.random.SeedSequence of this process's micro-batch micro_step of step `it`: it draws the batch's
+    windows (train_batch) and the dispersion loss's token subsets (disp_seed)."""
+    return np.random.SeedSequence([seed, it, rank * grad_accum + micro_step])
+
+
+def disp_seed(it, micro_step):
+    return int(micro_batch_seed(it, micro_step).generate_state(1, np.uint64)[0] >> 1)  # fits torch's int64 seed
+
+
+def train_batch(it, micro_step):
+    """The training windows (x, y) of micro-batch micro_step of step `it`."""
+    try:
+        return get_batch(data_dir, 'train', batch_size, block_size, np.random.default_rng(micro_batch_seed(it, micro_step)),
+                         run_device, vocab_size=vocab_size)
+    except ValueError as e:
+        raise SystemExit(str(e))
 
 
 def forward_loss(X, Y, train, disp_seed=None):
