@@ -15,10 +15,10 @@ def runs_by_name(runs):
     return {name: (name, folder, args) for name, folder, args in midtrain.all_runs(runs)}
 
 
-def test_the_run_set_is_three_seeds_of_ce_and_lambda_0_1_and_one_of_the_others(tmp_path):
+def test_the_run_set_is_three_seeds_of_each_setting_and_one_lora_pair(tmp_path):
     names = set(runs_by_name(str(tmp_path)))
     assert names == {'step0', 'ce_s1', 'ce_s2', 'ce_s3', 'disp0.1_s1', 'disp0.1_s2', 'disp0.1_s3', 'disp1.0_s1',
-                     'lora_ce_s1', 'lora_disp0.1_s1'}
+                     'disp1.0_s2', 'disp1.0_s3', 'lora_ce_s1', 'lora_disp0.1_s1'}
     _, folder, args = runs_by_name(str(tmp_path))['lora_disp0.1_s1']
     assert args == ['config/midtrain_smollm2.py', 'config/midtrain_smollm2_lora.py', 'config/dispersion.py',
                     '--seed=1', f'--out_dir={folder}']
