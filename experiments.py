@@ -7,6 +7,8 @@ experiments.py: the CPU-scale reproduction of the paper's findings (arXiv 2602.0
   python experiments.py run --only main       # one experiment (main, variants, mlp, size, longer, distill),
                                               # setting (ce, distill_ce12x384) or run (ce_s1)
   python experiments.py report                # tables (results.md) and figures (PNG) from the run folders (report.py)
+  python experiments.py report --out assets --keep assets/results.md
+                                              # the same, with the committed rows of runs that have no folder here
   python experiments.py rerun ce_s1           # retrain one run into a temporary folder, measure it, and print its
                                               # figures beside its row of assets/results.md
 
@@ -169,6 +171,36 @@ def teacher_wait(args):
             f"once the teacher has finished")
 
 
+CODE_FILE = 'code.txt'  # in a run folder: the code version of each training invocation, one line each
+
+
+def code_version():
+    """The commit of this checkout (short hash), '+changes' when tracked files differ from it; None outside git."""
+    git = lambda *a: subprocess.run(['git', *a], cwd=ROOT, capture_output=True, text=True)  # noqa: E731
+    head = git('rev-parse', '--short=7', 'HEAD')
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ('+changes' if git('status', '--porcelain', '--untracked-files=no').stdout.strip()
+                                  else '')
+
+
+def record_code(folder):
+    """Append this checkout's code version to folder/code.txt unless it is already the last line (a run resumed by
+    other code gets two lines)."""
+    version = code_version() or 'unknown'
+    path = os.path.join(folder, CODE_FILE)
+    lines = open(path).read().split() if os.path.exists(path) else []
+    if lines[-1:] != [version]:
+        with open(path, 'a') as f:
+            f.write(version + '\n')
+
+
+def read_code(folder):
+    """The code version(s) that trained the run in folder ('a then b' for a resumed run), None if not recorded."""
+    path = os.path.join(folder, CODE_FILE)
+    return ' then '.join(open(path).read().split()) if os.path.exists(path) else None
+
+
 def command_line(args):
     return 'python train.py ' + ' '.join(args)
 
@@ -193,6 +225,7 @@ def execute(run, threads):
         return folder, 0
     with open(os.path.join(folder, 'train.out'), 'a') as log:
         if state != 'trained':
+            record_code(folder)
             resume = [] if state == 'new' else ['--init_from=resume']
             rc = subprocess.call([sys.executable, 'train.py'] + args + resume, cwd=ROOT, env=env,
                                  stdout=log, stderr=subprocess.STDOUT)
@@ -252,6 +285,8 @@ def main(argv=None):
     p.add_argument('--threads', type=int, default=1, help='CPU threads per run (OMP_NUM_THREADS)')
     p.add_argument('--out', default=None, help='report: where results.md and the figures go (default: RUNS)')
     p.add_argument('--results', default='assets/results.md', help='rerun: the results.md to compare with')
+    p.add_argument('--keep', default=None, help='report: a results.md whose per-run rows stand for the runs that have '
+                   'no folder in RUNS (e.g. assets/results.md)')
     a = p.parse_args(argv)
     os.chdir(ROOT)  # run folders and config paths are relative to the repository, as in the printed commands
     if a.what == 'rerun':
@@ -276,7 +311,7 @@ def main(argv=None):
         return
     if a.what == 'report':
         from report import report
-        return report(a.runs, a.out or a.runs)
+        return report(a.runs, a.out or a.runs, a.keep)
     todo = [r for r in runs if status(r[3]) != 'done']
     if todo:
         prepare_data()

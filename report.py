@@ -9,6 +9,12 @@ SETTING_sSEED) is grouped by (experiment, setting). A table cell is the mean ove
 (ddof 1; 0 for one seed), and "vs CE" is 100 * (x / x_CE - 1) against main's CE-only setting. Profiles of models
 of different depths are compared on the layer-fraction axis l/n: profile_distance(p, t) is the mean over p's hidden
 states l = 0..n of |p_l - t(l/n)|, t linearly interpolated between its own fractions 0, 1/m, .., 1.
+
+The per-run table at the end of results.md is the record of every run: its figures and the code version that trained
+it (the commit experiments.py wrote into RUN/code.txt). `report --keep assets/results.md` takes the rows of that
+table for the runs that have no folder here, so that tables stay whole when only some runs were retrained (a kept row
+has no logs: its training curves, step time, distillation term and probe at step 0 show as —, and the figures over
+training leave its setting out).
 """
 
 import json
@@ -17,7 +23,8 @@ import re
 
 import numpy as np
 
-from experiments import EXPERIMENTS, LOSS_DATA, TEACHERS, all_runs, command_line, condensation_json, generalization_json
+from experiments import (EXPERIMENTS, LOSS_DATA, TEACHERS, all_runs, command_line, condensation_json,
+                         generalization_json, read_code)
 from runlog import read_log
 
 
@@ -25,6 +32,7 @@ REFERENCE = ('main', 'ce')  # the research shape with CE only: the "vs CE" colum
 LARGEST = ('size', 'size12x384')  # the largest model: the recovery section's target profile
 SIZES = (('size', 'size4x128'), ('main', 'ce'), ('size', 'size8x256'), ('size', 'size12x384'))
 SIZE_SHAPES = {'ce': (6, 192)}  # main's CE run is the 6 x 192 size; the others are named LxD
+PER_LAYER = 'per-layer mean cos (l = 0..n)'  # the per-run table's last column
 
 
 def load_run(folder, condensation):
@@ -39,7 +47,8 @@ def load_run(folder, condensation):
     evals = [r for r in records if 'val_loss' in r]
     steps = [r for r in records if 'loss' in r]
     mean_cos = cond['mean_cos']  # hidden states 0 (embedding output) .. n (after the final norm)
-    return {'name': os.path.basename(os.path.normpath(folder)), 'val_loss': evals[-1]['val_loss'],
+    return {'name': os.path.basename(os.path.normpath(folder)), 'code': read_code(folder),
+            'val_loss': evals[-1]['val_loss'],
             'gen_loss': gen_loss, 'iters': [r['iter'] for r in evals],
             'val_curve': [r['val_loss'] for r in evals], 'probe': [r['mean_cos'] for r in evals],
             'mean_cos': mean_cos, 'blocks_cos': sum(mean_cos[1:]) / (len(mean_cos) - 1),
@@ -67,7 +76,7 @@ def fmt(ms, digits=3):
 
 
 def rel(x, ref):
-    return f'{100 * (x / ref - 1):+.1f}%' if ref and x == x else ''
+    return f'{100 * (x / ref - 1):+.1f}%' if ref and ref == ref and x == x else ''  # x != x: NaN, not measured
 
 
 def profile_distance(profile, target):
@@ -85,8 +94,48 @@ def run_figures(run):
     return figures
 
 
-def collect(runs_dir):
-    """({(experiment, setting): [run]}, {(experiment, setting): [train.py command]}) of the finished runs."""
+def per_run_rows(results_md):
+    """The per-run table of a results.md that report() wrote: [{column: cell}] (tables written before the code
+    column have none: their rows read as code '—')."""
+    if not os.path.exists(results_md):
+        raise SystemExit(f"No {results_md} to read runs from: write it with `python experiments.py report --out "
+                         f"{os.path.dirname(results_md) or '.'}`.")
+    lines = open(results_md).read().splitlines()
+    start = next((i for i, l in enumerate(lines) if l.startswith('| run | experiment |')), None)
+    if start is None:
+        raise SystemExit(f"{results_md} has no per-run table (| run | experiment | ...).")
+    cols = [c.strip() for c in lines[start].strip('|').split('|')]
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith('|'):
+            break
+        rows.append(dict(zip(cols, (c.strip() for c in line.strip('|').split('|')))))
+    return rows
+
+
+def row_figures(cells):
+    """One per-run row's cells -> {figure: number or None}, as run_figures names them."""
+    number = lambda c: None if c == '—' else float(c)  # noqa: E731
+    figures = {k: number(cells[k]) for k in ('val loss', f'{LOSS_DATA} loss', 'Spearman rho', 'Kendall tau',
+                                              'blocks mean cos')}
+    figures.update({f'l={l}': float(v) for l, v in enumerate(cells[PER_LAYER].split())})
+    return figures
+
+
+def kept_run(cells):
+    """A run of a per-run row, in load_run's form; what only the run folder holds (logs, probe) is None."""
+    f = row_figures(cells)
+    mean_cos = [f[f'l={l}'] for l in range(len(cells[PER_LAYER].split()))]
+    return {'name': cells['run'], 'code': cells.get('code', '—'), 'val_loss': f['val loss'],
+            'gen_loss': f[f'{LOSS_DATA} loss'], 'iters': None, 'val_curve': None, 'probe': None, 'mean_cos': mean_cos,
+            'blocks_cos': sum(mean_cos[1:]) / (len(mean_cos) - 1), 'inner_cos': sum(mean_cos[1:-1]) / (len(mean_cos) - 2),
+            'spearman': f['Spearman rho'], 'kendall': f['Kendall tau'], 'ms_per_iter': None, 'distill': None,
+            'lr_embedding': {}, 'anisotropy': None}
+
+
+def collect(runs_dir, keep=None):
+    """({(experiment, setting): [run]}, {(experiment, setting): [train.py command]}) of the finished runs, and of
+    the runs in keep's per-run table (a results.md) that have no finished folder here."""
     groups, commands = {}, {}
     known = {os.path.normpath(r[3]): r for r in all_runs(runs_dir)}
     for name in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []:
@@ -99,6 +148,14 @@ def collect(runs_dir):
         groups.setdefault((experiment, setting), []).append(load_run(folder, cond))
         if args:
             commands.setdefault((experiment, setting), []).append(command_line(args))
+    here = {r['name'] for runs in groups.values() for r in runs}
+    for cells in per_run_rows(keep) if keep else []:
+        if cells['run'] not in here:
+            setting = re.sub(r'_s\d+$', '', cells['run'])
+            groups.setdefault((cells['experiment'], setting), []).append(kept_run(cells))
+    order = list(EXPERIMENTS) + ['other']  # experiments in their order, then settings and seeds by name
+    groups = {k: sorted(v, key=lambda r: r['name']) for k, v in
+              sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]) if kv[0][0] in order else len(order), kv[0][1]))}
     return groups, commands
 
 
@@ -150,7 +207,7 @@ def setting_table(groups, out, experiment, title):
         lines.append(f'| {setting} | {len(runs)} | ' + ' | '.join(
             f'{fmt(m[k])} | {rel(m[k][0], ref[k])}' for k in ('val_loss', 'gen_loss', 'blocks_cos', 'inner_cos')) +
             f' | {fmt(mean_std(r["spearman"] for r in runs), 2)} | {fmt(mean_std(r["kendall"] for r in runs), 2)} | '
-            f'{m["ms_per_iter"][0]:.0f} | {rel(m["ms_per_iter"][0], ref["ms_per_iter"])} | '
+            f'{fmt((m["ms_per_iter"][0], None), 0)} | {rel(m["ms_per_iter"][0], ref["ms_per_iter"])} | '
             + ' | '.join(f'{v:.3f}' for v in per_layer) + ' |')
     return lines + [''] + profile_figure(out, f'{experiment}_mean_cos.png', title, rows)
 
@@ -159,13 +216,14 @@ def per_run_table(groups):
     """Every finished run's own figures (no means), so that a rerun is compared run by run (`rerun`)."""
     lines = ['## Per run', '', 'Every run\'s own figures; `python experiments.py rerun NAME` retrains one run into a '
              'temporary folder and compares it with its row here.', '',
-             f'| run | experiment | val loss | {LOSS_DATA} loss | Spearman rho | Kendall tau | blocks mean cos | '
-             'per-layer mean cos (l = 0..n) |', '|---|---|---|---|---|---|---|---|']
+             f'| run | experiment | code | val loss | {LOSS_DATA} loss | Spearman rho | Kendall tau | blocks mean cos | '
+             f'{PER_LAYER} |', '|---' * 9 + '|']
     order = list(EXPERIMENTS) + ['other']
     for (experiment, _), runs in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
         for r in sorted(runs, key=lambda r: r['name']):
             gen = '—' if r['gen_loss'] is None else f'{r["gen_loss"]:.4f}'
-            lines.append(f'| {r["name"]} | {experiment} | {r["val_loss"]:.4f} | {gen} | {r["spearman"]:+.3f} | '
+            lines.append(f'| {r["name"]} | {experiment} | {r["code"] or "—"} | {r["val_loss"]:.4f} | {gen} | '
+                         f'{r["spearman"]:+.3f} | '
                          f'{r["kendall"]:+.3f} | {r["blocks_cos"]:.4f} | '
                          + ' '.join(f'{v:.4f}' for v in r['mean_cos']) + ' |')
     return lines + ['']
@@ -173,18 +231,10 @@ def per_run_table(groups):
 
 def committed_row(results_md, name):
     """The figures of run `name` in the per-run table of a results.md that report() wrote: name -> number."""
-    if not os.path.exists(results_md):
-        raise SystemExit(f"No {results_md} to compare with: write it with `python experiments.py report --out "
-                         f"{os.path.dirname(results_md) or '.'}`.")
-    rows = [l for l in open(results_md).read().splitlines() if l.startswith(f'| {name} |')]
-    header = next((l for l in open(results_md).read().splitlines() if l.startswith('| run | experiment |')), None)
-    if header is None or not rows:
+    cells = next((c for c in per_run_rows(results_md) if c['run'] == name), None)
+    if cells is None:
         raise SystemExit(f"{results_md} has no per-run row for {name}: it was not among the reported runs.")
-    cols = [c.strip() for c in header.strip('|').split('|')]
-    cells = dict(zip(cols, (c.strip() for c in rows[0].strip('|').split('|'))))
-    figures = {k: None if cells[k] == '—' else float(cells[k]) for k in cols[2:-1]}
-    figures.update({f'l={l}': float(v) for l, v in enumerate(cells[cols[-1]].split())})
-    return figures
+    return row_figures(cells)
 
 
 def comparison(name, committed, rerun):
@@ -215,12 +265,15 @@ def mlp_section(groups, out):
              '|---|---|---|---|---|---|---|---|---|---|']
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.4), dpi=110, sharey=True)
     for w, r in widths:
-        init, last = r['probe'][0], r['probe'][-1]
-        layers = list(range(len(init)))
-        lines.append(f'| {w} | {w / 192:.2f} | {spearman(layers, init):+.2f} | {kendall(layers, init):+.2f} | '
-                     f'{spearman(layers, last):+.2f} | {kendall(layers, last):+.2f} | {r["spearman"]:+.2f} | '
+        layers = list(range(len(r['mean_cos'])))
+        probe = ['—'] * 4  # a kept row (report --keep) has no probe
+        if r['probe']:
+            init, last = r['probe'][0], r['probe'][-1]
+            probe = [f'{spearman(layers, init):+.2f}', f'{kendall(layers, init):+.2f}', f'{spearman(layers, last):+.2f}',
+                     f'{kendall(layers, last):+.2f}']
+            axes[0].plot(layers, init, marker='o', ms=3, label=f'{w}')
+        lines.append(f'| {w} | {w / 192:.2f} | ' + ' | '.join(probe) + f' | {r["spearman"]:+.2f} | '
                      f'{r["kendall"]:+.2f} | {r["val_loss"]:.3f} | ' + ' '.join(f'{v:.2f}' for v in r['mean_cos']) + ' |')
-        axes[0].plot(layers, init, marker='o', ms=3, label=f'{w}')
         axes[1].plot(layers, r['mean_cos'], marker='o', ms=3, label=f'{w}')
     axes[0].set(title='at initialisation', xlabel='hidden state', ylabel='mean cosine')
     axes[1].set(title='after 300 steps', xlabel='hidden state')
@@ -231,7 +284,8 @@ def mlp_section(groups, out):
 def over_training_section(groups, out):
     """The probe's per-layer mean cosine against the step (one panel per main setting) and the val-loss curves."""
     import matplotlib.pyplot as plt
-    shown = [s for s in ('ce', 'disp0.1', 'disp1.0', 'noise', 'forget') if ('main', s) in groups]
+    shown = [s for s in ('ce', 'disp0.1', 'disp1.0', 'noise', 'forget')  # the settings whose every run has its log
+             if ('main', s) in groups and all(r['probe'] for r in groups[('main', s)])]
     if not shown:
         return []
     fig, axes = plt.subplots(1, len(shown), figsize=(2.6 * len(shown), 3.0), dpi=110, sharey=True, squeeze=False)
@@ -401,15 +455,16 @@ def anisotropy_section(groups):
     return lines + ['']
 
 
-def report(runs_dir, out):
-    """Group the finished runs by setting, average over seeds, write out/results.md and the PNG figures."""
+def report(runs_dir, out, keep=None):
+    """Group the finished runs (and keep's per-run rows of runs with no folder here) by setting, average over seeds,
+    write out/results.md and the PNG figures."""
     import matplotlib
     matplotlib.use('Agg')
-    groups, commands = collect(runs_dir)
+    groups, commands = collect(runs_dir, keep)
     if not groups:
         raise SystemExit(f"No finished runs in {runs_dir}: run `python experiments.py run` first.")
     os.makedirs(out, exist_ok=True)
-    lines = [f'# Results of `python experiments.py report --runs {runs_dir}`', '',
+    lines = [f'# Results of `python experiments.py report --runs {runs_dir}' + (f' --keep {keep}' if keep else '') + '`', '',
              'Val loss: the last eval (80 fixed windows of 128 tokens of the val split); '
              f'{LOSS_DATA} loss: the same rule on the second held-out corpus (data/{LOSS_DATA}, modern English news). '
              'Mean cosine: eval.py on 100 val windows of 128 tokens; "blocks" is the mean over hidden states 1..n '

@@ -171,9 +171,75 @@ def test_report_sizes_distillation_recovery_longer_forgetting_and_per_run_rows(t
     assert row('| lambda 1.0, 900 steps |').endswith('| -2.0% |') and row('| CE, 900 steps |').endswith('| +0.0% |')
     assert row('| active forgetting |').endswith('| 3.60e-04 / 3.50e-04 (step 201) |')
     # per run: every run's own row
-    assert row('| size4x128_s1 |') == ('| size4x128_s1 | size | 6.0000 | 9.0000 | +0.000 | +1.000 | 0.1000 | '
-                                       '0.1000 0.1000 0.1000 0.1000 0.1000 |')
-    assert row('| ce_900_s1 |').startswith('| ce_900_s1 | longer | 4.5000 | — |')
+    assert row('| size4x128_s1 |') == ('| size4x128_s1 | size | — | 6.0000 | 9.0000 | +0.000 | +1.000 | 0.1000 | '
+                                       '0.1000 0.1000 0.1000 0.1000 0.1000 |')  # code: no code.txt here
+    assert row('| ce_900_s1 |').startswith('| ce_900_s1 | longer | — | 4.5000 | — |')
+
+
+def test_report_keeps_committed_rows_of_runs_without_a_folder(tmp_path):
+    """--keep: the per-run rows of a results.md stand for the runs that have no folder; a folder wins over its row;
+    the code column says which version trained each run."""
+    runs = str(tmp_path / 'runs')
+    write_run(f'{runs}/ce_s1', [9.0, 5.0], [0.1, 0.2, 0.4], gen_loss=8.0)
+    with open(f'{runs}/ce_s1/code.txt', 'w') as f:
+        f.write('1234abc\n')
+    write_run(f'{runs}/mlp64_s1', [9.0, 5.5], [0.1, 0.3, 0.5], gen_loss=8.5)
+    kept = tmp_path / 'old.md'
+    kept.write_text('# old\n\n| run | experiment | val loss | lee_news loss | Spearman rho | Kendall tau | blocks mean cos | '
+                    'per-layer mean cos (l = 0..n) |\n|---|---|---|---|---|---|---|---|\n'
+                    '| ce_s1 | main | 9.9999 | 9.9999 | +1.000 | +1.000 | 0.9000 | 0.9000 0.9000 0.9000 |\n'
+                    '| ce_s2 | main | 5.2000 | — | +0.500 | +1.000 | 0.4000 | 0.1000 0.2000 0.6000 |\n'
+                    '| mlp16_s1 | mlp | 6.0000 | 9.0000 | +1.000 | +1.000 | 0.3000 | 0.1000 0.2000 0.4000 |\n\n## Commands\n')
+    experiments.main(['report', '--runs', runs, '--keep', str(kept)])
+    md = open(f'{runs}/results.md').read().splitlines()
+    row = lambda start: next(l for l in md if l.startswith(start))  # noqa: E731
+    # CE: the folder's 5.0 (not the kept 9.9999) and the kept 5.2 -> 5.100 +- 0.141; news: only seed 1's 8.0;
+    # blocks (0.2 + 0.4) / 2 = 0.3 and (0.2 + 0.6) / 2 = 0.4 -> 0.350 +- 0.071; rho (1.0 + 0.5) / 2 = 0.75;
+    # step time only from the folder's log (100 ms)
+    assert row('| ce |').startswith('| ce | 2 | 5.100 ± 0.141 | +0.0% | 8.000 | +0.0% | 0.350 ± 0.071 | +0.0% |')
+    assert '| 0.75 ± 0.35 | 1.00 ± 0.00 | 100 | +0.0% |' in row('| ce |')
+    assert row('| ce_s1 |').startswith('| ce_s1 | main | 1234abc | 5.0000 | 8.0000 |')
+    assert row('| ce_s2 |').startswith('| ce_s2 | main | — | 5.2000 | — | +0.500 |')  # a row written without the column
+    # the MLP table: the kept width 16 has no probe (—), the folder's width 64 has its probe at step 0
+    assert row('| 16 |').startswith('| 16 | 0.08 | — | — | — | — | +1.00 | +1.00 | 6.000 |')
+    assert row('| 64 |').startswith('| 64 | 0.33 | +1.00 | +1.00 | +1.00 | +1.00 | +1.00 | +1.00 | 5.500 |')
+    # the curves over training need every run's log: CE has a kept seed, so it is left out, and with it the figure
+    assert not any(l.startswith('## Condensation over training') for l in md)
+    # the report's own output kept again gives the same per-run rows (a committed results.md is its own input)
+    experiments.main(['report', '--runs', str(tmp_path / 'none'), '--out', str(tmp_path / 'again'),
+                      '--keep', f'{runs}/results.md'])
+    again = open(tmp_path / 'again' / 'results.md').read()
+    per_run = lambda text: text[text.index('## Per run'):text.index('## Commands')]  # noqa: E731
+    assert per_run(again) == per_run('\n'.join(md))
+    (tmp_path / 'notes.md').write_text('# no table here\n')
+    with pytest.raises(SystemExit, match='has no per-run table'):
+        experiments.main(['report', '--runs', runs, '--keep', str(tmp_path / 'notes.md')])
+    with pytest.raises(SystemExit, match='No .*missing.md to read runs from'):
+        experiments.main(['report', '--runs', runs, '--keep', str(tmp_path / 'missing.md')])
+
+
+def test_record_code_writes_the_commit_and_a_second_line_when_other_code_resumes(tmp_path, monkeypatch):
+    import subprocess
+    repo = tmp_path / 'repo'
+    repo.mkdir()
+    git = lambda *a: subprocess.run(['git', '-c', 'user.name=t', '-c', 'user.email=t@t', *a], cwd=repo, check=True,  # noqa: E731
+                                    capture_output=True, text=True).stdout.strip()
+    git('init', '-q')
+    (repo / 'train.py').write_text('a = 1\n')
+    git('add', 'train.py')
+    git('commit', '-qm', 'one')
+    monkeypatch.setattr(experiments, 'ROOT', str(repo))
+    run = tmp_path / 'ce_s1'
+    run.mkdir()
+    first = git('rev-parse', '--short=7', 'HEAD')
+    experiments.record_code(str(run))
+    experiments.record_code(str(run))  # the same code again: one line
+    assert experiments.read_code(str(run)) == first
+    (repo / 'train.py').write_text('a = 2\n')  # an uncommitted change to a tracked file
+    (repo / 'notes.txt').write_text('untracked files do not count\n')
+    experiments.record_code(str(run))
+    assert experiments.read_code(str(run)) == f'{first} then {first}+changes'
+    assert experiments.read_code(str(tmp_path)) is None
 
 
 def test_rerun_trains_into_a_temporary_folder_and_prints_both_columns(tmp_path, monkeypatch, capsys):
