@@ -236,6 +236,38 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.c_proj(y))
 
 
+class SwiGLU(torch.autograd.Function):
+    """silu(gate) * up, [gate, up] = h.chunk(2) of the fused c_fc output h [..., 2 I], with a backward that writes
+    both halves of dL/dh into one [..., 2 I] tensor. Through autograd, the chunk's backward concatenates the two
+    halves: one more copy of h per layer (60 cat calls, ~1% of a SmolLM2-135M CPU step, measured with
+    torch.profiler). The kernels are autograd's own (mul, silu_backward), so the gradients are the same bits."""
+
+    @staticmethod
+    def forward(ctx, h):
+        gate, up = h.chunk(2, dim=-1)
+        act = F.silu(gate)
+        ctx.save_for_backward(h, act)
+        return act * up
+
+    @staticmethod
+    def backward(ctx, grad):
+        h, act = ctx.saved_tensors
+        gate, up = h.chunk(2, dim=-1)
+        grad_h = torch.empty_like(h)
+        grad_gate, grad_up = grad_h.chunk(2, dim=-1)
+        torch.mul(grad, act, out=grad_up)  # d(act * up)/d up = act
+        torch.ops.aten.silu_backward.grad_input(grad * up, gate, grad_input=grad_gate)
+        return grad_h
+
+
+def swiglu(h):
+    """silu(gate) * up of the fused [gate, up] = h; under torch.compile the plain ops, which Inductor fuses."""
+    if torch.compiler.is_compiling():
+        gate, up = h.chunk(2, dim=-1)
+        return F.silu(gate) * up
+    return SwiGLU.apply(h)
+
+
 class MLP(nn.Module):
     """GPT-2: c_proj(gelu_tanh(c_fc(x))).  Qwen3 (gated=True): c_proj(silu(gate) * up), [gate, up] = c_fc(x)."""
 
@@ -249,8 +281,7 @@ class MLP(nn.Module):
     def forward(self, x):
         h = self.c_fc(x)
         if self.gated:
-            gate, up = h.chunk(2, dim=-1)
-            h = F.silu(gate) * up
+            h = swiglu(h)
         else:
             h = F.gelu(h, approximate='tanh')  # GPT-2 was trained with the tanh approximation
         return self.dropout(self.c_proj(h))
