@@ -19,9 +19,16 @@ layers that our fused c_attn / c_proj / c_fc hold (transformers has no adapters 
 requirement here). Ours has one rank-16 adapter on the fused q|k|v and one on gate|up where transformers' has
 one per projection, so its adapters hold more parameters (printed): the frozen base dominates either way.
 
-Timing: each round runs one step of every (setting, model) pair in turn, after one untimed warm-up step each,
-so a slow moment of a shared machine hits both models; the median over rounds is reported, and the ratio
-ours / transformers (below 1.0: ours is faster). Peak memory: a fresh process per (setting, model), the peak
+Timing: each model lives in a process of its own, as in a training run (in one shared process, each model's step
+would find the heap as the other's step left it, and which of the two paid for fresh pages changed from run to
+run). Each round runs one step of every (setting, model) pair in turn, after two untimed warm-up steps each
+(the first allocates AdamW's moments; the second still pays one-time costs: alone in a fresh process, the second
+forward of either model took 2.3-2.6x the later ones), so a slow moment of a shared machine hits both models; within a setting the model that goes first alternates from
+round to round (ours first in even rounds, transformers first in odd ones), so that whatever the first step of a
+round pays (memory the allocator gave back to the system and must fault in again) falls on both models equally
+often. The median over rounds is reported (use an even --steps), and the ratio ours / transformers (below 1.0:
+ours is faster); every round's times are printed too. Both processes run with glibc keeping freed memory
+(hardware.keep_freed_memory, as train.py does on CPU); --keep_freed_memory=0 measures with glibc's default. Peak memory: a fresh process per (setting, model), the peak
 resident set over its steps (VmHWM, reset after loading through /proc/self/clear_refs), so weights, gradients,
 AdamW's moments and activations, but not the loading's own transient.
 """
@@ -37,6 +44,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+import hardware
 import lora
 from disperse import disperse
 from hf_convert import from_pretrained
@@ -104,44 +112,109 @@ def batch(vocab, batch_size, block_size, seed=0):
     return xy[:, :-1].contiguous(), xy[:, 1:].contiguous()
 
 
-def timings(path, threads, steps, batch_size, block_size):
+def round_order(settings, r):
+    """The (setting, model) pairs of round r: settings in turn, ours first in even rounds, transformers in odd."""
+    models = ('ours', 'hf') if r % 2 == 0 else ('hf', 'ours')
+    return [(s, m) for s in settings for m in models]
+
+
+def _worker(conn, which, path, batch_size, block_size, keep):
+    """One model in a process of its own, as a training run has it (its own heap: in one shared process each
+    model's step would find the heap as the other model's step left it), stepping when the parent says:
+    ('setup', (setting, threads)) a fresh AdamW for that setting, ('step', setting) -> (seconds, loss),
+    ('lora', None) -> adapter parameters, ('stop', None)."""
+    try:
+        if keep:
+            hardware.keep_freed_memory()
+        model = load_hf(path) if which == 'hf' else from_pretrained(path)
+        model.train()
+        x, y = batch(model.config.vocab_size, batch_size, block_size)
+        steps_of = {}
+        while True:
+            cmd, arg = conn.recv()
+            if cmd == 'stop':
+                return
+            if cmd == 'lora':
+                conn.send(hf_lora(model) if which == 'hf' else ours_lora(model))
+            elif cmd == 'setup':
+                setting, threads = arg
+                torch.set_num_threads(threads)
+                steps_of[setting] = step_fn(model, which == 'hf', SETTINGS[setting][1], x, y)
+                conn.send(None)
+            elif cmd == 'step':
+                t0 = time.perf_counter()
+                loss = steps_of[arg]()
+                conn.send((time.perf_counter() - t0, loss))
+    except Exception as e:  # the parent says it in one sentence
+        conn.send(('error', f'{type(e).__name__}: {e}'))
+
+
+def timings(path, threads, steps, batch_size, block_size, settings=tuple(SETTINGS), keep=True):
     """-> ({(setting, threads): {'ours': s, 'hf': s}} medians, interleaved; {(setting, threads): {'ours': loss,
-    'hf': loss}} of the warm-up step, which equal each other when both models do the same step; LoRA adapter
-    parameter counts). Full fine-tuning settings first, then LoRA (added in place, to both models at once)."""
-    ours, hf = from_pretrained(path), load_hf(path)
-    ours.train()
-    hf.train()
-    x, y = batch(ours.config.vocab_size, batch_size, block_size)
+    'hf': loss}} of the first warm-up step, which equal each other when both models do the same step; LoRA adapter
+    parameter counts). One process per model, the parent telling each in turn to take a step. Full fine-tuning
+    settings first, then LoRA (added in place, to both models)."""
+    import multiprocessing
+    ctx = multiprocessing.get_context('spawn')
+    pipes = {}
+    for name in ('ours', 'hf'):
+        parent, child = ctx.Pipe()
+        ctx.Process(target=_worker, args=(child, name, path, batch_size, block_size, keep), daemon=True).start()
+        pipes[name] = parent
+
+    def call(name, cmd, arg=None):
+        pipes[name].send((cmd, arg))
+        try:
+            answer = pipes[name].recv()
+        except EOFError:
+            answer = ('error', 'the process ended (out of memory?)')
+        if isinstance(answer, tuple) and answer[:1] == ('error',):
+            raise SystemExit(f"The {name} model's process failed: {answer[1]}")
+        return answer
+
     results, losses, counts = {}, {}, {}
-    for adapters in (False, True):
-        if adapters:
-            counts = {'ours': ours_lora(ours), 'hf': hf_lora(hf)}
-        settings = [s for s, (a, _) in SETTINGS.items() if a == adapters]
-        for t in threads:
-            torch.set_num_threads(t)
-            steps_of = {(s, name): step_fn(m, name == 'hf', SETTINGS[s][1], x, y)
-                        for s in settings for name, m in (('ours', ours), ('hf', hf))}
-            warm = {k: fn() for k, fn in steps_of.items()}  # warm-up: first-call costs and AdamW's moments
-            times = {k: [] for k in steps_of}
-            for _ in range(steps):
-                for k, fn in steps_of.items():
-                    t0 = time.perf_counter()
-                    fn()
-                    times[k].append(time.perf_counter() - t0)
-            for s in settings:
-                results[(s, t)] = {name: statistics.median(times[(s, name)]) for name in ('ours', 'hf')}
-                losses[(s, t)] = {name: warm[(s, name)] for name in ('ours', 'hf')}
-                print(f"  {s:<10} {t} thread(s): ours {results[(s, t)]['ours']:.2f} s, transformers "
-                      f"{results[(s, t)]['hf']:.2f} s (first step's loss: ours {losses[(s, t)]['ours']:.6f}, "
-                      f"transformers {losses[(s, t)]['hf']:.6f})", flush=True)
+    try:
+        for adapters in (False, True):
+            chosen = [s for s, (a, _) in SETTINGS.items() if a == adapters and s in settings]
+            if not chosen:
+                continue
+            if adapters:
+                counts = {name: call(name, 'lora') for name in pipes}
+            for t in threads:
+                for s in chosen:
+                    for name in pipes:
+                        call(name, 'setup', (s, t))
+                # warm-up: first-call costs and AdamW's moments, then the second step's one-time costs (docstring)
+                warm = {(s, name): call(name, 'step', s)[1] for s in chosen for name in pipes}
+                for s in chosen:
+                    for name in pipes:
+                        call(name, 'step', s)
+                times = {k: [] for k in warm}
+                for r in range(steps):
+                    for s, name in round_order(chosen, r):
+                        times[(s, name)].append(call(name, 'step', s)[0])
+                for s in chosen:
+                    results[(s, t)] = {name: statistics.median(times[(s, name)]) for name in ('ours', 'hf')}
+                    losses[(s, t)] = {name: warm[(s, name)] for name in ('ours', 'hf')}
+                    print(f"  {s:<10} {t} thread(s): ours {results[(s, t)]['ours']:.2f} s, transformers "
+                          f"{results[(s, t)]['hf']:.2f} s (first step's loss: ours {losses[(s, t)]['ours']:.6f}, "
+                          f"transformers {losses[(s, t)]['hf']:.6f}); rounds: ours "
+                          + ' '.join(f'{v:.2f}' for v in times[(s, 'ours')]) + ', transformers '
+                          + ' '.join(f'{v:.2f}' for v in times[(s, 'hf')]), flush=True)
+    finally:
+        for pipe in pipes.values():
+            try:
+                pipe.send(('stop', None))
+            except (BrokenPipeError, OSError):
+                pass
     return results, losses, counts
 
 
-def peak_memory(path, setting, which, steps, batch_size, block_size):
+def peak_memory(path, setting, which, steps, batch_size, block_size, keep):
     """Peak resident memory (GiB) of a fresh process over `steps` steps of one (setting, model), one thread."""
     out = subprocess.run([sys.executable, os.path.abspath(__file__), '--_memory', f'{setting},{which}',
                           f'--model={path}', f'--steps={steps}', f'--batch_size={batch_size}',
-                          f'--block_size={block_size}'], capture_output=True, text=True,
+                          f'--block_size={block_size}', f'--keep_freed_memory={keep}'], capture_output=True, text=True,
                          env=dict(os.environ, OMP_NUM_THREADS='1'))
     if out.returncode != 0:
         raise SystemExit(f"The memory measurement of {which} {setting} failed: {out.stderr.strip()[-300:]}")
@@ -171,7 +244,7 @@ def _memory_child(spec, path, steps, batch_size, block_size):
 
 def table(results, memory, counts, batch_size, block_size):
     tokens = batch_size * block_size
-    lines = [f"| setting | threads | ours tok/s | transformers tok/s | ours / transformers (time) |",
+    lines = ["| setting | threads | ours tok/s | transformers tok/s | ours / transformers (time) |",
              '|---|---|---|---|---|']
     for (s, t), r in results.items():
         lines.append(f"| {s} | {t} | {tokens / r['ours']:.0f} | {tokens / r['hf']:.0f} | {r['ours'] / r['hf']:.2f} |")
@@ -187,22 +260,32 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--model', default=MODEL, help='a .gguf file or a transformers folder (Llama, Qwen2, Qwen3)')
     p.add_argument('--threads', default='1,2', help='comma list of torch thread counts, each measured')
-    p.add_argument('--steps', type=int, default=3, help='timed steps per (setting, model), after one warm-up')
+    p.add_argument('--steps', type=int, default=6, help='timed steps (rounds) per (setting, model), after one warm-up; '
+                   'even, so that each model goes first as often')
     p.add_argument('--batch_size', type=int, default=2)
     p.add_argument('--block_size', type=int, default=512)
+    p.add_argument('--settings', default=','.join(SETTINGS), help='comma list of settings: ' + ', '.join(SETTINGS))
+    p.add_argument('--keep_freed_memory', type=int, default=1, help='1: glibc keeps freed memory, as train.py on CPU '
+                   '(hardware.keep_freed_memory); 0: glibc\'s default')
     p.add_argument('--memory', type=int, default=1, help='1: also the peak memory (a process per setting and model)')
     p.add_argument('--_memory', default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if not os.path.exists(os.path.expanduser(a.model)):
         raise SystemExit(f"No model at {a.model}: fetch it with python data/released.py smollm2-135m.")
+    settings = a.settings.split(',')
+    if any(s not in SETTINGS for s in settings):
+        raise SystemExit(f"--settings: {a.settings!r} is not a comma list of {', '.join(SETTINGS)}.")
     if a._memory:
+        if a.keep_freed_memory:
+            hardware.keep_freed_memory()
         return _memory_child(a._memory, a.model, a.steps, a.batch_size, a.block_size)
     threads = [int(t) for t in a.threads.split(',')]
     print(f"{os.path.basename(a.model)}: one training step of {a.batch_size} x {a.block_size} tokens, float32, "
-          f"median of {a.steps} interleaved rounds", flush=True)
-    results, _, counts = timings(a.model, threads, a.steps, a.batch_size, a.block_size)
-    memory = {s: {w: peak_memory(a.model, s, w, 2, a.batch_size, a.block_size) for w in ('ours', 'hf')}
-              for s in SETTINGS} if a.memory else {}
+          f"median of {a.steps} interleaved rounds (each model first in half of them), glibc "
+          f"{'keeping freed memory' if a.keep_freed_memory else 'default'}", flush=True)
+    results, _, counts = timings(a.model, threads, a.steps, a.batch_size, a.block_size, settings, a.keep_freed_memory)
+    memory = {s: {w: peak_memory(a.model, s, w, 2, a.batch_size, a.block_size, a.keep_freed_memory)
+                  for w in ('ours', 'hf')} for s in settings} if a.memory else {}
     print(table(results, memory, counts, a.batch_size, a.block_size))
 
 

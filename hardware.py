@@ -13,10 +13,12 @@ lives here once and the tests call it on CPU the way the scripts do.
   init_distributed(device)                the process group under torchrun (nccl on CUDA, gloo elsewhere)
   rank_share(items, 8), busiest(n, dev)   a process's share of some work, and how many forwards every process runs
   peak_flops('NVIDIA H100 PCIe', 'bfloat16') = 756e12; None for a GPU not in the table (then no MFU is shown)
+  keep_freed_memory()                     CPU training: glibc keeps freed blocks for the next step (see there)
 
     python hardware.py        # what this machine resolves to, and the peak table
 """
 
+import ctypes
 import math
 import os
 import re
@@ -174,6 +176,27 @@ def peak_flops(device_name, dtype):
         if re.search(pattern, device_name):
             return peaks.get(dtype)
     return None
+
+
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
+
+
+def keep_freed_memory():
+    """Make glibc's malloc keep the memory a training step frees for the next step; True if it took effect.
+
+    glibc serves each block over its mmap threshold (at most 32 MiB) with a mapping of its own and unmaps it on
+    free, and gives the top of its heap back once more than the trim threshold is free. A CPU training step frees
+    and asks again for the same large blocks every step (SmolLM2-135M at 2 x 512 tokens: the logits and their two
+    gradients, 1024 x 49,152 floats = 192 MiB each, the embedding's gradient and AdamW's temporaries), so every
+    step the kernel faults in and zeroes those pages again. M_MMAP_MAX = 0 serves every block from the heap and a
+    trim threshold of 2^31 - 1 bytes keeps it: the next step reuses the same pages. Numbers do not change (only
+    where memory comes from); the process's memory stays at its peak instead of shrinking between steps
+    (bench_released.py measures both). Elsewhere than glibc (macOS, musl) nothing changes and it returns False."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1))
 
 
 if __name__ == '__main__':

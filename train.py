@@ -199,6 +199,8 @@ if device_type == 'cuda':
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
 ctx = hardware.autocast(run_dtype, run_device)
+if device_type == 'cpu':
+    hardware.keep_freed_memory()  # the same large blocks every step: reuse their pages (hardware.py, bench_released.py)
 
 # Dropout masks: every process seeds its own torch stream (saved in checkpoints). Training data and the
 # dispersion loss's token subsets are drawn per global micro-batch from (seed, iter, micro-batch index): the same

@@ -73,3 +73,13 @@ def test_released_bench_times_the_same_step_on_both_models(tmp_path):
     # ours 16 * ((32 + 64) + (32 + 32) + (32 + 128) + (64 + 32)) = 6,656 per layer; transformers one adapter per
     # projection: q 16 * 64, k 16 * 48, v 16 * 48, o 16 * 64, gate 16 * 96, up 16 * 96, down 16 * 96 = 8,192
     assert counts == {'ours': 2 * 6656, 'hf': 2 * 8192}
+
+
+def test_released_bench_alternates_which_model_goes_first():
+    """Every round runs each (setting, model) pair once; within a setting ours goes first in rounds 0 and 2,
+    transformers in rounds 1 and 3, so a cost that the first step of a round pays is shared equally."""
+    import bench_released
+    rounds = [bench_released.round_order(['ce', 'ce+disp'], r) for r in range(4)]
+    assert rounds[0] == [('ce', 'ours'), ('ce', 'hf'), ('ce+disp', 'ours'), ('ce+disp', 'hf')]
+    assert rounds[1] == [('ce', 'hf'), ('ce', 'ours'), ('ce+disp', 'hf'), ('ce+disp', 'ours')]
+    assert rounds[2] == rounds[0] and rounds[3] == rounds[1]
