@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import fields
@@ -542,7 +543,6 @@ if __name__ == '__main__':
         condensation_run()
         sys.exit()
     if what == 'condensation':  # a fresh process per N, so that each peak is its own
-        import subprocess
         print(f"condensation, 6 x 384 GPT, batch 8, {device}")
         for n in (10, 100, 300):
             subprocess.run([sys.executable, __file__, f'--num_sequences={n}', f'--seq_len={seq_len}',
@@ -567,11 +567,11 @@ if __name__ == '__main__':
     if what == 'gpu':
         gpu_table()
         sys.exit()
-    if what in ('released', 'lmeval_cli'):  # released weights: bench_released.py, bench_lmeval_cli.py
-        import bench_lmeval_cli
-        import bench_released
-        (bench_released if what == 'released' else bench_lmeval_cli).main([])
-        sys.exit()
+    if what in ('released', 'lmeval_cli'):  # released weights: bench_released.py, bench_lmeval_cli.py, each as its
+        # own script (bench_released's worker processes start from their parent's main module, which must not be
+        # this flat script)
+        sys.exit(subprocess.call([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                               f'bench_{what}.py')]))
     torch.manual_seed(seed)
     x = torch.randint(0, vocab_size, (batch_size, block_size), device=device)
     y = torch.randint(0, vocab_size, (batch_size, block_size), device=device)

@@ -145,6 +145,8 @@ def _worker(conn, which, path, batch_size, block_size, keep):
                 t0 = time.perf_counter()
                 loss = steps_of[arg]()
                 conn.send((time.perf_counter() - t0, loss))
+    except (EOFError, BrokenPipeError):  # the parent has gone: nothing to tell
+        return
     except Exception as e:  # the parent says it in one sentence
         conn.send(('error', f'{type(e).__name__}: {e}'))
 
@@ -156,10 +158,12 @@ def timings(path, threads, steps, batch_size, block_size, settings=tuple(SETTING
     settings first, then LoRA (added in place, to both models)."""
     import multiprocessing
     ctx = multiprocessing.get_context('spawn')
-    pipes = {}
+    pipes, procs = {}, []
     for name in ('ours', 'hf'):
         parent, child = ctx.Pipe()
-        ctx.Process(target=_worker, args=(child, name, path, batch_size, block_size, keep), daemon=True).start()
+        procs.append(ctx.Process(target=_worker, args=(child, name, path, batch_size, block_size, keep), daemon=True))
+        procs[-1].start()
+        child.close()  # the worker's end lives in the worker: its exit is then an EOFError here, not a hang
         pipes[name] = parent
 
     def call(name, cmd, arg=None):
@@ -207,6 +211,8 @@ def timings(path, threads, steps, batch_size, block_size, settings=tuple(SETTING
                 pipe.send(('stop', None))
             except (BrokenPipeError, OSError):
                 pass
+        for proc in procs:
+            proc.join(timeout=60)
     return results, losses, counts
 
 
