@@ -404,18 +404,41 @@ def test_distributed_shared_prefixes_give_the_single_process_result(tmp_path):
             assert json.load(f) == json.loads(json.dumps(single))
 
 
-def _prefix_run():
+@pytest.mark.slow
+def test_fsdp_shared_prefixes_give_the_single_process_result(tmp_path):
+    """The same under FSDP (a tiny Qwen3-style model sharded over two gloo ranks, as train.py's tasks_interval
+    scores it): each rank runs its prefixes through the sharded model's KV cache, and every rank enters as many
+    forwards as the busiest (each is a collective); the results equal one process's."""
+    import torch.multiprocessing as mp
+    single = _prefix_run("qwen3")
+    assert E.LAST_RUN["prefixes"] >= 1
+    mp.spawn(_prefix_rank, args=(2, str(tmp_path), "qwen3", True), nprocs=2, join=True)
+    for r in range(2):
+        with open(tmp_path / f"rank{r}.json") as f:
+            got = json.load(f)
+        assert got.pop("prefixes") >= 1  # this rank's MMLU documents shared their few-shot block
+        assert got == json.loads(json.dumps(single))
+
+
+def _prefix_run(arch="gpt", sharded=False):
     from data.tokenizer import get_tokenizer
-    from model import GPT, GPTConfig
+    from model import GPT, GPTConfig, Qwen3, Qwen3Config
     torch.manual_seed(0)
-    model = GPT(GPTConfig(block_size=512, vocab_size=50304, n_layer=2, n_head=2, n_embd=32)).eval()
+    model = (GPT(GPTConfig(block_size=512, vocab_size=50304, n_layer=2, n_head=2, n_embd=32)) if arch == "gpt" else
+             Qwen3(Qwen3Config(block_size=512, vocab_size=50304, n_layer=2, n_head=4, n_kv_head=2, head_dim=8,
+                               n_embd=32, n_inner=48, rope_theta=100.0))).eval()
+    if sharded:
+        import fsdp
+        model = fsdp.shard(model, "cpu", "float32")
     return E.run_benchmarks(model, get_tokenizer("gpt2"), "mmlu_anatomy,arc_easy",
                             fewshot="mmlu_anatomy=2,arc_easy=2", data_dir=FIXTURES, progress=False, log=None)
 
 
-def _prefix_rank(rank, world, tmp):
+def _prefix_rank(rank, world, tmp, arch="gpt", sharded=False):
     torch.distributed.init_process_group("gloo", init_method=f"file://{tmp}/store", rank=rank, world_size=world)
-    out = _prefix_run()
+    out = _prefix_run(arch, sharded)
+    if sharded:
+        out["prefixes"] = E.LAST_RUN["prefixes"]
     with open(os.path.join(tmp, f"rank{rank}.json"), "w") as f:
         json.dump(out, f)
     torch.distributed.destroy_process_group()
