@@ -409,10 +409,16 @@ def test_fsdp_shared_prefixes_give_the_single_process_result(tmp_path):
     """The same under FSDP (a tiny Qwen3-style model sharded over two gloo ranks, as train.py's tasks_interval
     scores it): each rank runs its prefixes through the sharded model's KV cache, and every rank enters as many
     forwards as the busiest (each is a collective); the results equal one process's."""
+    import shutil
     import torch.multiprocessing as mp
-    single = _prefix_run("qwen3")
+    data = tmp_path / "tasks"  # the fixtures with 4 anatomy questions, so that each rank has 2 sharing a block
+    shutil.copytree(FIXTURES, data)
+    rows = (data / "mmlu" / "anatomy" / "test.jsonl").read_text().splitlines()
+    more = [json.dumps(dict(json.loads(r), question=json.loads(r)["question"] + " Explain.")) for r in rows]
+    (data / "mmlu" / "anatomy" / "test.jsonl").write_text("\n".join(rows + more) + "\n")
+    single = _prefix_run("qwen3", data_dir=str(data))
     assert E.LAST_RUN["prefixes"] >= 1
-    mp.spawn(_prefix_rank, args=(2, str(tmp_path), "qwen3", True), nprocs=2, join=True)
+    mp.spawn(_prefix_rank, args=(2, str(tmp_path), "qwen3", True, str(data)), nprocs=2, join=True)
     for r in range(2):
         with open(tmp_path / f"rank{r}.json") as f:
             got = json.load(f)
@@ -420,7 +426,7 @@ def test_fsdp_shared_prefixes_give_the_single_process_result(tmp_path):
         assert got == json.loads(json.dumps(single))
 
 
-def _prefix_run(arch="gpt", sharded=False):
+def _prefix_run(arch="gpt", sharded=False, data_dir=FIXTURES):
     from data.tokenizer import get_tokenizer
     from model import GPT, GPTConfig, Qwen3, Qwen3Config
     torch.manual_seed(0)
@@ -431,12 +437,12 @@ def _prefix_run(arch="gpt", sharded=False):
         import fsdp
         model = fsdp.shard(model, "cpu", "float32")
     return E.run_benchmarks(model, get_tokenizer("gpt2"), "mmlu_anatomy,arc_easy",
-                            fewshot="mmlu_anatomy=2,arc_easy=2", data_dir=FIXTURES, progress=False, log=None)
+                            fewshot="mmlu_anatomy=2,arc_easy=2", data_dir=data_dir, progress=False, log=None)
 
 
-def _prefix_rank(rank, world, tmp, arch="gpt", sharded=False):
+def _prefix_rank(rank, world, tmp, arch="gpt", sharded=False, data_dir=FIXTURES):
     torch.distributed.init_process_group("gloo", init_method=f"file://{tmp}/store", rank=rank, world_size=world)
-    out = _prefix_run(arch, sharded)
+    out = _prefix_run(arch, sharded, data_dir)
     if sharded:
         out["prefixes"] = E.LAST_RUN["prefixes"]
     with open(os.path.join(tmp, f"rank{rank}.json"), "w") as f:
