@@ -128,7 +128,7 @@ def kept_run(cells):
     mean_cos = [f[f'l={l}'] for l in range(len(cells[PER_LAYER].split()))]
     return {'name': cells['run'], 'code': cells.get('code', '—'), 'val_loss': f['val loss'],
             'gen_loss': f[f'{LOSS_DATA} loss'], 'iters': None, 'val_curve': None, 'probe': None, 'mean_cos': mean_cos,
-            'blocks_cos': sum(mean_cos[1:]) / (len(mean_cos) - 1), 'inner_cos': sum(mean_cos[1:-1]) / (len(mean_cos) - 2),
+            'blocks_cos': f['blocks mean cos'], 'inner_cos': sum(mean_cos[1:-1]) / (len(mean_cos) - 2),  # (4 digits)
             'spearman': f['Spearman rho'], 'kendall': f['Kendall tau'], 'ms_per_iter': None, 'distill': None,
             'lr_embedding': {}, 'anisotropy': None}
 
@@ -264,17 +264,17 @@ def mlp_section(groups, out):
              'rho trained (eval) | tau trained (eval) | val loss | per-layer mean cos, trained (eval) |',
              '|---|---|---|---|---|---|---|---|---|---|']
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.4), dpi=110, sharey=True)
-    for w, r in widths:
+    for k, (w, r) in enumerate(widths):
         layers = list(range(len(r['mean_cos'])))
         probe = ['—'] * 4  # a kept row (report --keep) has no probe
         if r['probe']:
             init, last = r['probe'][0], r['probe'][-1]
             probe = [f'{spearman(layers, init):+.2f}', f'{kendall(layers, init):+.2f}', f'{spearman(layers, last):+.2f}',
                      f'{kendall(layers, last):+.2f}']
-            axes[0].plot(layers, init, marker='o', ms=3, label=f'{w}')
+            axes[0].plot(layers, init, marker='o', ms=3, color=f'C{k}', label=f'{w}')  # a width's color in both
         lines.append(f'| {w} | {w / 192:.2f} | ' + ' | '.join(probe) + f' | {r["spearman"]:+.2f} | '
                      f'{r["kendall"]:+.2f} | {r["val_loss"]:.3f} | ' + ' '.join(f'{v:.2f}' for v in r['mean_cos']) + ' |')
-        axes[1].plot(layers, r['mean_cos'], marker='o', ms=3, label=f'{w}')
+        axes[1].plot(layers, r['mean_cos'], marker='o', ms=3, color=f'C{k}', label=f'{w}')
     axes[0].set(title='at initialisation', xlabel='hidden state', ylabel='mean cosine')
     axes[1].set(title='after 300 steps', xlabel='hidden state')
     axes[1].legend(title='MLP width', fontsize=7, loc='upper left')
