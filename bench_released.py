@@ -21,14 +21,14 @@ one per projection, so its adapters hold more parameters (printed): the frozen b
 
 Timing: each model lives in a process of its own, as in a training run (in one shared process, each model's step
 would find the heap as the other's step left it, and which of the two paid for fresh pages changed from run to
-run). Each round runs one step of every (setting, model) pair in turn, after two untimed warm-up steps each
-(the first allocates AdamW's moments; the second still pays one-time costs: alone in a fresh process, the second
-forward of either model took 2.3-2.6x the later ones), so a slow moment of a shared machine hits both models; within a setting the model that goes first alternates from
-round to round (ours first in even rounds, transformers first in odd ones), so that whatever the first step of a
-round pays (memory the allocator gave back to the system and must fault in again) falls on both models equally
-often. The median over rounds is reported (use an even --steps), and the ratio ours / transformers (below 1.0:
+run). Each round runs one step of every (setting, model) pair in turn, after two untimed warm-up steps each (the
+first allocates AdamW's moments; the second still pays one-time costs: alone in a fresh process, the second
+forward of either model took 2.3-2.6x the later ones), so a slow moment of a shared machine hits both models;
+within a setting the model that goes first alternates from round to round (ours in even rounds, transformers in
+odd ones). The median over rounds is reported (use an even --steps), and the ratio ours / transformers (below 1.0:
 ours is faster); every round's times are printed too. Both processes run with glibc keeping freed memory
-(hardware.keep_freed_memory, as train.py does on CPU); --keep_freed_memory=0 measures with glibc's default. Peak memory: a fresh process per (setting, model), the peak
+(hardware.keep_freed_memory, as train.py does on CPU); --keep_freed_memory=0 measures with glibc's default.
+Peak memory: a fresh process per (setting, model), the peak
 resident set over its steps (VmHWM, reset after loading through /proc/self/clear_refs), so weights, gradients,
 AdamW's moments and activations, but not the loading's own transient.
 """

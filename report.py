@@ -125,7 +125,7 @@ def row_figures(cells):
 def kept_run(cells):
     """A run of a per-run row, in load_run's form; what only the run folder holds (logs, probe) is None."""
     f = row_figures(cells)
-    mean_cos = [f[f'l={l}'] for l in range(len(cells[PER_LAYER].split()))]
+    mean_cos = [float(v) for v in cells[PER_LAYER].split()]
     return {'name': cells['run'], 'code': cells.get('code', '—'), 'val_loss': f['val loss'],
             'gen_loss': f[f'{LOSS_DATA} loss'], 'iters': None, 'val_curve': None, 'probe': None, 'mean_cos': mean_cos,
             'blocks_cos': f['blocks mean cos'], 'inner_cos': sum(mean_cos[1:-1]) / (len(mean_cos) - 2),  # (4 digits)
@@ -218,13 +218,11 @@ def per_run_table(groups):
              'temporary folder and compares it with its row here.', '',
              f'| run | experiment | code | val loss | {LOSS_DATA} loss | Spearman rho | Kendall tau | blocks mean cos | '
              f'{PER_LAYER} |', '|---' * 9 + '|']
-    order = list(EXPERIMENTS) + ['other']
-    for (experiment, _), runs in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
-        for r in sorted(runs, key=lambda r: r['name']):
+    for (experiment, _), runs in groups.items():  # in collect's order: experiments, settings, seeds
+        for r in runs:
             gen = '—' if r['gen_loss'] is None else f'{r["gen_loss"]:.4f}'
             lines.append(f'| {r["name"]} | {experiment} | {r["code"] or "—"} | {r["val_loss"]:.4f} | {gen} | '
-                         f'{r["spearman"]:+.3f} | '
-                         f'{r["kendall"]:+.3f} | {r["blocks_cos"]:.4f} | '
+                         f'{r["spearman"]:+.3f} | {r["kendall"]:+.3f} | {r["blocks_cos"]:.4f} | '
                          + ' '.join(f'{v:.4f}' for v in r['mean_cos']) + ' |')
     return lines + ['']
 
