@@ -11,7 +11,8 @@ of different depths are compared on the layer-fraction axis l/n: profile_distanc
 states l = 0..n of |p_l - t(l/n)|, t linearly interpolated between its own fractions 0, 1/m, .., 1.
 
 The per-run table at the end of results.md is the record of every run: its figures and the code version that trained
-it (the commit experiments.py wrote into RUN/code.txt). `report --keep assets/results.md` takes the rows of that
+it (the commit experiments.py wrote into RUN/code.txt); under each table's title, the version of its rows, or each
+version with its runs when they are not one. `report --keep assets/results.md` takes the rows of that
 table for the runs that have no folder here, so that tables stay whole when only some runs were retrained (a kept row
 has no logs: its training curves, step time, distillation term and probe at step 0 show as —, and the figures over
 training leave its setting out).
@@ -159,6 +160,18 @@ def collect(runs_dir, keep=None):
     return groups, commands
 
 
+def code_line(runs):
+    """Which code version trained a table's runs (RUN/code.txt): one line, naming each version's runs when the table
+    mixes versions."""
+    by = {}
+    for r in runs:
+        by.setdefault(r['code'] if r['code'] not in (None, '—') else 'not recorded', []).append(r['name'])
+    if len(by) == 1:
+        return [f'Code version: {next(iter(by))}.', '']
+    return ['Code versions (not one): ' + '; '.join(f'{v}: {", ".join(sorted(names))}' for v, names in by.items())
+            + '.', '']
+
+
 def save_figure(fig, out, name):
     fig.tight_layout()
     fig.savefig(os.path.join(out, name))
@@ -196,7 +209,7 @@ def setting_table(groups, out, experiment, title):
     ref = {k: mean_std(r[k] for r in ce)[0] if ce else None
            for k in ('val_loss', 'gen_loss', 'blocks_cos', 'inner_cos', 'ms_per_iter')}
     n = len(rows[0][1][0]['mean_cos']) - 1
-    lines = [f'## {title}', '',
+    lines = [f'## {title}', '', *code_line([r for _, runs in rows for r in runs]),
              f'| setting | seeds | val loss | vs CE | {LOSS_DATA} loss | vs CE | blocks mean cos | vs CE | 1..n-1 | vs CE | '
              'Spearman rho | Kendall tau | ms/step | vs CE | ' + ' | '.join(f'l={l}' for l in range(n + 1)) + ' |',
              '|---' * (14 + n + 1) + '|']
@@ -255,7 +268,7 @@ def mlp_section(groups, out):
     if not (mlp and ce):
         return []
     widths = sorted(mlp + [(768, ce[0])])  # main's CE seed-1 run is width 4 x 192 = 768
-    lines = ['## MLP width and condensation (seed 1)', '',
+    lines = ['## MLP width and condensation (seed 1)', '', *code_line([r for _, r in widths]),
              'Init: the probe at step 0 (16 val windows); trained: the probe at the last step (same '
              'windows) and eval.py (100 windows).', '',
              '| MLP width | width / d | rho init | tau init | rho trained (probe) | tau trained (probe) | '
@@ -324,7 +337,8 @@ def size_section(groups, out):
     rows = [(key, groups[key]) for key in SIZES if key in groups]
     if not rows:
         return []
-    lines = ['## Model size (CE only)', '', 'Depth and width grow together (32-wide heads); block parameters '
+    lines = ['## Model size (CE only)', '', *code_line([r for _, runs in rows for r in runs]),
+             'Depth and width grow together (32-wide heads); block parameters '
              '12 L d^2. The profile: per-layer mean cosine at l/n = 0, 0.25, 0.5, 0.75, 1 (interpolated).', '',
              f'| size | block params | {SUMMARY} l/n=0 | 0.25 | 0.5 | 0.75 | 1 |', '|---' * 13 + '|']
     labels = []
@@ -352,7 +366,8 @@ def distill_section(groups):
         if key in groups]
     if not any(label.startswith('student, distilled') for label, _ in rows):
         return []
-    lines = ['## Distillation', '', 'The research-shape student (6 x 192), T = 1, coefficient 1 (experiments.py). '
+    lines = ['## Distillation', '', *code_line([r for _, runs in rows for r in runs] + list(teachers.values())),
+             'The research-shape student (6 x 192), T = 1, coefficient 1 (experiments.py). '
              'Profile distance: mean |difference| of the per-layer mean cosine on the layer-fraction axis '
              '(profile_distance), to each teacher\'s; distill: the T^2 KL term at the last logged step.', '',
              f'| model | {SUMMARY} ' + ' | '.join(f'distance to {t}' for t in teachers) + ' | distill |',
@@ -371,6 +386,7 @@ def recovery_section(groups):
     target = np.mean([r['mean_cos'] for r in large], axis=0)
     rho = mean_std(r['spearman'] for r in large)[0]
     lines = ['## Recovery: distance to the largest model\'s profile', '',
+             *code_line([r for runs in groups.values() for r in runs]),
              f'The target: {LARGEST[1]}\'s mean per-layer profile over {len(large)} seed(s), rho {rho:+.2f}. Profile '
              'distance: mean |difference| on the layer-fraction axis (the target interpolated at each run\'s l/n), '
              'per run, then mean ± std over seeds.', '',
@@ -394,7 +410,8 @@ def longer_section(groups):
     if not any(key[0] == 'longer' for _, key in pairs if key in groups):
         return []
     ce = {steps: groups.get(key) for steps, key in ((300, REFERENCE), (900, ('longer', 'ce_900')))}
-    lines = ['## Longer training (900 steps)', '', f'| run | {SUMMARY} val loss vs CE at the same length |',
+    lines = ['## Longer training (900 steps)', '', *code_line([r for _, runs in rows for r in runs]),
+             f'| run | {SUMMARY} val loss vs CE at the same length |',
              '|---' * 8 + '|']
     for label, runs in rows:
         ref = ce[300 if '300' in label else 900]
@@ -407,18 +424,19 @@ def forget_section(groups):
     """Active forgetting against CE, with the embedding learning rate the run logged around its reset."""
     if ('main', 'forget') not in groups:
         return []
-    lines = ['## Active forgetting', '', 'Re-drawn once after step 200 of 300, the authors\' schedule for the '
+    rows = [(label, groups[key]) for label, key in (('CE', REFERENCE), ('active forgetting', ('main', 'forget')))
+            if key in groups]
+    lines = ['## Active forgetting', '', *code_line([r for _, runs in rows for r in runs]),
+             'Re-drawn once after step 200 of 300, the authors\' schedule for the '
              'embedding (disperse.forget_lr); embedding lr: the learning rate the run logged for it at step 200 and at '
              'the first logged step after the reset (— : a run from before that schedule).', '',
              f'| setting | {SUMMARY} embedding lr at 200 / after the reset |', '|---' * 8 + '|']
-    for label, key in (('CE', REFERENCE), ('active forgetting', ('main', 'forget'))):
-        if key in groups:
-            runs = groups[key]
-            lrs = runs[0]['lr_embedding']
-            after = min((i for i in lrs if i > 200), default=None)
-            at = (f'{lrs[200]:.2e} / {lrs[after]:.2e} (step {after})' if 200 in lrs and after else '—'
-                  ) if key != REFERENCE else ''
-            lines.append(summary_row(label, runs, [at]))
+    for label, runs in rows:
+        lrs = runs[0]['lr_embedding']
+        after = min((i for i in lrs if i > 200), default=None)
+        at = (f'{lrs[200]:.2e} / {lrs[after]:.2e} (step {after})' if 200 in lrs and after else '—'
+              ) if label != 'CE' else ''
+        lines.append(summary_row(label, runs, [at]))
     return lines + ['']
 
 
@@ -441,7 +459,8 @@ def anisotropy_section(groups):
     runs = [r for rs in groups.values() for r in rs if r.get('anisotropy')]
     if not runs:
         return []
-    lines = ['## Rogue dimensions and anisotropy', '', 'Means over the blocks (hidden states 1..n) of eval.py '
+    lines = ['## Rogue dimensions and anisotropy', '', *code_line(runs),
+             'Means over the blocks (hidden states 1..n) of eval.py '
              '--anisotropy: raw and standardized (every dimension z-scored over the same tokens) mean cosine, the '
              'mean cosine between tokens of different sequences, within-sequence minus it, the share of the squared '
              'norm in the 2 largest dimensions, the TwoNN intrinsic dimension.', '', ANISOTROPY_HEAD]

@@ -43,6 +43,8 @@ def test_report_means_and_stds_over_seeds(tmp_path):
     write_run(f'{runs}/ce_s2', [9.0, 5.2], [0.1, 0.2, 0.6], ms=100, resumed_at=0, gen_loss=7.0)  # its log holds redone steps
     # dispersion: blocks' mean cos (0.1 + 0.1) / 2 = 0.1 vs CE's (0.3 + 0.4) / 2 = 0.35: -71.4%; loss -2.0%
     write_run(f'{runs}/disp1.0_s1', [9.0, 4.998], [0.1, 0.1, 0.1], ms=110, spearman=0.5, gen_loss=7.35)
+    for name in ('ce_s1', 'ce_s2', 'disp1.0_s1'):
+        (tmp_path / 'runs' / name / 'code.txt').write_text('abc1234\n')
     out = str(tmp_path / 'report')
     experiments.main(['report', '--runs', runs, '--out', out])
     md = open(os.path.join(out, 'results.md')).read()
@@ -55,6 +57,7 @@ def test_report_means_and_stds_over_seeds(tmp_path):
             '0.50 |') in disp_row
     assert '| 110 | +10.0% |' in disp_row
     assert 'python train.py config/research.py config/dispersion.py --dispersion_coeff=1.0 --seed=1' in md
+    assert '## Dispersion against the baselines\n\nCode version: abc1234.\n' in md  # every row's RUN/code.txt
     assert os.path.getsize(os.path.join(out, 'main_mean_cos.png')) > 10_000
 
 
@@ -200,6 +203,8 @@ def test_report_keeps_committed_rows_of_runs_without_a_folder(tmp_path):
     assert '| 0.75 ± 0.35 | 1.00 ± 0.00 | 100 | +0.0% |' in row('| ce |')
     assert row('| ce_s1 |').startswith('| ce_s1 | main | 1234abc | 5.0000 | 8.0000 |')
     assert row('| ce_s2 |').startswith('| ce_s2 | main | — | 5.2000 | — | +0.500 |')  # a row written without the column
+    # a table whose rows come from several versions names each with its runs: the folder's 1234abc, the kept row's none
+    assert row('Code versions') == 'Code versions (not one): 1234abc: ce_s1; not recorded: ce_s2.'
     # the MLP table: the kept width 16 has no probe (—), the folder's width 64 has its probe at step 0
     assert row('| 16 |').startswith('| 16 | 0.08 | — | — | — | — | +1.00 | +1.00 | 6.000 |')
     assert row('| 64 |').startswith('| 64 | 0.33 | +1.00 | +1.00 | +1.00 | +1.00 | +1.00 | +1.00 | 5.500 |')
