@@ -164,7 +164,7 @@ def code_line(runs):
     """Which code version trained a table's runs (RUN/code.txt): one line, naming each version's runs when the table
     mixes versions."""
     by = {}
-    for r in runs:
+    for r in {r['name']: r for r in runs}.values():  # a run in two rows of one table (a teacher) counts once
         by.setdefault(r['code'] if r['code'] not in (None, '—') else 'not recorded', []).append(r['name'])
     if len(by) == 1:
         return [f'Code version: {next(iter(by))}.', '']
