@@ -127,7 +127,8 @@ def kept_run(cells):
     """A run of a per-run row, in load_run's form; what only the run folder holds (logs, probe) is None."""
     f = row_figures(cells)
     mean_cos = [float(v) for v in cells[PER_LAYER].split()]
-    return {'name': cells['run'], 'code': cells.get('code', '—'), 'val_loss': f['val loss'],
+    code = cells.get('code', '—')  # a row written before the code column has none
+    return {'name': cells['run'], 'code': None if code == '—' else code, 'val_loss': f['val loss'],
             'gen_loss': f[f'{LOSS_DATA} loss'], 'iters': None, 'val_curve': None, 'probe': None, 'mean_cos': mean_cos,
             'blocks_cos': f['blocks mean cos'], 'inner_cos': sum(mean_cos[1:-1]) / (len(mean_cos) - 2),  # (4 digits)
             'spearman': f['Spearman rho'], 'kendall': f['Kendall tau'], 'ms_per_iter': None, 'distill': None,
@@ -165,7 +166,7 @@ def code_line(runs):
     mixes versions."""
     by = {}
     for r in {r['name']: r for r in runs}.values():  # a run in two rows of one table (a teacher) counts once
-        by.setdefault(r['code'] if r['code'] not in (None, '—') else 'not recorded', []).append(r['name'])
+        by.setdefault(r['code'] or 'not recorded', []).append(r['name'])
     if len(by) == 1:
         return [f'Code version: {next(iter(by))}.', '']
     return ['Code versions (not one): ' + '; '.join(f'{v}: {", ".join(sorted(names))}' for v, names in by.items())
